@@ -1,0 +1,43 @@
+"""Exceptions and the record of a dropped row.
+
+Only a named set of errors is tolerated per row (`AudioDecodeError`); anything else is a bug and
+propagates. `UsageError` is bad input from the user: the CLI prints it on one line and exits 2.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+class ParlaError(Exception):
+    """Base class of every error parla raises on purpose."""
+
+
+class UsageError(ParlaError, ValueError):
+    """Bad arguments, unknown sources or unwritable outputs: reported before any work, exit 2."""
+
+
+class SourceError(UsageError):
+    """A `--datasets` entry that cannot be read."""
+
+
+class AudioDecodeError(ParlaError):
+    """A clip that cannot be decoded or is not valid audio; the row is rejected, the run goes on."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Reject:
+    """One dropped row, as written to `rejects.jsonl`."""
+
+    source_path: str
+    dialect: str
+    reason: str
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)

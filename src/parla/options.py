@@ -1,0 +1,161 @@
+"""One frozen dataclass of options per stage, shared by the CLI, the config file and the Python API.
+
+Each validates itself on construction and raises UsageError (exit 2 from the CLI) before any work.
+Nothing heavy is imported here: building TokenizeOptions must not import torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import UsageError
+
+DEFAULT_SNAC_MODEL = "hubertsiuzdak/snac_24khz"
+DEFAULT_TEXT_TOKENIZER = "canopylabs/orpheus-3b-0.1-pretrained"
+RESAMPLERS = ("soxr", "scipy")
+ENGINES = ("local", "ray")
+VAD_BACKENDS = ("auto", "energy", "silero")
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise UsageError(message)
+
+
+@dataclass(frozen=True)
+class ConditioningOptions:
+    """TTS-grade clean-up of each clip (trim, loudness, quality rejects, text normalisation)."""
+
+    trim_silence: bool = True
+    keep_silence_ms: float = 100.0
+    vad: str = "auto"  # auto: silero when installed, else the energy detector
+    loudness_norm: bool = True
+    target_lufs: float = -20.0
+    true_peak_db: float = -1.0
+    max_clipped_fraction: float = 0.001
+    min_snr_db: float | None = 10.0
+    min_chars_per_sec: float | None = 4.0
+    max_chars_per_sec: float | None = 30.0
+    normalize_text: bool = True
+    reject_foreign_text: bool = True
+
+    def __post_init__(self) -> None:
+        _check(self.keep_silence_ms >= 0, "--keep_silence_ms must be >= 0")
+        _check(self.vad in VAD_BACKENDS, f"--vad must be one of {', '.join(VAD_BACKENDS)}")
+        _check(-70 < self.target_lufs < 0, "--target_lufs must be between -70 and 0")
+        _check(self.true_peak_db <= 0, "--true_peak_db must be <= 0")
+        _check(0 <= self.max_clipped_fraction <= 1, "--max_clipped_fraction must be in [0, 1]")
+        if self.min_chars_per_sec is not None and self.max_chars_per_sec is not None:
+            _check(self.min_chars_per_sec <= self.max_chars_per_sec,
+                   "--min_chars_per_sec must not exceed --max_chars_per_sec")
+
+
+@dataclass(frozen=True)
+class PrepareOptions:
+    datasets: tuple[str, ...]
+    output_dir: str
+    target_sample_rate: int = 24000
+    min_duration: float = 1.0
+    max_duration: float = 20.0
+    min_up_votes: int | None = None
+    max_down_votes: int | None = None
+    min_samples_per_speaker: int = 3
+    balance_speakers: bool = True
+    max_samples_per_speaker: int = 50
+    samples_per_dialect: int | None = None
+    validation_fraction: float = 0.1
+    seed: int = 42
+    resampler: str = "soxr"
+    num_workers: int | None = None  # None: every core
+    rows_per_shard: int = 1000
+    save_speaker_metadata: bool = False
+    dry_run: bool = False
+    overwrite: bool = False
+    engine: str = "local"
+    cache_dir: str | None = None  # passed to datasets.load_dataset
+    conditioning: ConditioningOptions = field(default_factory=ConditioningOptions)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.datasets, str):
+            object.__setattr__(self, "datasets", (self.datasets,))
+        object.__setattr__(self, "datasets", tuple(self.datasets))
+        _check(len(self.datasets) > 0, "--datasets needs at least one source")
+        _check(bool(self.output_dir), "--output_dir is required")
+        _check(8000 <= self.target_sample_rate <= 192000, "--target_sample_rate must be in [8000, 192000]")
+        _check(self.min_duration >= 0, "--min_duration must be >= 0")
+        _check(self.min_duration <= self.max_duration,
+               f"--min_duration ({self.min_duration}) must not exceed --max_duration "
+               f"({self.max_duration})")
+        _check(self.min_samples_per_speaker >= 1, "--min_samples_per_speaker must be >= 1")
+        _check(self.max_samples_per_speaker >= 1, "--max_samples_per_speaker must be >= 1")
+        _check(self.samples_per_dialect is None or self.samples_per_dialect >= 1,
+               "--samples_per_dialect must be >= 1")
+        _check(0 <= self.validation_fraction < 1, "--validation_fraction must be in [0, 1)")
+        _check(self.resampler in RESAMPLERS, f"--resampler must be one of {', '.join(RESAMPLERS)}")
+        _check(self.num_workers is None or self.num_workers >= 1, "--num_workers must be >= 1")
+        _check(self.rows_per_shard >= 1, "--rows_per_shard must be >= 1")
+        _check(self.engine in ENGINES, f"--engine must be one of {', '.join(ENGINES)}")
+
+    @property
+    def workers(self) -> int:
+        return self.num_workers or os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class TokenizeOptions:
+    input_dir: str
+    output_dir: str
+    snac_model: str = DEFAULT_SNAC_MODEL
+    text_tokenizer: str = DEFAULT_TEXT_TOKENIZER
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    num_gpu_workers: int | None = None  # None: every visible GPU
+    workers_per_gpu: int = 1
+    num_cpu_workers: int = 1
+    batch_seconds: float | None = None  # None: from free GPU memory (CPU: 60 s)
+    format: str = "orpheus"  # orpheus | codes
+    dedupe_frames: bool = True
+    max_length: int = 8192
+    overwrite: bool = False
+    engine: str = "local"
+
+    def __post_init__(self) -> None:
+        _check(bool(self.input_dir), "--input_dir is required")
+        _check(bool(self.output_dir), "--output_dir is required")
+        _check(self.format in ("orpheus", "codes"), "--format must be orpheus or codes")
+        _check(self.workers_per_gpu >= 1, "--workers_per_gpu must be >= 1")
+        _check(self.num_gpu_workers is None or self.num_gpu_workers >= 1,
+               "--num_gpu_workers must be >= 1")
+        _check(self.num_cpu_workers >= 1, "--num_cpu_workers must be >= 1")
+        _check(self.batch_seconds is None or self.batch_seconds > 0, "--batch_seconds must be > 0")
+        _check(self.max_length >= 16, "--max_length must be >= 16")
+        _check(self.engine in ENGINES, f"--engine must be one of {', '.join(ENGINES)}")
+        _check(os.path.abspath(self.input_dir) != os.path.abspath(self.output_dir),
+               "--output_dir must differ from --input_dir")
+
+
+@dataclass(frozen=True)
+class PublishOptions:
+    folder: str
+    repo_id: str
+    private: bool = False
+    revision: str | None = None
+    commit_message: str | None = None
+    num_workers: int | None = None
+
+    def __post_init__(self) -> None:
+        _check(bool(self.folder), "a folder to publish is required")
+        parts = self.repo_id.split("/") if self.repo_id else []
+        _check(len(parts) == 2 and all(parts),
+               f"--repo_id must look like 'user/name', got {self.repo_id!r}")
+
+
+def options_from_mapping(cls: type, values: dict[str, Any]) -> Any:
+    """Build an options class from a dict (config file or CLI), rejecting unknown keys clearly."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise UsageError(f"unknown option(s) for {cls.__name__}: {', '.join(unknown)}")
+    return cls(**values)

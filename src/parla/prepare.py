@@ -1,0 +1,406 @@
+"""The prepare stage: sources -> selection -> decode/condition/resample in workers -> shards.
+
+IO and process management live here; every per-clip transform is a pure function in `audio`,
+`conditioning` and `text`. Selection runs on metadata only, so only selected clips are decoded.
+Rows are processed once, in the combined config's (shuffled) order, and each processed row is
+written both to its dialect's shard and to the ``all`` config's train or validation shard.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from . import audio
+from .dialects import ALL_CONFIG, DIALECTS
+from .engines import get_engine
+from .errors import AudioDecodeError, Reject, UsageError
+from .options import PrepareOptions
+from .progress import get_logger, progress
+from .reports import (
+    REJECTS_FILE,
+    REPORT_FILES,
+    SPEAKERS_FILE,
+    STATISTICS_FILE,
+    RejectLog,
+    format_counts_table,
+    format_summary,
+    write_json,
+)
+from .selection import StepCount, rng_for, select_dialect, shuffle, split_by_speaker
+from .shards import DATA_DIR, ShardWriter, prepared_schema, prepared_table, shard_path
+from .sources import LoadedSource, load_source, parse_source_spec
+
+log = get_logger("prepare")
+
+TASK_ROWS = 16  # clips per worker task: large enough to amortise IPC, small for smooth progress
+_META_FIELDS = ("client_id", "sentence", "gender", "age", "dialect", "path")
+
+
+@dataclass
+class PrepareResult:
+    output_dir: Path
+    statistics: dict[str, Any]
+    selection: dict[str, list[StepCount]] = field(default_factory=dict)
+
+
+# --- the per-clip work (runs in worker processes) --------------------------------------------
+
+def _expected_format(path: str) -> str | None:
+    suffix = Path(path).suffix.lower().lstrip(".")
+    return suffix if suffix in ("mp3", "wav", "flac", "ogg") else None
+
+
+def process_clip(data: bytes, item: dict[str, Any], options: PrepareOptions) -> dict[str, Any]:
+    """Decode, check, resample and encode one clip; raises AudioDecodeError for a bad clip."""
+    samples, sample_rate = audio.decode_audio(data, _expected_format(item["path"]),
+                                              item.get("nominal_duration"))
+    samples = audio.resample(samples, sample_rate, options.target_sample_rate, options.resampler)
+    duration = samples.size / options.target_sample_rate
+    if not options.min_duration <= duration <= options.max_duration:
+        raise AudioDecodeError("duration_out_of_range", f"{duration:.2f}s after decoding")
+    voice = DIALECTS[item["dialect"]].voice_name
+    return {
+        "audio": audio.encode_flac(samples, options.target_sample_rate),
+        "audio_path": Path(item["path"]).with_suffix(".flac").name,
+        "text": f"{voice}: {item['sentence']}",
+        "original_text": item["sentence"],
+        "voice_name": voice,
+        "dialect": item["dialect"],
+        "speaker_id": item["client_id"],
+        "gender": item["gender"],
+        "age": item["age"],
+        "duration": duration,
+        "source_path": item["path"],
+    }
+
+
+class AudioWorker:
+    """Built once per worker process; turns a task (list of clip items) into rows or rejects."""
+
+    def __init__(self, options: PrepareOptions, rank: int = 0) -> None:
+        self.options = options
+        self.rank = rank
+
+    def __call__(self, items: list[dict[str, Any]]) -> list[dict[str, Any] | Reject]:
+        results: list[dict[str, Any] | Reject] = []
+        for item in items:
+            try:
+                data = item.get("audio_bytes")
+                if data is None and item.get("audio_file"):
+                    data = Path(item["audio_file"]).read_bytes()
+                results.append(process_clip(data or b"", item, self.options))
+            except FileNotFoundError:
+                results.append(Reject(item["path"], item["dialect"], "missing_file"))
+            except AudioDecodeError as error:
+                results.append(Reject(item["path"], item["dialect"], error.reason, error.detail))
+        return results
+
+
+# --- planning --------------------------------------------------------------------------------
+
+@dataclass
+class _Plan:
+    order: pd.DataFrame  # every selected row, in processing order, with its destinations
+    shard_counts: dict[tuple[str, str], int]
+
+
+def _plan(selected: dict[str, pd.DataFrame], options: PrepareOptions) -> _Plan:
+    """Split each dialect by speaker, shuffle the combined config, and place every row in shards."""
+    trains, validations = [], []
+    for dialect, table in selected.items():
+        train, validation = split_by_speaker(table, options.validation_fraction,
+                                             rng_for(options.seed, "split", dialect))
+        trains.append(train.assign(split="train"))
+        validations.append(validation.assign(split="validation"))
+    columns = list(next(iter(selected.values())).columns) + ["split"] if selected else ["split"]
+    parts = [shuffle(pd.concat(group, ignore_index=True), rng_for(options.seed, "all", split))
+             for split, group in (("train", trains), ("validation", validations))
+             if group and sum(len(t) for t in group)]
+    order = (pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns))
+    rows_per_shard = options.rows_per_shard
+    order["all_shard"] = order.groupby("split").cumcount().to_numpy() // rows_per_shard
+    order["dialect_shard"] = order.groupby("dialect").cumcount().to_numpy() // rows_per_shard
+    shard_counts: dict[tuple[str, str], int] = {}
+    for split, size in order["split"].value_counts().items():
+        shard_counts[(ALL_CONFIG, split)] = math.ceil(size / rows_per_shard)
+    for dialect, size in order["dialect"].value_counts().items():
+        shard_counts[(dialect, "train")] = math.ceil(size / rows_per_shard)
+    return _Plan(order, shard_counts)
+
+
+def _tasks(plan: _Plan, sources: dict[str, LoadedSource]) -> Iterator[list[dict[str, Any]]]:
+    """Worker tasks in processing order; audio bytes are read only as tasks are handed out."""
+    order = plan.order
+    for start in range(0, len(order), TASK_ROWS):
+        chunk = order.iloc[start:start + TASK_ROWS]
+        items = [{key: row[key] for key in _META_FIELDS} |
+                 {"nominal_duration": None if row["from_header"] else row["duration"]}
+                 for row in chunk.to_dict("records")]
+        for source_name, rows in chunk.groupby("source", sort=False):
+            source = sources[source_name]
+            positions = [chunk.index.get_loc(i) for i in rows.index]
+            if source.clips_dir is not None:
+                for position, path in zip(positions, rows["path"], strict=True):
+                    items[position]["audio_file"] = str(source.clips_dir / path)
+            else:
+                for position, data in zip(positions, source.read_bytes(rows["row"].tolist()),
+                                          strict=True):
+                    items[position]["audio_bytes"] = data
+        yield items
+
+
+# --- writing ---------------------------------------------------------------------------------
+
+class _ConfigWriter:
+    """Writes one config/split's shards in order; a shard left with no rows is still written."""
+
+    def __init__(self, out_dir: Path, config: str, split: str, count: int, sample_rate: int):
+        self.out_dir, self.config, self.split, self.count = out_dir, config, split, count
+        self.schema = prepared_schema(sample_rate)
+        self.sample_rate = sample_rate
+        self.index = -1
+        self.writer: ShardWriter | None = None
+
+    def _advance_to(self, index: int) -> None:
+        while self.index < index:
+            if self.writer is not None:
+                self.writer.close()
+            self.index += 1
+            self.writer = (ShardWriter(shard_path(self.out_dir, self.config, self.split,
+                                                  self.index, self.count), self.schema)
+                           if self.index < self.count else None)
+
+    def add(self, row: dict[str, Any], index: int) -> None:
+        self._advance_to(index)
+        assert self.writer is not None
+        self.writer.write(prepared_table([row], self.sample_rate))
+
+    def close(self) -> None:
+        self._advance_to(self.count)
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.abort()
+
+
+# --- the stage -------------------------------------------------------------------------------
+
+def _check_output_dir(options: PrepareOptions) -> Path:
+    out = Path(options.output_dir).expanduser()
+    if options.dry_run:
+        return out
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--output_dir {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not options.overwrite:
+            raise UsageError(f"--output_dir {out} is not empty; pass --overwrite to replace it")
+        unknown = [p.name for p in out.iterdir()
+                   if p.name not in (DATA_DIR, *REPORT_FILES) and not p.name.startswith(".")]
+        if unknown:
+            raise UsageError(f"--output_dir {out} holds files parla did not write "
+                             f"({', '.join(sorted(unknown)[:5])}); refusing to overwrite it")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".parla-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise UsageError(f"--output_dir {out} is not writable ({error.strerror})") from None
+    return out
+
+
+def _clear_output(out: Path) -> None:
+    shutil.rmtree(out / DATA_DIR, ignore_errors=True)
+    for name in REPORT_FILES:
+        (out / name).unlink(missing_ok=True)
+
+
+def load_sources(options: PrepareOptions) -> dict[str, LoadedSource]:
+    specs = [parse_source_spec(text) for text in options.datasets]
+    sources: dict[str, LoadedSource] = {}
+    for spec in specs:
+        if spec.location in sources:
+            raise UsageError(f"source {spec.location} is given twice")
+        sources[spec.location] = load_source(spec, options.cache_dir)
+    return sources
+
+
+def select(options: PrepareOptions, sources: dict[str, LoadedSource]
+           ) -> tuple[dict[str, pd.DataFrame], dict[str, list[StepCount]]]:
+    """Per dialect: the selected rows and the counts after each selection step."""
+    # clip_durations.tsv gives a nominal length to check decoding against; header lengths are
+    # checked inside the decoder itself
+    metadata = pd.concat([s.metadata.assign(from_header=s.kind != "cv_release")
+                          for s in sources.values()], ignore_index=True)
+    selected, counts = {}, {}
+    for dialect in sorted(set(metadata["dialect"])):
+        table, steps = select_dialect(metadata[metadata["dialect"] == dialect], options, dialect)
+        selected[dialect], counts[dialect] = table, steps
+    return selected, counts
+
+
+def prepare(options: PrepareOptions) -> PrepareResult:
+    """Run the prepare stage; returns where the output is and its statistics."""
+    started = time.monotonic()
+    out = _check_output_dir(options)
+    sources = load_sources(options)
+    selected, counts = select(options, sources)
+    if options.dry_run:
+        for dialect, steps in counts.items():
+            print(format_counts_table(f"{dialect} (dry run: nothing written)",
+                                      [s.to_dict() for s in steps]))
+        return PrepareResult(out, {}, counts)
+    if options.overwrite:
+        _clear_output(out)
+
+    plan = _plan(selected, options)
+    rejects = RejectLog(out / REJECTS_FILE)
+    for source in sources.values():
+        rejects.extend(Reject(r.source_path, r.dialect or _dialect_of(source, r.source_path),
+                              r.reason, r.detail) for r in source.rejects)
+    writers = {key: _ConfigWriter(out, key[0], key[1], n, options.target_sample_rate)
+               for key, n in sorted(plan.shard_counts.items())}
+    kept: list[dict[str, Any]] = []  # small per-row facts for statistics (no audio)
+    map_tasks = get_engine(options.engine)
+    bar = progress(desc="prepare", total=len(plan.order), unit="clips")
+    destinations = plan.order[["split", "all_shard", "dialect", "dialect_shard"]].to_numpy()
+    position = 0
+    try:
+        for results in map_tasks(_tasks(plan, sources),
+                                 functools.partial(_build_worker, options),
+                                 num_workers=options.workers,
+                                 describe_task=lambda items: items[0]["path"]):
+            for result in results:
+                split, all_shard, dialect, dialect_shard = destinations[position]
+                position += 1
+                if isinstance(result, Reject):
+                    rejects.add(result)
+                    continue
+                writers[(ALL_CONFIG, split)].add(result, int(all_shard))
+                writers[(dialect, "train")].add(result, int(dialect_shard))
+                kept.append({"dialect": dialect, "split": split,
+                             "speaker_id": result["speaker_id"], "gender": result["gender"],
+                             "age": result["age"], "duration": result["duration"]})
+            bar.update(len(results))
+        for writer in writers.values():
+            writer.close()
+    except BaseException:
+        for writer in writers.values():
+            writer.abort()
+        raise
+    finally:
+        bar.close()
+        rejects.close()
+
+    statistics = build_statistics(options, counts, kept, rejects, sources,
+                                  time.monotonic() - started)
+    write_json(out / STATISTICS_FILE, statistics)
+    if options.save_speaker_metadata:
+        write_json(out / SPEAKERS_FILE, speaker_metadata(kept))
+    _write_card(out, options)
+    print(format_summary(statistics))
+    print(f"wrote {out} (rejects: {rejects.total()} in {out / REJECTS_FILE})")
+    return PrepareResult(out, statistics, counts)
+
+
+def _build_worker(options: PrepareOptions, rank: int) -> AudioWorker:
+    return AudioWorker(options, rank)
+
+
+def _dialect_of(source: LoadedSource, path: str) -> str:
+    matches = source.metadata.loc[source.metadata["path"] == path, "dialect"]
+    return str(matches.iloc[0]) if len(matches) else ""
+
+
+def _write_card(out: Path, options: PrepareOptions) -> None:
+    from .hub import write_dataset_card
+
+    parameters = asdict(options)
+    for private in ("output_dir", "overwrite", "dry_run", "cache_dir", "num_workers", "engine"):
+        parameters.pop(private, None)
+    write_dataset_card(out, kind="prepared", parameters=parameters)
+
+
+# --- statistics ------------------------------------------------------------------------------
+
+def _output_counts(rows: pd.DataFrame) -> dict[str, Any]:
+    speakers = int(rows["speaker_id"].nunique()) if len(rows) else 0
+    hours = float(rows["duration"].sum()) / 3600 if len(rows) else 0.0
+    return {"rows": len(rows), "speakers": speakers,
+            "samples_per_speaker": round(len(rows) / speakers, 2) if speakers else 0.0,
+            "hours": round(hours, 4),
+            "mean_duration": round(float(rows["duration"].mean()), 3) if len(rows) else 0.0}
+
+
+def build_statistics(options: PrepareOptions, counts: dict[str, list[StepCount]],
+                     kept: list[dict[str, Any]], rejects: RejectLog,
+                     sources: dict[str, LoadedSource], elapsed: float) -> dict[str, Any]:
+    rows = pd.DataFrame(kept, columns=["dialect", "split", "speaker_id", "gender", "age",
+                                       "duration"])
+    dialects = {}
+    for dialect, steps in counts.items():
+        mine = rows[rows["dialect"] == dialect]
+        dialects[dialect] = {
+            "steps": [s.to_dict() for s in steps],
+            "rejected": dict(sorted(rejects.counts.get(dialect, {}).items())),
+            "output": _output_counts(mine),
+        }
+    total = _output_counts(rows)
+    validation = rows[rows["split"] == "validation"]
+    total |= {"rejected": rejects.total(),
+              "train_rows": int((rows["split"] == "train").sum()),
+              "validation_rows": len(validation),
+              "validation_speakers": int(validation["speaker_id"].nunique()),
+              "rows_without_dialect": sum(s.rows_without_dialect for s in sources.values()),
+              "elapsed_seconds": round(elapsed, 2)}
+    return {"parameters": {"seed": options.seed, "target_sample_rate": options.target_sample_rate,
+                           "resampler": options.resampler, "min_duration": options.min_duration,
+                           "max_duration": options.max_duration,
+                           "min_samples_per_speaker": options.min_samples_per_speaker,
+                           "balance_speakers": options.balance_speakers,
+                           "max_samples_per_speaker": options.max_samples_per_speaker,
+                           "samples_per_dialect": options.samples_per_dialect,
+                           "validation_fraction": options.validation_fraction},
+            "dialects": dialects, "total": total}
+
+
+def speaker_metadata(kept: list[dict[str, Any]]) -> dict[str, Any]:
+    speakers: dict[str, dict[str, Any]] = {}
+    for row in kept:
+        entry = speakers.setdefault(row["speaker_id"], {
+            "dialect": row["dialect"], "gender": row["gender"], "age": row["age"],
+            "split": row["split"], "clips": 0, "seconds": 0.0})
+        entry["clips"] += 1
+        entry["seconds"] = round(entry["seconds"] + float(row["duration"]), 3)
+    return dict(sorted(speakers.items()))
+
+
+# --- demo ------------------------------------------------------------------------------------
+
+def run_demo(output_dir: str = "parla_demo_output", overwrite: bool = False,
+             num_workers: int | None = None) -> PrepareResult:
+    """Prepare the embedded demo corpus and say how to load the result."""
+    from .demo import demo_corpus_path
+
+    options = PrepareOptions(datasets=(str(demo_corpus_path()),), output_dir=output_dir,
+                             overwrite=overwrite, num_workers=num_workers,
+                             max_samples_per_speaker=8, save_speaker_metadata=True)
+    result = prepare(options)
+    print(f"\nDemo corpus prepared in {result.output_dir.resolve()}\nLoad it with:\n"
+          f"  import datasets\n"
+          f"  ds = datasets.load_dataset({str(result.output_dir)!r}, 'all', "
+          f"cache_dir='/tmp/parla-cache')\n"
+          f"  central = datasets.load_dataset({str(result.output_dir)!r}, 'central', "
+          f"split='train', cache_dir='/tmp/parla-cache')\n"
+          f"(a fresh cache_dir: datasets caches a local folder by its name, so a regenerated "
+          f"folder could read back stale rows)")
+    return result

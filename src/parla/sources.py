@@ -1,0 +1,256 @@
+"""Read every kind of input into one metadata table, without decoding audio.
+
+A `--datasets` entry is one of: a Hub dataset id, a local folder in Hub layout (parquet under
+``data/``, or anything `datasets.load_dataset` reads), a `save_to_disk` folder, or a raw Common Voice
+release (``validated.tsv`` + ``clips/``, optional ``clip_durations.tsv``). ``NAME=SOURCE`` names the
+dialect explicitly; otherwise it comes from the source's name, else from each row's accents/variant.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .audio import probe_duration
+from .dialects import DIALECTS, Dialect, dialect_from_accent, find_dialect, resolve_dialect
+from .errors import AudioDecodeError, Reject, SourceError
+from .progress import get_logger, progress
+
+log = get_logger("sources")
+
+# Columns every source is turned into; `row` indexes the source's own rows (or its clip files).
+METADATA_COLUMNS = ("source", "row", "client_id", "path", "sentence", "up_votes", "down_votes",
+                    "age", "gender", "accents", "variant", "dialect", "duration")
+_ALIASES = {"client_id": ("client_id", "speaker_id", "speaker"),
+            "sentence": ("sentence", "text", "transcription", "original_text"),
+            "path": ("path", "source_path", "file")}
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    location: str
+    dialect: Dialect | None = None  # given explicitly as NAME=SOURCE
+
+    @property
+    def name(self) -> str:
+        return Path(self.location.rstrip("/")).name or self.location
+
+
+def parse_source_spec(text: str) -> SourceSpec:
+    """``"central=/data/cv"`` -> explicit dialect; ``"xaviviro/cv_23_ca_balear"`` -> none yet."""
+    name, sep, location = text.partition("=")
+    if sep and name and "/" not in name and not os.path.exists(text):
+        return SourceSpec(location, resolve_dialect(name))
+    return SourceSpec(text)
+
+
+@dataclass
+class LoadedSource:
+    """Metadata of one source plus what is needed to fetch each row's audio bytes."""
+
+    spec: SourceSpec
+    kind: str  # hub | folder | disk | cv_release
+    metadata: pd.DataFrame
+    rejects: list[Reject] = field(default_factory=list)  # rows unreadable before selection
+    rows_without_dialect: int = 0
+    dataset: Any = None  # datasets.Dataset for hub/folder/disk sources
+    clips_dir: Path | None = None  # cv_release
+
+    def audio_locator(self, row: int, path: str) -> dict[str, Any]:
+        """What a worker needs to get one clip: the bytes themselves, or a file to read."""
+        if self.clips_dir is not None:
+            return {"audio_file": str(self.clips_dir / path)}
+        return {"audio_bytes": self.read_bytes([row])[0]}
+
+    def read_bytes(self, rows: list[int]) -> list[bytes | None]:
+        import pyarrow as pa
+
+        table = self.dataset.data.table if hasattr(self.dataset.data, "table") else self.dataset.data
+        column = table.column("audio").take(pa.array(rows, type=pa.int64()))
+        return [item["bytes"] if item is not None else None for item in column.to_pylist()]
+
+
+def detect_kind(location: str) -> str:
+    path = Path(location)
+    if path.is_dir():
+        if (path / "validated.tsv").is_file():
+            return "cv_release"
+        if (path / "state.json").is_file() or (path / "dataset_dict.json").is_file():
+            return "disk"
+        return "folder"
+    if path.exists():
+        raise SourceError(f"{location}: is a file; give a folder, a Hub dataset id or a Common "
+                          "Voice release folder")
+    parts = location.split("/")
+    if len(parts) == 2 and all(parts) and not location.startswith((".", "~")):
+        return "hub"
+    raise SourceError(f"{location}: no such folder, and not a Hub dataset id (owner/name)")
+
+
+def load_source(spec: SourceSpec, cache_dir: str | None = None) -> LoadedSource:
+    kind = detect_kind(spec.location)
+    if kind == "cv_release":
+        source = _load_cv_release(spec)
+    else:
+        source = _load_datasets_source(spec, kind, cache_dir)
+    _assign_dialects(source)
+    return source
+
+
+# --- raw Common Voice release ----------------------------------------------------------------
+
+def read_cv_tsv(path: Path) -> pd.DataFrame:
+    """Common Voice TSVs are unquoted: a sentence may begin with a quote character."""
+    return pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE, dtype=str, keep_default_na=False,
+                       na_filter=False, encoding="utf-8")
+
+
+def _load_cv_release(spec: SourceSpec) -> LoadedSource:
+    folder = Path(spec.location)
+    table = read_cv_tsv(folder / "validated.tsv")
+    missing = [c for c in ("client_id", "path", "sentence") if c not in table.columns]
+    if missing:
+        raise SourceError(f"{folder / 'validated.tsv'}: missing column(s) {', '.join(missing)}")
+    durations: dict[str, float] = {}
+    durations_file = folder / "clip_durations.tsv"
+    if durations_file.is_file():
+        clip_durations = read_cv_tsv(durations_file)
+        ms_column = next((c for c in clip_durations.columns if c.startswith("duration")), None)
+        if ms_column is not None and "clip" in clip_durations.columns:
+            values = pd.to_numeric(clip_durations[ms_column], errors="coerce") / 1000.0
+            durations = dict(zip(clip_durations["clip"], values, strict=True))
+    clips_dir = folder / "clips"
+    metadata = _standardise(table, spec)
+    source = LoadedSource(spec, "cv_release", metadata, clips_dir=clips_dir)
+    duration_values = metadata["path"].map(durations).astype(float)
+    unknown = np.flatnonzero(np.isnan(duration_values.to_numpy()))
+    for index in progress(unknown, desc=f"probing {spec.name}", unit="clips",
+                          disable=len(unknown) == 0):
+        path = metadata.at[index, "path"]
+        duration_values.iat[index] = _probe_file(clips_dir / path, path, source)
+    metadata["duration"] = duration_values
+    return source
+
+
+def _probe_file(file: Path, path: str, source: LoadedSource) -> float:
+    try:
+        return probe_duration(file.read_bytes())
+    except FileNotFoundError:
+        source.rejects.append(Reject(path, "", "missing_file"))
+    except AudioDecodeError as error:
+        source.rejects.append(Reject(path, "", error.reason, error.detail))
+    return math.nan
+
+
+# --- datasets-readable sources ---------------------------------------------------------------
+
+def _load_datasets_source(spec: SourceSpec, kind: str, cache_dir: str | None) -> LoadedSource:
+    import datasets
+
+    try:
+        if kind == "disk":
+            loaded = datasets.load_from_disk(spec.location)
+        else:
+            loaded = datasets.load_dataset(spec.location, cache_dir=cache_dir)
+    except Exception as error:  # datasets raises many types; all mean "this source is unreadable"
+        hint = (" (the Hub cannot be reached: download it first or pass a local copy)"
+                if kind == "hub" else "")
+        raise SourceError(f"{spec.location}: cannot load ({type(error).__name__}: "
+                          f"{str(error).splitlines()[0] if str(error) else ''}){hint}") from None
+    if isinstance(loaded, datasets.DatasetDict):
+        splits = [loaded[name] for name in sorted(loaded)]
+        loaded = datasets.concatenate_datasets(splits) if len(splits) > 1 else splits[0]
+    if "audio" not in loaded.column_names:
+        raise SourceError(f"{spec.location}: no 'audio' column (columns: "
+                          f"{', '.join(loaded.column_names)})")
+    loaded = loaded.cast_column("audio", datasets.Audio(decode=False))
+    if loaded._indices is not None:
+        loaded = loaded.flatten_indices()
+    meta_columns = [c for c in loaded.column_names if c != "audio"]
+    table = loaded.select_columns(meta_columns).to_pandas() if meta_columns else pd.DataFrame(
+        index=range(len(loaded)))
+    metadata = _standardise(table.astype({c: str for c in table.columns
+                                          if c not in ("duration",)}), spec)
+    source = LoadedSource(spec, kind, metadata, dataset=loaded)
+    paths = _audio_paths(loaded)
+    metadata["path"] = [p or m for p, m in zip(paths, metadata["path"], strict=True)]
+    if "duration" in table.columns:
+        metadata["duration"] = pd.to_numeric(table["duration"], errors="coerce").to_numpy()
+    else:
+        metadata["duration"] = _probe_dataset_durations(source)
+    return source
+
+
+def _audio_paths(dataset: Any) -> list[str]:
+    column = dataset.data.table.column("audio") if hasattr(dataset.data, "table") else \
+        dataset.data.column("audio")
+    return [p or "" for p in column.combine_chunks().field("path").to_pylist()]
+
+
+def _probe_dataset_durations(source: LoadedSource, batch_size: int = 1000) -> np.ndarray:
+    total = len(source.metadata)
+    durations = np.full(total, np.nan)
+    bar = progress(desc=f"probing {source.spec.name}", total=total, unit="clips")
+    for start in range(0, total, batch_size):
+        rows = list(range(start, min(start + batch_size, total)))
+        for row, data in zip(rows, source.read_bytes(rows), strict=True):
+            try:
+                durations[row] = probe_duration(data or b"")
+            except AudioDecodeError as error:
+                source.rejects.append(Reject(source.metadata.at[row, "path"], "", error.reason,
+                                             error.detail))
+        bar.update(len(rows))
+    bar.close()
+    return durations
+
+
+# --- shared ----------------------------------------------------------------------------------
+
+def _standardise(table: pd.DataFrame, spec: SourceSpec) -> pd.DataFrame:
+    out = pd.DataFrame(index=range(len(table)))
+    out["source"] = spec.location
+    out["row"] = np.arange(len(table), dtype=np.int64)
+    for column in ("client_id", "path", "sentence", "age", "gender", "accents", "variant"):
+        names = _ALIASES.get(column, (column,))
+        found = next((n for n in names if n in table.columns), None)
+        values = table[found].fillna("").astype(str) if found else pd.Series([""] * len(table))
+        out[column] = values.str.strip().to_numpy()
+    for column in ("up_votes", "down_votes"):
+        values = table[column] if column in table.columns else pd.Series([""] * len(table))
+        out[column] = pd.to_numeric(values, errors="coerce").fillna(0).astype(np.int64).to_numpy()
+    out["dialect"] = ""
+    out["duration"] = np.nan
+    return out
+
+
+def _assign_dialects(source: LoadedSource) -> None:
+    metadata = source.metadata
+    dialect = source.spec.dialect or find_dialect(source.spec.name)
+    if dialect is not None:
+        metadata["dialect"] = dialect.id
+        return
+    accents = (metadata["accents"] + "|" + metadata["variant"]).to_numpy()
+    cache: dict[str, str] = {}
+    for value in set(accents):
+        found = dialect_from_accent(value)
+        cache[value] = found.id if found else ""
+    metadata["dialect"] = [cache[value] for value in accents]
+    unknown = int((metadata["dialect"] == "").sum())
+    if unknown == len(metadata):
+        known = ", ".join(sorted(DIALECTS))
+        raise SourceError(f"{source.spec.location}: cannot tell its dialect from the name or the "
+                          f"rows' accents/variant; name it as DIALECT={source.spec.location} "
+                          f"(known dialects: {known})")
+    if unknown:
+        log.info("%s: %d rows name no known dialect and are left out", source.spec.location,
+                 unknown)
+    source.rows_without_dialect = unknown
+    if unknown:
+        source.metadata = metadata[metadata["dialect"] != ""].reset_index(drop=True)
