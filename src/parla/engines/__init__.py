@@ -1,6 +1,7 @@
 """Engines run a stage's worker over a stream of tasks, on this machine or on a Ray cluster.
 
-Protocol (both engines): ``map_tasks(tasks, worker_factory, num_workers=..., num_gpus_per_worker=...)``
+Protocol (both engines):
+``map_tasks(tasks, worker_factory, num_workers=..., num_gpus_per_worker=...)``
 yields one result per task, in task order. ``worker_factory(rank)`` is called once per worker
 process (or Ray actor) to build the object that processes tasks, so a model is loaded once per
 worker; ``rank`` picks the GPU (``cuda:{rank % device_count}``). Tasks and results must pickle.

@@ -1,0 +1,78 @@
+"""Both engines: results in task order, one worker per process, a dead worker reported."""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import pytest
+
+from parla.engines import get_engine
+from parla.engines.local import WorkerDied, map_tasks
+from parla.errors import UsageError
+
+
+class Doubler:
+    """A worker that records which process and rank built it."""
+
+    def __init__(self, rank: int) -> None:
+        self.rank = rank
+        self.pid = os.getpid()
+
+    def __call__(self, task: int) -> tuple[int, int, int]:
+        return task * 2, self.rank, self.pid
+
+
+class DiesOn:
+    def __init__(self, fatal_task: int, rank: int) -> None:
+        self.fatal_task = fatal_task
+
+    def __call__(self, task: int) -> int:
+        if task == self.fatal_task:
+            os._exit(9)  # a native crash or an OOM kill looks like this to the parent
+        return task
+
+
+def test_single_worker_runs_in_process():
+    results = list(map_tasks(range(5), Doubler, num_workers=1))
+    assert [r[0] for r in results] == [0, 2, 4, 6, 8]
+    assert {r[2] for r in results} == {os.getpid()}
+
+
+def test_two_workers_keep_task_order_and_build_each_worker_once():
+    results = list(map_tasks(range(40), Doubler, num_workers=2, max_in_flight=6))
+    assert [r[0] for r in results] == [2 * i for i in range(40)]
+    ranks_by_pid = {}
+    for _, rank, pid in results:
+        ranks_by_pid.setdefault(pid, set()).add(rank)
+    assert os.getpid() not in ranks_by_pid
+    assert all(len(ranks) == 1 for ranks in ranks_by_pid.values())  # built once per process
+    assert set().union(*ranks_by_pid.values()) <= {0, 1}
+
+
+def test_dead_worker_is_reported_with_its_task():
+    with pytest.raises(WorkerDied, match="task-3"):
+        list(map_tasks(range(6), functools.partial(DiesOn, 3), num_workers=2,
+                       describe_task=lambda task: f"task-{task}"))
+
+
+def test_unknown_engine_is_a_usage_error():
+    with pytest.raises(UsageError, match="unknown engine"):
+        get_engine("spark")
+
+
+@pytest.mark.ray
+def test_ray_engine_matches_local():
+    pytest.importorskip("ray")
+    import ray
+
+    try:
+        # workers must import this test module to unpickle the worker class
+        tests_dir = os.path.dirname(__file__)
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": tests_dir}})
+        ray_results = [r[0] for r in get_engine("ray")(range(12), Doubler, num_workers=2,
+                                                      max_in_flight=3)]
+    finally:
+        ray.shutdown()
+    assert ray_results == [r[0] for r in map_tasks(range(12), Doubler, num_workers=1)]
