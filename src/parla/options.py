@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,11 +32,11 @@ class ConditioningOptions:
 
     trim_silence: bool = True
     keep_silence_ms: float = 100.0
-    vad: str = "auto"  # auto: silero when installed, else the energy detector
+    vad: str = "energy"  # energy: measured tighter and 50x faster than silero (docs/QUALITY.md)
     loudness_norm: bool = True
     target_lufs: float = -20.0
     true_peak_db: float = -1.0
-    max_clipped_fraction: float = 0.001
+    max_clipped_fraction: float | None = 0.001  # None: no clipping check
     min_snr_db: float | None = 10.0
     min_chars_per_sec: float | None = 4.0
     max_chars_per_sec: float | None = 30.0
@@ -47,7 +48,8 @@ class ConditioningOptions:
         _check(self.vad in VAD_BACKENDS, f"--vad must be one of {', '.join(VAD_BACKENDS)}")
         _check(-70 < self.target_lufs < 0, "--target_lufs must be between -70 and 0")
         _check(self.true_peak_db <= 0, "--true_peak_db must be <= 0")
-        _check(0 <= self.max_clipped_fraction <= 1, "--max_clipped_fraction must be in [0, 1]")
+        _check(self.max_clipped_fraction is None or 0 <= self.max_clipped_fraction <= 1,
+               "--max_clipped_fraction must be in [0, 1]")
         if self.min_chars_per_sec is not None and self.max_chars_per_sec is not None:
             _check(self.min_chars_per_sec <= self.max_chars_per_sec,
                    "--min_chars_per_sec must not exceed --max_chars_per_sec")
@@ -124,6 +126,8 @@ class TokenizeOptions:
     def __post_init__(self) -> None:
         _check(bool(self.input_dir), "--input_dir is required")
         _check(bool(self.output_dir), "--output_dir is required")
+        _check(re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None,
+               f"--device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         _check(self.format in ("orpheus", "codes"), "--format must be orpheus or codes")
         _check(self.workers_per_gpu >= 1, "--workers_per_gpu must be >= 1")
         _check(self.num_gpu_workers is None or self.num_gpu_workers >= 1,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from . import audio
+from .conditioning import Conditioner
 from .dialects import ALL_CONFIG, DIALECTS
 from .engines import get_engine
 from .errors import AudioDecodeError, Reject, UsageError
@@ -59,20 +61,26 @@ def _expected_format(path: str) -> str | None:
     return suffix if suffix in ("mp3", "wav", "flac", "ogg") else None
 
 
-def process_clip(data: bytes, item: dict[str, Any], options: PrepareOptions) -> dict[str, Any]:
-    """Decode, check, resample and encode one clip; raises AudioDecodeError for a bad clip."""
+def process_clip(data: bytes, item: dict[str, Any], options: PrepareOptions,
+                 conditioner: Conditioner) -> dict[str, Any]:
+    """Decode, check, resample, condition and encode one clip.
+
+    Raises AudioDecodeError (ClipRejected is one) for a clip that cannot be training data. The
+    duration limits apply to the conditioned (trimmed) clip.
+    """
     samples, sample_rate = audio.decode_audio(data, _expected_format(item["path"]),
                                               item.get("nominal_duration"))
     samples = audio.resample(samples, sample_rate, options.target_sample_rate, options.resampler)
-    duration = samples.size / options.target_sample_rate
+    clip = conditioner(samples, options.target_sample_rate, item["sentence"])
+    duration = clip.samples.size / options.target_sample_rate
     if not options.min_duration <= duration <= options.max_duration:
-        raise AudioDecodeError("duration_out_of_range", f"{duration:.2f}s after decoding")
+        raise AudioDecodeError("duration_out_of_range", f"{duration:.2f}s after conditioning")
     voice = DIALECTS[item["dialect"]].voice_name
     return {
-        "audio": audio.encode_flac(samples, options.target_sample_rate),
+        "audio": audio.encode_flac(clip.samples, options.target_sample_rate),
         "audio_path": Path(item["path"]).with_suffix(".flac").name,
-        "text": f"{voice}: {item['sentence']}",
-        "original_text": item["sentence"],
+        "text": f"{voice}: {clip.text}",
+        "original_text": clip.text,
         "voice_name": voice,
         "dialect": item["dialect"],
         "speaker_id": item["client_id"],
@@ -80,7 +88,19 @@ def process_clip(data: bytes, item: dict[str, Any], options: PrepareOptions) -> 
         "age": item["age"],
         "duration": duration,
         "source_path": item["path"],
+        "measurements": _summary_measurements(clip.measurements),
     }
+
+
+_MEASUREMENTS = ("duration_s_before", "duration_s_after", "leading_silence_s_before",
+                 "leading_silence_s_after", "trailing_silence_s_before",
+                 "trailing_silence_s_after", "lufs_before", "lufs_after", "snr_db")
+
+
+def _summary_measurements(measurements: dict[str, Any]) -> dict[str, float]:
+    """The measurements the statistics aggregate (numbers only, small to send back)."""
+    return {key: float(measurements[key]) for key in _MEASUREMENTS
+            if isinstance(measurements.get(key), (int, float))}
 
 
 class AudioWorker:
@@ -89,6 +109,7 @@ class AudioWorker:
     def __init__(self, options: PrepareOptions, rank: int = 0) -> None:
         self.options = options
         self.rank = rank
+        self.conditioner = Conditioner(options.conditioning)  # loads a VAD model once, if any
 
     def __call__(self, items: list[dict[str, Any]]) -> list[dict[str, Any] | Reject]:
         results: list[dict[str, Any] | Reject] = []
@@ -97,9 +118,12 @@ class AudioWorker:
                 data = item.get("audio_bytes")
                 if data is None and item.get("audio_file"):
                     data = Path(item["audio_file"]).read_bytes()
-                results.append(process_clip(data or b"", item, self.options))
+                results.append(process_clip(data or b"", item, self.options, self.conditioner))
             except FileNotFoundError:
                 results.append(Reject(item["path"], item["dialect"], "missing_file"))
+            except OSError as error:  # a folder, or no permission: the row is bad, not the run
+                results.append(Reject(item["path"], item["dialect"], "unreadable_file",
+                                      error.strerror or ""))
             except AudioDecodeError as error:
                 results.append(Reject(item["path"], item["dialect"], error.reason, error.detail))
         return results
@@ -115,17 +139,21 @@ class _Plan:
 
 def _plan(selected: dict[str, pd.DataFrame], options: PrepareOptions) -> _Plan:
     """Split each dialect by speaker, shuffle the combined config, and place every row in shards."""
+    splits = {dialect: split_by_speaker(table, options.validation_fraction,
+                                        rng_for(options.seed, "split", dialect))
+              for dialect, table in selected.items()}
+    # a speaker recorded under two dialects is held out in both, or `all` would not be
+    # speaker-disjoint
+    held_out = set().union(*(set(validation["client_id"]) for _, validation in splits.values()))
     trains, validations = [], []
-    for dialect, table in selected.items():
-        train, validation = split_by_speaker(table, options.validation_fraction,
-                                             rng_for(options.seed, "split", dialect))
-        trains.append(train.assign(split="train"))
-        validations.append(validation.assign(split="validation"))
-    columns = list(next(iter(selected.values())).columns) + ["split"] if selected else ["split"]
+    for train, validation in splits.values():
+        moved = train["client_id"].isin(held_out).to_numpy()
+        trains.append(train[~moved].assign(split="train"))
+        validations.append(pd.concat([validation, train[moved]]).assign(split="validation"))
     parts = [shuffle(pd.concat(group, ignore_index=True), rng_for(options.seed, "all", split))
              for split, group in (("train", trains), ("validation", validations))
              if group and sum(len(t) for t in group)]
-    order = (pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns))
+    order = pd.concat(parts, ignore_index=True)  # prepare() stops before an empty selection
     rows_per_shard = options.rows_per_shard
     order["all_shard"] = order.groupby("split").cumcount().to_numpy() // rows_per_shard
     order["dialect_shard"] = order.groupby("dialect").cumcount().to_numpy() // rows_per_shard
@@ -195,12 +223,23 @@ class _ConfigWriter:
 # --- the stage -------------------------------------------------------------------------------
 
 def _check_output_dir(options: PrepareOptions) -> Path:
+    """Refuse an output folder that cannot or must not be written, creating nothing yet: a bad
+    source found after this check must leave no trace."""
     out = Path(options.output_dir).expanduser()
     if options.dry_run:
         return out
     if out.exists() and not out.is_dir():
         raise UsageError(f"--output_dir {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
+    if not out.exists():
+        parent = out.absolute().parent
+        while not parent.exists():
+            parent = parent.parent
+        if not parent.is_dir():
+            raise UsageError(f"--output_dir {out} cannot be created: {parent} is not a folder")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise UsageError(f"--output_dir {out} cannot be created: {parent} is not writable")
+        return out
+    if any(out.iterdir()):
         if not options.overwrite:
             raise UsageError(f"--output_dir {out} is not empty; pass --overwrite to replace it")
         unknown = [p.name for p in out.iterdir()
@@ -209,7 +248,6 @@ def _check_output_dir(options: PrepareOptions) -> Path:
             raise UsageError(f"--output_dir {out} holds files parla did not write "
                              f"({', '.join(sorted(unknown)[:5])}); refusing to overwrite it")
     try:
-        out.mkdir(parents=True, exist_ok=True)
         probe = out / ".parla-write-test"
         probe.write_text("")
         probe.unlink()
@@ -259,8 +297,15 @@ def prepare(options: PrepareOptions) -> PrepareResult:
             print(format_counts_table(f"{dialect} (dry run: nothing written)",
                                       [s.to_dict() for s in steps]))
         return PrepareResult(out, {}, counts)
+    if not any(len(table) for table in selected.values()):
+        raise UsageError("no clips are left after selection, so there is nothing to write; "
+                         "--dry_run shows the rows left after each step")
     if options.overwrite:
         _clear_output(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"--output_dir {out} cannot be created ({error.strerror})") from None
 
     plan = _plan(selected, options)
     rejects = RejectLog(out / REJECTS_FILE)
@@ -272,7 +317,9 @@ def prepare(options: PrepareOptions) -> PrepareResult:
     kept: list[dict[str, Any]] = []  # small per-row facts for statistics (no audio)
     map_tasks = get_engine(options.engine)
     bar = progress(desc="prepare", total=len(plan.order), unit="clips")
-    destinations = plan.order[["split", "all_shard", "dialect", "dialect_shard"]].to_numpy()
+    destinations = plan.order[["split", "all_shard", "dialect", "dialect_shard",
+                               "duration"]].to_numpy()
+    removed: list[tuple[str, str, float]] = []  # (dialect, reason, seconds) of rejected clips
     position = 0
     try:
         for results in map_tasks(_tasks(plan, sources),
@@ -280,16 +327,18 @@ def prepare(options: PrepareOptions) -> PrepareResult:
                                  num_workers=options.workers,
                                  describe_task=lambda items: items[0]["path"]):
             for result in results:
-                split, all_shard, dialect, dialect_shard = destinations[position]
+                split, all_shard, dialect, dialect_shard, seconds = destinations[position]
                 position += 1
                 if isinstance(result, Reject):
                     rejects.add(result)
+                    removed.append((dialect, result.reason, float(seconds)))
                     continue
                 writers[(ALL_CONFIG, split)].add(result, int(all_shard))
                 writers[(dialect, "train")].add(result, int(dialect_shard))
                 kept.append({"dialect": dialect, "split": split,
                              "speaker_id": result["speaker_id"], "gender": result["gender"],
-                             "age": result["age"], "duration": result["duration"]})
+                             "age": result["age"], "duration": result["duration"],
+                             **result["measurements"]})
             bar.update(len(results))
         for writer in writers.values():
             writer.close()
@@ -302,7 +351,7 @@ def prepare(options: PrepareOptions) -> PrepareResult:
         rejects.close()
 
     statistics = build_statistics(options, counts, kept, rejects, sources,
-                                  time.monotonic() - started)
+                                  time.monotonic() - started, removed)
     write_json(out / STATISTICS_FILE, statistics)
     if options.save_speaker_metadata:
         write_json(out / SPEAKERS_FILE, speaker_metadata(kept))
@@ -341,11 +390,42 @@ def _output_counts(rows: pd.DataFrame) -> dict[str, Any]:
             "mean_duration": round(float(rows["duration"].mean()), 3) if len(rows) else 0.0}
 
 
+def conditioning_effect(rows: pd.DataFrame,
+                        removed: list[tuple[str, str, float]]) -> dict[str, Any]:
+    """Before/after figures of conditioning on kept rows, and the hours each rule removed."""
+    def mean(column: str) -> float | None:
+        values = rows[column].dropna() if column in rows else pd.Series(dtype=float)
+        return round(float(values.mean()), 4) if len(values) else None
+
+    def spread(column: str) -> float | None:
+        values = rows[column].dropna() if column in rows else pd.Series(dtype=float)
+        return round(float(values.std(ddof=0)), 3) if len(values) else None
+
+    hours_removed: dict[str, float] = {}
+    if "duration_s_before" in rows and "duration_s_after" in rows:
+        trimmed = (rows["duration_s_before"] - rows["duration_s_after"]).sum()
+        hours_removed["trimming"] = round(float(trimmed) / 3600, 4)
+    for _, reason, seconds in removed:
+        hours_removed[reason] = hours_removed.get(reason, 0.0) + seconds / 3600
+    return {
+        "leading_silence_s": {"before": mean("leading_silence_s_before"),
+                              "after": mean("leading_silence_s_after")},
+        "trailing_silence_s": {"before": mean("trailing_silence_s_before"),
+                               "after": mean("trailing_silence_s_after")},
+        "lufs_std": {"before": spread("lufs_before"), "after": spread("lufs_after")},
+        "mean_snr_db": mean("snr_db"),
+        "hours_removed": {reason: round(hours, 4) for reason, hours in
+                          sorted(hours_removed.items())},
+    }
+
+
 def build_statistics(options: PrepareOptions, counts: dict[str, list[StepCount]],
                      kept: list[dict[str, Any]], rejects: RejectLog,
-                     sources: dict[str, LoadedSource], elapsed: float) -> dict[str, Any]:
-    rows = pd.DataFrame(kept, columns=["dialect", "split", "speaker_id", "gender", "age",
-                                       "duration"])
+                     sources: dict[str, LoadedSource], elapsed: float,
+                     removed: list[tuple[str, str, float]] | None = None) -> dict[str, Any]:
+    removed = removed or []
+    rows = pd.DataFrame(kept) if kept else pd.DataFrame(
+        columns=["dialect", "split", "speaker_id", "gender", "age", "duration"])
     dialects = {}
     for dialect, steps in counts.items():
         mine = rows[rows["dialect"] == dialect]
@@ -353,8 +433,10 @@ def build_statistics(options: PrepareOptions, counts: dict[str, list[StepCount]]
             "steps": [s.to_dict() for s in steps],
             "rejected": dict(sorted(rejects.counts.get(dialect, {}).items())),
             "output": _output_counts(mine),
+            "conditioning": conditioning_effect(
+                mine, [entry for entry in removed if entry[0] == dialect]),
         }
-    total = _output_counts(rows)
+    total = _output_counts(rows) | {"conditioning": conditioning_effect(rows, removed)}
     validation = rows[rows["split"] == "validation"]
     total |= {"rejected": rejects.total(),
               "train_rows": int((rows["split"] == "train").sum()),

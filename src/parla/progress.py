@@ -1,4 +1,5 @@
-"""Logging and progress bars, with one switch to silence bars (``--quiet`` / PARLA_DISABLE_PROGRESS)."""
+"""Logging and progress bars, with one switch to silence bars (``--quiet`` /
+PARLA_DISABLE_PROGRESS)."""
 
 from __future__ import annotations
 
@@ -18,11 +19,25 @@ def get_logger(name: str | None = None) -> logging.Logger:
     return logging.getLogger(_LOGGER_NAME if name is None else f"{_LOGGER_NAME}.{name}")
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to ``sys.stderr`` as it is when a record is logged, not as it was when the handler
+    was made: test runners and notebooks swap the stream, and a handler holding the old one
+    writes into a closed file."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def configure_logging(verbose: bool = False, quiet: bool = False) -> None:
     """Set up parla's log format once (the CLI calls this; library users may not)."""
     logger = logging.getLogger(_LOGGER_NAME)
     if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("[parla %(levelname)s] %(message)s"))
         logger.addHandler(handler)
     logger.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)

@@ -1,9 +1,10 @@
 """Read every kind of input into one metadata table, without decoding audio.
 
 A `--datasets` entry is one of: a Hub dataset id, a local folder in Hub layout (parquet under
-``data/``, or anything `datasets.load_dataset` reads), a `save_to_disk` folder, or a raw Common Voice
-release (``validated.tsv`` + ``clips/``, optional ``clip_durations.tsv``). ``NAME=SOURCE`` names the
-dialect explicitly; otherwise it comes from the source's name, else from each row's accents/variant.
+``data/``, or anything `datasets.load_dataset` reads), a `save_to_disk` folder, or a raw Common
+Voice release (``validated.tsv`` + ``clips/``, optional ``clip_durations.tsv``). ``NAME=SOURCE``
+names the dialect explicitly; otherwise it comes from the source's name, else from each row's
+accents/variant.
 """
 
 from __future__ import annotations
@@ -72,7 +73,8 @@ class LoadedSource:
     def read_bytes(self, rows: list[int]) -> list[bytes | None]:
         import pyarrow as pa
 
-        table = self.dataset.data.table if hasattr(self.dataset.data, "table") else self.dataset.data
+        data = self.dataset.data
+        table = data.table if hasattr(data, "table") else data
         column = table.column("audio").take(pa.array(rows, type=pa.int64()))
         return [item["bytes"] if item is not None else None for item in column.to_pylist()]
 
@@ -101,6 +103,7 @@ def load_source(spec: SourceSpec, cache_dir: str | None = None) -> LoadedSource:
     else:
         source = _load_datasets_source(spec, kind, cache_dir)
     _assign_dialects(source)
+    _reject_rows_without_text(source)
     return source
 
 
@@ -125,7 +128,10 @@ def _load_cv_release(spec: SourceSpec) -> LoadedSource:
         ms_column = next((c for c in clip_durations.columns if c.startswith("duration")), None)
         if ms_column is not None and "clip" in clip_durations.columns:
             values = pd.to_numeric(clip_durations[ms_column], errors="coerce") / 1000.0
-            durations = dict(zip(clip_durations["clip"], values, strict=True))
+            # a listed length of 0 ms means an empty or broken file: probe it, so it is rejected
+            # with a reason instead of vanishing in the duration filter
+            durations = {clip: value for clip, value in zip(clip_durations["clip"], values,
+                                                           strict=True) if value > 0}
     clips_dir = folder / "clips"
     metadata = _standardise(table, spec)
     source = LoadedSource(spec, "cv_release", metadata, clips_dir=clips_dir)
@@ -144,6 +150,8 @@ def _probe_file(file: Path, path: str, source: LoadedSource) -> float:
         return probe_duration(file.read_bytes())
     except FileNotFoundError:
         source.rejects.append(Reject(path, "", "missing_file"))
+    except OSError as error:  # a folder, or no permission: the row is bad, the run goes on
+        source.rejects.append(Reject(path, "", "unreadable_file", error.strerror or ""))
     except AudioDecodeError as error:
         source.rejects.append(Reject(path, "", error.reason, error.detail))
     return math.nan
@@ -176,11 +184,13 @@ def _load_datasets_source(spec: SourceSpec, kind: str, cache_dir: str | None) ->
     meta_columns = [c for c in loaded.column_names if c != "audio"]
     table = loaded.select_columns(meta_columns).to_pandas() if meta_columns else pd.DataFrame(
         index=range(len(loaded)))
-    metadata = _standardise(table.astype({c: str for c in table.columns
-                                          if c not in ("duration",)}), spec)
+    metadata = _standardise(table, spec)
     source = LoadedSource(spec, kind, metadata, dataset=loaded)
     paths = _audio_paths(loaded)
-    metadata["path"] = [p or m for p, m in zip(paths, metadata["path"], strict=True)]
+    # bytes-only audio has no file name: name the row after its source and position, so the
+    # output and rejects.jsonl can still point at it
+    metadata["path"] = [p or m or f"{spec.name}#{row}" for row, (p, m) in
+                        enumerate(zip(paths, metadata["path"], strict=True))]
     if "duration" in table.columns:
         metadata["duration"] = pd.to_numeric(table["duration"], errors="coerce").to_numpy()
     else:
@@ -220,14 +230,34 @@ def _standardise(table: pd.DataFrame, spec: SourceSpec) -> pd.DataFrame:
     for column in ("client_id", "path", "sentence", "age", "gender", "accents", "variant"):
         names = _ALIASES.get(column, (column,))
         found = next((n for n in names if n in table.columns), None)
-        values = table[found].fillna("").astype(str) if found else pd.Series([""] * len(table))
-        out[column] = values.str.strip().to_numpy()
+        out[column] = _text_values(table[found]) if found else [""] * len(table)
     for column in ("up_votes", "down_votes"):
         values = table[column] if column in table.columns else pd.Series([""] * len(table))
         out[column] = pd.to_numeric(values, errors="coerce").fillna(0).astype(np.int64).to_numpy()
     out["dialect"] = ""
     out["duration"] = np.nan
     return out
+
+
+def _text_values(values: pd.Series) -> np.ndarray:
+    """Stripped strings, missing values as "" (pandas < 3 turns None into "None" in astype)."""
+    as_objects = values.astype(object)
+    return as_objects.where(values.notna(), "").astype(str).str.strip().to_numpy()
+
+
+def _reject_rows_without_text(source: LoadedSource) -> None:
+    """Record rows with no sentence or no speaker: they cannot train a voice.
+
+    They stay in the metadata, so the selection step that drops them still counts them.
+    """
+    metadata = source.metadata
+    already = {reject.source_path for reject in source.rejects}
+    for column, reason in (("sentence", "missing_sentence"), ("client_id", "missing_client_id")):
+        for path, dialect in metadata.loc[metadata[column] == "", ["path", "dialect"]].itertuples(
+                index=False):
+            if path not in already:
+                already.add(path)
+                source.rejects.append(Reject(path, dialect, reason))
 
 
 def _assign_dialects(source: LoadedSource) -> None:

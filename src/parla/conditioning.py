@@ -1,0 +1,612 @@
+"""TTS-grade clip conditioning: trim silence, normalise loudness, reject unusable clips.
+
+Pure functions on mono float32 samples and a sample rate. `condition_clip` is the one entry point
+the prepare worker calls per row; it raises `ClipRejected` (an `AudioDecodeError`, so the worker
+records it like any bad clip) with a short stable reason. `Conditioner` is the worker-level
+wrapper that builds the speech detector once.
+
+Speech detection has two backends. The energy detector (default install, numpy/scipy only) runs a
+double-threshold end-point search on 10 ms frame levels, with thresholds set between the clip's
+own noise floor and speech peak. The silero detector (optional `silero-vad` package, needs torch)
+is imported lazily and only when asked for (`vad="silero"`, or `"auto"` when it is installed).
+See scripts/measure_vad.py for how the two compare.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from .errors import AudioDecodeError, UsageError
+from .options import ConditioningOptions
+from .text import invalid_characters, normalize_sentence
+
+FRAME_S = 0.010  # frame hop and length for levels: 10 ms resolution on speech boundaries
+FLOOR_DB = -100.0  # level given to digital silence, so logs stay finite
+CLIP_LEVEL = 0.999  # |x| at or above this counts as a clipped sample
+MIN_SPEECH_DBFS = -55.0  # active speech quieter than this is a "too_quiet" clip
+MAX_SNR_DB = 100.0  # SNR is clipped to +-this (digitally silent pauses would give infinity)
+FADE_S = 0.005  # raised-cosine fade at trim points so cuts through background noise do not click
+LIMITER_WINDOW_S = 0.005  # half-width of the peak limiter's gain smoothing
+TRUE_PEAK_OVERSAMPLING = 4
+LOUDNESS_BLOCK_S = 0.4  # BS.1770 gating block
+HIGHPASS_HZ = 80.0  # rumble, hum and DC below this are not speech; ignored by the detector
+
+Region = tuple[int, int]
+
+
+class ClipRejected(AudioDecodeError):
+    """A clip that decodes fine but is not fit for TTS training; `reason` is a stable snake_case
+    name (clipped, no_speech, too_quiet, low_snr, speaking_rate_too_fast, ...)."""
+
+    def __init__(
+        self, reason: str, detail: str = "", measurements: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(reason, detail)
+        self.measurements = dict(measurements or {})
+
+    def __reduce__(self):  # keep reason/detail/measurements across process boundaries
+        return (type(self), (self.reason, self.detail, self.measurements))
+
+
+@dataclass(frozen=True)
+class ConditionedClip:
+    samples: np.ndarray  # float32 mono, trimmed and loudness-normalised
+    sample_rate: int
+    text: str  # normalised sentence (the input unchanged when normalize_text is off)
+    measurements: dict[str, Any]
+
+    @property
+    def duration(self) -> float:
+        return len(self.samples) / self.sample_rate
+
+
+# --------------------------------------------------------------------------------------------
+# Frame levels
+
+
+@functools.lru_cache(maxsize=16)
+def _highpass_sos(sample_rate: int, cutoff_hz: float) -> np.ndarray:
+    from scipy.signal import butter
+
+    return butter(2, cutoff_hz, btype="highpass", fs=sample_rate, output="sos")
+
+
+def frame_powers(
+    samples: np.ndarray, sample_rate: int, highpass_hz: float | None = HIGHPASS_HZ
+) -> np.ndarray:
+    """Mean power of consecutive 10 ms frames (the last one partial), float64.
+
+    With `highpass_hz`, rumble and DC below it are removed first (80 Hz by default: no speech
+    there, but it raises the noise floor of many phone recordings).
+    """
+    x = np.asarray(samples, dtype=np.float64)
+    if highpass_hz and len(x) > 12:
+        from scipy.signal import sosfilt
+
+        x = sosfilt(_highpass_sos(sample_rate, highpass_hz), x)
+    hop = max(1, round(sample_rate * FRAME_S))
+    full = len(x) // hop
+    squares = x * x
+    powers = squares[: full * hop].reshape(full, hop).mean(axis=1)
+    if len(x) > full * hop:
+        powers = np.append(powers, squares[full * hop :].mean())
+    return powers
+
+
+def _to_db(power: np.ndarray | float) -> np.ndarray:
+    return 10.0 * np.log10(np.maximum(power, 10.0 ** (FLOOR_DB / 10.0)))
+
+
+def _frame_hop(sample_rate: int) -> int:
+    return max(1, round(sample_rate * FRAME_S))
+
+
+# --------------------------------------------------------------------------------------------
+# Speech detection
+
+
+class SpeechDetector(Protocol):
+    """Finds the span from the first to the last speech sample, or None when there is none."""
+
+    name: str
+
+    def __call__(self, samples: np.ndarray, sample_rate: int) -> Region | None: ...
+
+
+def _true_runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, ends) of the runs of True in a boolean array, ends exclusive."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.view(np.int8), [0]])))
+    return edges[0::2], edges[1::2]
+
+
+@dataclass(frozen=True)
+class EnergySpeechDetector:
+    """Double-threshold end-point detector on 10 ms frame levels (numpy only, no torch).
+
+    Levels are taken above 250 Hz, where voiced speech keeps most of its energy and hum, rumble
+    and traffic noise have little. The noise floor is a low percentile of the levels, its spread
+    the distance to a lower one, the peak the loudest 30 ms. Segments are runs of the 30 ms-smoothed
+    level above the low threshold, joined across gaps up to `max_gap_s` (stop closures before a
+    final -ts, -ps); a segment is speech when it holds a "core" of at least `min_core_s` above the
+    high threshold (an isolated click is shorter). The span runs from the first speech segment to
+    the last, plus `end_hangover_s` at the end, where espeak and human speech alike fade out
+    slowly below the noise. Defaults were tuned with scripts/measure_vad.py.
+    """
+
+    name: str = "energy"
+    highpass_hz: float = 250.0
+    floor_percentile: float = 10.0
+    spread_percentile: float = 2.0  # floor minus this percentile: how much the noise varies
+    high_fraction: float = 0.45  # high threshold: this fraction of the way from floor to peak,
+    high_min_db: float = 6.0  # at least this far above the floor,
+    high_below_peak_db: float = 35.0  # and at most this far below the peak
+    low_spread_factor: float = 4.0  # low threshold: this many noise spreads above the floor,
+    low_min_db: float = 2.0  # at least this far above the floor,
+    low_below_peak_db: float = 55.0  # and at most this far below the peak
+    min_dynamic_db: float = 8.0  # peak less than this above the floor: no speech, only noise
+    min_core_s: float = 0.04
+    max_gap_s: float = 0.1
+    end_hangover_s: float = 0.05
+
+    def __call__(self, samples: np.ndarray, sample_rate: int) -> Region | None:
+        powers = frame_powers(samples, sample_rate, self.highpass_hz)
+        if len(powers) == 0:
+            return None
+        levels = _to_db(powers)
+        # 30 ms moving average in dB, edges repeated (zero padding would read as 0 dBFS).
+        padded = np.concatenate([levels[:1], levels, levels[-1:]])
+        smooth = (padded[:-2] + padded[1:-1] + padded[2:]) / 3.0
+        floor, floor_low = np.percentile(smooth, [self.floor_percentile, self.spread_percentile])
+        floor = float(floor)
+        spread = floor - float(floor_low)
+        peak = float(smooth.max())
+        dynamic = peak - floor
+        if dynamic < self.min_dynamic_db:
+            return None
+        high = max(floor + max(self.high_min_db, self.high_fraction * dynamic),
+                   peak - self.high_below_peak_db)
+        low = max(floor + max(self.low_min_db, self.low_spread_factor * spread),
+                  peak - self.low_below_peak_db)
+        low = min(low, high)
+
+        # Segments: runs above the low threshold, joined across gaps up to max_gap_s.
+        starts, ends = _true_runs(smooth > low)
+        if len(starts) == 0:
+            return None
+        joined = np.concatenate([[True], starts[1:] - ends[:-1] > round(self.max_gap_s / FRAME_S)])
+        seg_starts = starts[joined]
+        seg_ends = ends[np.concatenate([joined[1:], [True]])]
+        # A segment is speech when it holds a core: min_core_s above the high threshold.
+        core_starts, core_ends = _true_runs(smooth > high)
+        core_starts = core_starts[core_ends - core_starts >= round(self.min_core_s / FRAME_S)]
+        if len(core_starts) == 0:
+            return None
+        speech_segments = np.searchsorted(seg_starts, core_starts, side="right") - 1
+        start_frame = int(seg_starts[speech_segments[0]])
+        end_frame = int(seg_ends[speech_segments[-1]]) + round(self.end_hangover_s / FRAME_S)
+        hop = _frame_hop(sample_rate)
+        return start_frame * hop, min(end_frame * hop, len(samples))
+
+
+class SileroSpeechDetector:
+    """Silero VAD (optional `silero-vad` package; its wheel carries the model, so it works
+    offline). Build once per worker: loading the model takes about a second."""
+
+    name = "silero"
+    model_rate = 16000
+
+    def __init__(
+        self, threshold: float = 0.5, min_speech_s: float = 0.1, num_threads: int | None = 1
+    ) -> None:
+        try:
+            from silero_vad import get_speech_timestamps, load_silero_vad
+        except ImportError as error:
+            raise UsageError(
+                "--vad silero needs the silero-vad package (pip install silero-vad)"
+            ) from error
+        import torch  # present: silero_vad imports it
+        if num_threads:
+            # One prepare worker per core: torch's own thread pool would oversubscribe them.
+            torch.set_num_threads(num_threads)
+        self._torch = torch
+        self._get_speech_timestamps = get_speech_timestamps
+        with warnings.catch_warnings():  # the package's own importlib/jit deprecations
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self._model = load_silero_vad()
+        self.threshold = threshold
+        self.min_speech_s = min_speech_s
+
+    def __call__(self, samples: np.ndarray, sample_rate: int) -> Region | None:
+        import soxr
+
+        x = np.asarray(samples, dtype=np.float32)
+        if sample_rate != self.model_rate:
+            x = soxr.resample(x, sample_rate, self.model_rate).astype(np.float32)
+        with self._torch.inference_mode():
+            stamps = self._get_speech_timestamps(
+                self._torch.from_numpy(np.ascontiguousarray(x)),
+                self._model,
+                threshold=self.threshold,
+                sampling_rate=self.model_rate,
+                min_speech_duration_ms=int(self.min_speech_s * 1000),
+                speech_pad_ms=0,  # keep_silence_ms is added by trim_silence
+            )
+        if not stamps:
+            return None
+        scale = sample_rate / self.model_rate
+        start = int(math.floor(stamps[0]["start"] * scale))
+        end = min(int(math.ceil(stamps[-1]["end"] * scale)), len(samples))
+        return (start, end) if end > start else None
+
+
+def silero_available() -> bool:
+    """True when silero-vad and torch can be imported (without importing them)."""
+    return all(importlib.util.find_spec(name) is not None for name in ("silero_vad", "torch"))
+
+
+def make_speech_detector(vad: str = "auto") -> SpeechDetector:
+    """Build the detector named by ConditioningOptions.vad (auto: silero when installed)."""
+    if vad == "energy" or (vad == "auto" and not silero_available()):
+        return EnergySpeechDetector()
+    if vad in ("silero", "auto"):
+        return SileroSpeechDetector()
+    raise UsageError(f"unknown VAD backend {vad!r}")
+
+
+def detect_speech(
+    samples: np.ndarray, sample_rate: int, detector: SpeechDetector | str = "energy"
+) -> Region | None:
+    """(start, end) sample indices from the first to the last speech sample, or None.
+
+    Pass a detector built once (make_speech_detector) when calling per clip: a name builds a new
+    one each call, which for silero reloads the model.
+    """
+    if isinstance(detector, str):
+        detector = make_speech_detector(detector)
+    return detector(samples, sample_rate)
+
+
+# --------------------------------------------------------------------------------------------
+# Measurements
+
+
+def clipped_fraction(samples: np.ndarray) -> float:
+    """Fraction of samples at full scale (|x| >= 0.999); measure before any gain."""
+    if len(samples) == 0:
+        return 0.0
+    return float(np.count_nonzero(np.abs(samples) >= CLIP_LEVEL)) / len(samples)
+
+
+def estimate_snr_db(powers: np.ndarray, speech_frames: np.ndarray) -> float:
+    """Speech-to-noise ratio from frame powers: mean power of speech frames (less the noise in
+    them) over mean power of non-speech frames. `speech_frames` is a boolean mask; without any
+    non-speech frame the quietest tenth of frames stands for the noise floor."""
+    if len(powers) == 0 or not speech_frames.any():
+        return float("nan")
+    noise = powers[~speech_frames]
+    if len(noise) == 0:
+        noise = np.sort(powers)[: max(1, len(powers) // 10)]
+    noise_power = max(float(noise.mean()), 10.0 ** (FLOOR_DB / 10.0))
+    speech_power = float(powers[speech_frames].mean())
+    clean_power = speech_power - noise_power
+    if clean_power <= 0:
+        return -MAX_SNR_DB
+    return float(np.clip(10.0 * math.log10(clean_power / noise_power), -MAX_SNR_DB, MAX_SNR_DB))
+
+
+def speech_frame_mask(powers: np.ndarray, region: Region, sample_rate: int) -> np.ndarray:
+    """Frames inside `region` that are well above the clip's quiet frames: the active speech.
+
+    Pauses inside the sentence count as non-speech, so that clips with no leading or trailing
+    silence still have a noise estimate.
+    """
+    hop = _frame_hop(sample_rate)
+    mask = np.zeros(len(powers), dtype=bool)
+    first, last = region[0] // hop, max(region[0] // hop + 1, -(-region[1] // hop))
+    mask[first:last] = True
+    levels = _to_db(powers)
+    inside = levels[first:last]
+    if len(inside):
+        # Inside the span, frames within 6 dB of the noise floor are pauses, not speech.
+        floor = float(np.percentile(levels, 10.0))
+        peak = float(inside.max())
+        mask[first:last] = inside > min(floor + 6.0, peak - 1.0)
+    return mask
+
+
+def trim_silence(
+    samples: np.ndarray, sample_rate: int, region: Region, keep_silence_ms: float = 100.0
+) -> np.ndarray:
+    """Cut to `region` plus `keep_silence_ms` either side (within the clip), fading the cut ends
+    over at most 5 ms of the kept silence so cuts through background noise do not click."""
+    keep = round(sample_rate * keep_silence_ms / 1000.0)
+    start = max(0, region[0] - keep)
+    end = min(len(samples), region[1] + keep)
+    out = np.array(samples[start:end], dtype=np.float32)
+    fade_in = min(round(sample_rate * FADE_S), region[0] - start, len(out))
+    fade_out = min(round(sample_rate * FADE_S), end - region[1], len(out))
+    if start > 0 and fade_in > 0:
+        out[:fade_in] *= _fade(fade_in)
+    if end < len(samples) and fade_out > 0:
+        out[-fade_out:] *= _fade(fade_out)[::-1]
+    return out
+
+
+def _fade(length: int) -> np.ndarray:
+    return (0.5 - 0.5 * np.cos(np.pi * (np.arange(length) + 0.5) / length)).astype(np.float32)
+
+
+def measure_loudness(samples: np.ndarray, sample_rate: int) -> float:
+    """Integrated loudness in LUFS (ITU-R BS.1770 via pyloudnorm); -inf for silence. Clips shorter
+    than one 400 ms gating block are measured as a single block."""
+    import pyloudnorm
+
+    if len(samples) < 2:
+        return float("-inf")
+    block = min(LOUDNESS_BLOCK_S, len(samples) / sample_rate)
+    meter = pyloudnorm.Meter(sample_rate, block_size=block)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lufs = float(meter.integrated_loudness(np.asarray(samples, dtype=np.float64)))
+    return lufs if math.isfinite(lufs) else float("-inf")
+
+
+@functools.lru_cache(maxsize=1)
+def _interpolation_matrix() -> tuple[np.ndarray, float]:
+    """(T, bound): the 4 oversampled values nearest input sample n are x[n+6 ... n-6] @ T, and
+    none of them exceeds `bound` times the largest |x| in that 13-sample window."""
+    from scipy.signal import firwin
+
+    # 48-tap low-pass at the original Nyquist: the length BS.1770-4 Annex 2 uses for 4x.
+    factor = TRUE_PEAK_OVERSAMPLING
+    h = firwin(12 * factor, 0.95 / factor, window=("kaiser", 5.0)) * factor
+    first = (len(h) - 1) // 2 - 1  # the filter's delay, less half an output sample
+    matrix = np.zeros((13, factor))
+    for row, d in enumerate(range(-6, 7)):
+        for q in range(factor):
+            tap = factor * d + first + q
+            if 0 <= tap < len(h):
+                matrix[row, q] = h[tap]
+    return matrix, float(np.abs(matrix).sum(axis=0).max())
+
+
+def true_peak_envelope(samples: np.ndarray, floor: float | None = None) -> np.ndarray:
+    """Per sample, the largest of |x| and the 4x-oversampled values around it (float64), so that
+    peaks between samples, which a DAC or a resampler reconstructs, are counted.
+
+    Interpolation is only computed where the result can reach `floor` (default: the sample
+    peak, which is all a peak reading needs); elsewhere |x| is returned, which is then known to
+    be within the floor. Speech is mostly far below its peaks, so this is ~10x faster than
+    oversampling the whole clip.
+    """
+    from scipy.ndimage import maximum_filter1d
+
+    x = np.asarray(samples, dtype=np.float64)
+    magnitude = np.abs(x)
+    if len(x) == 0:
+        return magnitude
+    matrix, bound = _interpolation_matrix()
+    if floor is None:
+        floor = float(magnitude.max())
+    candidates = np.flatnonzero(maximum_filter1d(magnitude, size=13) * bound >= floor)
+    if len(candidates) == 0:
+        return magnitude
+    padded = np.pad(x, 6)
+    envelope = magnitude.copy()
+    for chunk in np.array_split(candidates, -(-len(candidates) // 65536)):  # bounded memory
+        windows = padded[chunk[:, None] + np.arange(12, -1, -1)]  # x[n+6] ... x[n-6]
+        values = np.abs(windows @ matrix).max(axis=1)
+        envelope[chunk] = np.maximum(envelope[chunk], values)
+    return envelope
+
+
+def true_peak_db(samples: np.ndarray) -> float:
+    """Peak level in dBTP estimated with 4x oversampling (inter-sample peaks included)."""
+    if len(samples) == 0:
+        return FLOOR_DB
+    return _amplitude_db(float(true_peak_envelope(samples).max()))
+
+
+def _amplitude_db(value: float) -> float:
+    return 20.0 * math.log10(value) if value > 0 else FLOOR_DB
+
+
+def _limit(
+    x: np.ndarray, envelope: np.ndarray, sample_rate: int, ceiling: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """`x` with a smooth gain keeping its true-peak envelope under `ceiling` (linear), and the
+    envelope of the result."""
+    from scipy.ndimage import minimum_filter1d, uniform_filter1d
+
+    needed = np.minimum(1.0, ceiling / np.maximum(envelope, 1e-12))
+    if needed.min() < 1.0:
+        # A minimum filter then a moving average of the same width: every sample gets at most the
+        # gain its own peak allows, and the gain moves over ~20 ms, not per sample.
+        width = 2 * max(1, round(sample_rate * LIMITER_WINDOW_S)) + 1
+        gain = uniform_filter1d(minimum_filter1d(needed, width, mode="nearest"), width,
+                                mode="nearest")
+        x = x * np.minimum(gain, needed)
+        envelope = true_peak_envelope(x, min(ceiling, float(np.abs(x).max())))
+    peak = float(envelope.max())
+    if peak > ceiling:  # residue of the smoothing: a tiny static gain settles it
+        scale = ceiling / peak * (1.0 - 1e-6)
+        x, envelope = x * scale, envelope * scale
+    return x, envelope
+
+
+def limit_true_peak(samples: np.ndarray, sample_rate: int, ceiling_db: float) -> np.ndarray:
+    """Bring every true peak to at most `ceiling_db` dBTP with a smooth look-ahead gain (float64).
+    Parts already below the ceiling (more than ~10 ms away from a peak) are unchanged."""
+    x = np.asarray(samples, dtype=np.float64)
+    if len(x) == 0:
+        return x
+    ceiling = 10.0 ** (ceiling_db / 20.0)
+    envelope = true_peak_envelope(x, min(ceiling, float(np.abs(x).max())))
+    return _limit(x, envelope, sample_rate, ceiling)[0]
+
+
+def _normalize_loudness(
+    x: np.ndarray, sample_rate: int, target_lufs: float, ceiling_db: float, lufs: float
+) -> tuple[np.ndarray, float, float]:
+    """(samples, loudness after, true peak after in dBTP) for float64 `x` of loudness `lufs`."""
+    ceiling = 10.0 ** (ceiling_db / 20.0)
+    gain = 10.0 ** ((target_lufs - lufs) / 20.0)
+    # Exact wherever a peak could pass the ceiling after the gain, and at the sample peak.
+    envelope = true_peak_envelope(x, min(ceiling / gain, float(np.abs(x).max())))
+    if gain * float(envelope.max()) <= ceiling:
+        # A plain gain: the common case, one loudness measurement to confirm.
+        out = x * gain
+        return out, measure_loudness(out, sample_rate), _amplitude_db(gain * float(envelope.max()))
+    # The limiter lowers the loudness a little: raise the gain and limit again, up to 4 rounds,
+    # until within 0.1 LU of the target.
+    for _ in range(4):
+        out, out_envelope = _limit(x * gain, envelope * gain, sample_rate, ceiling)
+        current = measure_loudness(out, sample_rate)
+        if not math.isfinite(current) or abs(current - target_lufs) <= 0.1:
+            break
+        gain *= 10.0 ** ((target_lufs - current) / 20.0)
+    return out, current, _amplitude_db(float(out_envelope.max()))
+
+
+def normalize_loudness(
+    samples: np.ndarray,
+    sample_rate: int,
+    target_lufs: float = -20.0,
+    true_peak_ceiling_db: float = -1.0,
+    lufs: float | None = None,
+) -> np.ndarray:
+    """Gain to `target_lufs` (BS.1770), limiting true peaks to the ceiling; float32 out.
+
+    `lufs` is the input's loudness when already measured. Silent input is returned unchanged.
+    """
+    x = np.asarray(samples, dtype=np.float64)
+    current = measure_loudness(x, sample_rate) if lufs is None else lufs
+    if not math.isfinite(current):
+        return x.astype(np.float32)
+    return _normalize_loudness(x, sample_rate, target_lufs, true_peak_ceiling_db, current)[
+        0
+    ].astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# Entry point
+
+
+def _reject(reason: str, detail: str, measurements: dict[str, Any]) -> ClipRejected:
+    return ClipRejected(reason, detail, measurements)
+
+
+def condition_clip(
+    samples: np.ndarray,
+    sample_rate: int,
+    text: str,
+    options: ConditioningOptions | None = None,
+    detector: SpeechDetector | None = None,
+) -> ConditionedClip:
+    """Normalise the text, check the clip, trim its silence and normalise its loudness.
+
+    Raises ClipRejected (reasons: empty_text, foreign_characters, invalid_audio, clipped,
+    no_speech, too_quiet, low_snr, speaking_rate_too_fast, speaking_rate_too_slow). Build
+    `detector` once per worker (make_speech_detector); without one it is built here per call.
+    Speaking rate is characters of the normalised sentence (spaces included) per second of the
+    detected speech span (the kept silence is not counted).
+    """
+    options = options or ConditioningOptions()
+    m: dict[str, Any] = {}
+
+    if options.normalize_text:
+        text = normalize_sentence(text)
+    if not text.strip():
+        raise _reject("empty_text", "no text left after normalisation", m)
+    if options.reject_foreign_text:
+        foreign = invalid_characters(text)
+        if foreign:
+            raise _reject("foreign_characters", "".join(sorted(foreign)), m)
+
+    x = np.asarray(samples, dtype=np.float32)
+    if x.ndim != 1 or len(x) == 0 or not np.isfinite(x).all():
+        raise _reject("invalid_audio", f"expected finite mono samples, got shape {x.shape}", m)
+    duration = len(x) / sample_rate
+    m["duration_s_before"] = duration
+
+    m["clipped_fraction"] = clipped = clipped_fraction(x)
+    if options.max_clipped_fraction is not None and clipped > options.max_clipped_fraction:
+        raise _reject("clipped", f"{clipped:.4f} of samples at full scale "
+                      f"(max {options.max_clipped_fraction})", m)
+
+    detector = detector or make_speech_detector(options.vad)
+    m["vad"] = detector.name
+    region = detector(x, sample_rate)
+    if region is None:
+        raise _reject("no_speech", f"{detector.name} detector found no speech", m)
+    start, end = region
+    speech_s = (end - start) / sample_rate
+    m["speech_s"] = speech_s
+    m["leading_silence_s_before"] = start / sample_rate
+    m["trailing_silence_s_before"] = (len(x) - end) / sample_rate
+
+    powers = frame_powers(x, sample_rate)
+    speech = speech_frame_mask(powers, region, sample_rate)
+    if not speech.any():
+        raise _reject("no_speech", "no active speech frames in the detected span", m)
+    speech_level = float(_to_db(powers[speech].mean()))
+    m["speech_level_dbfs"] = speech_level
+    if speech_level < MIN_SPEECH_DBFS:
+        raise _reject("too_quiet", f"speech at {speech_level:.1f} dBFS (min {MIN_SPEECH_DBFS})", m)
+
+    snr = estimate_snr_db(powers, speech)
+    m["snr_db"] = snr
+    if options.min_snr_db is not None and not snr >= options.min_snr_db:
+        raise _reject("low_snr", f"{snr:.1f} dB (min {options.min_snr_db})", m)
+
+    rate = len(text) / speech_s if speech_s > 0 else float("inf")
+    m["chars_per_sec"] = rate
+    if options.max_chars_per_sec is not None and rate > options.max_chars_per_sec:
+        raise _reject("speaking_rate_too_fast",
+                      f"{rate:.1f} chars/s (max {options.max_chars_per_sec})", m)
+    if options.min_chars_per_sec is not None and rate < options.min_chars_per_sec:
+        raise _reject("speaking_rate_too_slow",
+                      f"{rate:.1f} chars/s (min {options.min_chars_per_sec})", m)
+
+    if options.trim_silence:
+        keep = round(sample_rate * options.keep_silence_ms / 1000.0)
+        out_start = max(0, start - keep)
+        out_end = min(len(x), end + keep)
+        x = trim_silence(x, sample_rate, region, options.keep_silence_ms)
+    else:
+        out_start, out_end = 0, len(x)
+    m["leading_silence_s_after"] = (start - out_start) / sample_rate
+    m["trailing_silence_s_after"] = (out_end - end) / sample_rate
+
+    lufs = measure_loudness(x, sample_rate)
+    m["lufs_before"] = lufs
+    if not math.isfinite(lufs):
+        raise _reject("too_quiet", "loudness below the -70 LUFS gate", m)
+    if options.loudness_norm:
+        normalized, m["lufs_after"], m["true_peak_db_after"] = _normalize_loudness(
+            x.astype(np.float64), sample_rate, options.target_lufs, options.true_peak_db, lufs)
+        x = normalized.astype(np.float32)
+    else:
+        m["lufs_after"] = lufs
+        m["true_peak_db_after"] = true_peak_db(x)
+    m["duration_s_after"] = len(x) / sample_rate
+    return ConditionedClip(samples=np.ascontiguousarray(x, dtype=np.float32),
+                           sample_rate=sample_rate, text=text, measurements=m)
+
+
+class Conditioner:
+    """Worker-level state for conditioning: the speech detector is built (model loaded) once."""
+
+    def __init__(self, options: ConditioningOptions | None = None,
+                 detector: SpeechDetector | None = None) -> None:
+        self.options = options or ConditioningOptions()
+        self.detector = detector or make_speech_detector(self.options.vad)
+
+    def __call__(self, samples: np.ndarray, sample_rate: int, text: str) -> ConditionedClip:
+        return condition_clip(samples, sample_rate, text, self.options, self.detector)

@@ -1,0 +1,456 @@
+"""Clip conditioning (parla.conditioning): trimming, loudness, rejects, speech detectors.
+
+Clips are built here with known silence, level, clipping and noise, so the speech span is known by
+construction: synthetic voiced "syllables" everywhere, and real Catalan speech from espeak-ng
+where it is installed.
+"""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+from scipy.signal import resample_poly
+
+from parla.conditioning import (
+    ClipRejected,
+    Conditioner,
+    EnergySpeechDetector,
+    clipped_fraction,
+    condition_clip,
+    detect_speech,
+    estimate_snr_db,
+    frame_powers,
+    limit_true_peak,
+    make_speech_detector,
+    measure_loudness,
+    normalize_loudness,
+    speech_frame_mask,
+    trim_silence,
+    true_peak_db,
+    true_peak_envelope,
+)
+from parla.errors import AudioDecodeError, UsageError
+from parla.options import ConditioningOptions
+
+RATE = 24000
+TEXT = "Bon dia a tothom, com estem avui?"  # 33 characters
+ENERGY = ConditioningOptions(vad="energy")
+
+
+# --- clips -----------------------------------------------------------------------------------
+
+
+def speech_like(seconds: float, rng: np.random.Generator, rate: int = RATE,
+                f0: float = 140.0) -> np.ndarray:
+    """Voiced syllables (harmonics of a wobbling f0) under Hann envelopes with short gaps; starts
+    and ends on a non-zero sample, peak 1."""
+    n = int(seconds * rate)
+    out = np.zeros(n)
+    pos = 0
+    while True:
+        length = int(rng.uniform(0.12, 0.25) * rate)
+        if pos + length > n:
+            break
+        t = np.arange(length) / rate
+        f = f0 * (1 + 0.05 * np.sin(2 * np.pi * 3 * t + rng.uniform(0, 6)))
+        phase = 2 * np.pi * np.cumsum(f) / rate
+        voiced = sum(np.sin(k * phase) / k for k in range(1, 25) if k * f0 < 0.45 * rate)
+        out[pos:pos + length] = voiced * np.hanning(length + 2)[1:-1] * rng.uniform(0.5, 1.0)
+        pos += length + int(rng.uniform(0.02, 0.08) * rate)
+    nonzero = np.flatnonzero(out)
+    out = out[nonzero[0]: nonzero[-1] + 1]
+    return out / np.abs(out).max()
+
+
+def padded(speech: np.ndarray, lead_s: float, tail_s: float, rate: int = RATE,
+           snr_db: float | None = None, seed: int = 0) -> tuple[np.ndarray, int, int]:
+    """(clip, start, end): speech between known silences, white noise at a known SNR (speech
+    power over noise power) if asked."""
+    lead, tail = int(lead_s * rate), int(tail_s * rate)
+    clip = np.concatenate([np.zeros(lead), speech, np.zeros(tail)])
+    if snr_db is not None:
+        noise = np.random.default_rng(seed).standard_normal(len(clip))
+        clip = clip + noise * np.sqrt(np.mean(speech**2) / 10 ** (snr_db / 10))
+    return clip.astype(np.float32), lead, lead + len(speech)
+
+
+@pytest.fixture(scope="module")
+def espeak(tmp_path_factory) -> np.ndarray:
+    """Catalan espeak-ng speech at RATE, cut to where it first and last reaches -50 dB re peak."""
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng not installed")
+    wav = Path(tmp_path_factory.mktemp("espeak")) / "f.wav"
+    subprocess.run(["espeak-ng", "-v", "ca", "-w", str(wav),
+                    "Fa fred als dies de vent forts, però els peixos neden tranquils."],
+                   check=True, capture_output=True)
+    samples, rate = sf.read(wav, dtype="float32")
+    samples = soxr.resample(samples, rate, RATE)
+    loud = np.flatnonzero(np.abs(samples) >= np.abs(samples).max() * 10 ** (-50 / 20))
+    return (samples[loud[0]: loud[-1] + 1] * 0.5).astype(np.float64)
+
+
+ESPEAK_TEXT = "Fa fred als dies de vent forts, però els peixos neden tranquils."
+
+
+def kept_span(clip: np.ndarray, out: np.ndarray) -> int:
+    """Where `out` (trimmed, no gain) starts in `clip`."""
+    hits = [i for i in range(len(clip) - len(out) + 1)
+            if np.array_equal(clip[i + len(out) // 2], out[len(out) // 2])
+            and np.array_equal(clip[i: i + len(out)][200:-200], out[200:-200])]
+    assert len(hits) == 1
+    return hits[0]
+
+
+# --- speech detection and trimming -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("rate", [16000, 24000, 48000])
+@pytest.mark.parametrize("snr_db", [None, 30.0, 15.0])
+def test_energy_detector_finds_the_speech_span(rate: int, snr_db: float | None) -> None:
+    rng = np.random.default_rng(int(rate + (snr_db or 0)))
+    clip, start, end = padded(0.3 * speech_like(2.0, rng, rate), 0.6, 0.9, rate, snr_db)
+    region = detect_speech(clip, rate, EnergySpeechDetector())
+    assert region is not None
+    keep = int(0.1 * rate)
+    # Never past the 100 ms that trimming keeps (which would cut speech), never 150 ms loose.
+    assert start - int(0.15 * rate) <= region[0] < start + keep
+    assert end - keep < region[1] <= end + int(0.15 * rate)
+
+
+@pytest.mark.parametrize(("lead_s", "tail_s", "snr_db"),
+                         [(0.8, 0.5, None), (0.05, 1.2, 30.0), (0.0, 0.0, 40.0), (1.0, 0.3, 15.0)])
+def test_trimming_never_cuts_inside_speech(espeak, lead_s, tail_s, snr_db) -> None:
+    clip, start, end = padded(espeak, lead_s, tail_s, snr_db=snr_db)
+    options = ConditioningOptions(vad="energy", loudness_norm=False, min_snr_db=None)
+    out = condition_clip(clip, RATE, ESPEAK_TEXT, options)
+    offset = kept_span(clip, out.samples)
+    # Every speech sample is there, untouched (no fade, no gain).
+    assert offset <= start and offset + len(out.samples) >= end
+    np.testing.assert_array_equal(out.samples[start - offset: end - offset], clip[start:end])
+    m = out.measurements
+    assert m["leading_silence_s_after"] <= 0.1 + 1e-9
+    assert m["trailing_silence_s_after"] <= 0.1 + 1e-9
+    # Most of the padding is gone, and the before/after numbers describe the cut.
+    assert len(out.samples) <= (end - start) + int(0.35 * RATE)
+    assert abs(m["leading_silence_s_before"] - m["leading_silence_s_after"] - offset / RATE) < 1e-9
+    assert abs(m["leading_silence_s_before"] - lead_s) < 0.1
+
+
+def test_trim_keeps_the_requested_silence() -> None:
+    rng = np.random.default_rng(3)
+    clip, start, end = padded(0.3 * speech_like(1.5, rng), 0.7, 0.7, snr_db=35)
+    for keep_ms in (0.0, 100.0, 250.0):
+        out = condition_clip(clip, RATE, TEXT, ConditioningOptions(
+            vad="energy", keep_silence_ms=keep_ms, loudness_norm=False))
+        m = out.measurements
+        assert m["leading_silence_s_after"] == pytest.approx(keep_ms / 1000)
+        assert m["trailing_silence_s_after"] == pytest.approx(keep_ms / 1000)
+        expected = m["speech_s"] + 2 * keep_ms / 1000
+        assert out.duration == pytest.approx(expected, abs=1 / RATE)
+
+
+def test_trim_silence_fades_only_the_kept_silence() -> None:
+    clip = np.ones(RATE, dtype=np.float32)
+    region = (6000, 18000)
+    out = trim_silence(clip, RATE, region, keep_silence_ms=100)
+    assert len(out) == 12000 + 2 * 2400
+    assert out[0] < 0.01 and out[-1] < 0.01  # faded ends: no click
+    np.testing.assert_array_equal(out[2400: 2400 + 12000], 1.0)
+    assert np.array_equal(trim_silence(clip, RATE, region, 0), clip[6000:18000])
+
+
+def test_trim_off_keeps_the_whole_clip() -> None:
+    rng = np.random.default_rng(4)
+    clip, _, _ = padded(0.3 * speech_like(1.5, rng), 0.5, 0.5, snr_db=35)
+    out = condition_clip(clip, RATE, TEXT, ConditioningOptions(
+        vad="energy", trim_silence=False, loudness_norm=False))
+    np.testing.assert_array_equal(out.samples, clip)
+    m = out.measurements
+    assert m["leading_silence_s_after"] == m["leading_silence_s_before"] > 0.3
+
+
+def test_energy_detector_on_espeak_speech(espeak) -> None:
+    for lead_s, tail_s, snr_db in [(0.5, 0.5, None), (0.3, 1.0, 20.0)]:
+        clip, start, end = padded(espeak, lead_s, tail_s, snr_db=snr_db)
+        region = EnergySpeechDetector()(clip, RATE)
+        assert region is not None
+        assert abs(region[0] - start) < 0.1 * RATE
+        assert abs(region[1] - end) < 0.1 * RATE
+
+
+def test_a_click_in_the_silence_is_not_speech() -> None:
+    rng = np.random.default_rng(5)
+    clip, start, end = padded(0.3 * speech_like(1.5, rng), 1.0, 0.5, snr_db=30)
+    clip[int(0.3 * RATE): int(0.305 * RATE)] = 0.3  # 5 ms mic bump, 0.7 s before the speech
+    region = EnergySpeechDetector()(clip, RATE)
+    assert region is not None and region[0] > start - int(0.15 * RATE)
+
+
+def test_noise_or_silence_only_has_no_speech() -> None:
+    noise = (0.01 * np.random.default_rng(6).standard_normal(2 * RATE)).astype(np.float32)
+    assert EnergySpeechDetector()(noise, RATE) is None
+    assert EnergySpeechDetector()(np.zeros(RATE, dtype=np.float32), RATE) is None
+    assert EnergySpeechDetector()(np.zeros(0, dtype=np.float32), RATE) is None
+    for clip in (noise, np.zeros(RATE, dtype=np.float32)):
+        with pytest.raises(ClipRejected) as caught:
+            condition_clip(clip, RATE, TEXT, ENERGY)
+        assert caught.value.reason == "no_speech"
+
+
+def test_make_speech_detector(monkeypatch) -> None:
+    import parla.conditioning as conditioning
+
+    assert isinstance(make_speech_detector("energy"), EnergySpeechDetector)
+    monkeypatch.setattr(conditioning, "silero_available", lambda: False)
+    assert isinstance(make_speech_detector("auto"), EnergySpeechDetector)
+    monkeypatch.setitem(sys.modules, "silero_vad", None)  # import fails: not installed
+    with pytest.raises(UsageError, match="silero-vad"):
+        make_speech_detector("silero")
+    with pytest.raises(UsageError):
+        make_speech_detector("webrtc")
+
+
+def test_prepare_path_imports_no_torch() -> None:
+    code = (
+        "import sys, numpy as np\n"
+        "from parla.conditioning import condition_clip\n"
+        "from parla.options import ConditioningOptions\n"
+        "t = np.arange(48000) / 24000\n"
+        "x = (0.3 * np.sin(2 * np.pi * 200 * t) * (np.sin(2 * np.pi * 2 * t) > 0)).astype('f4')\n"
+        "x = np.concatenate([np.zeros(12000, 'f4'), x, np.zeros(12000, 'f4')])\n"
+        "condition_clip(x, 24000, 'Bon dia a tothom.', ConditioningOptions(vad='energy'))\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_silero_detector(espeak) -> None:
+    pytest.importorskip("silero_vad")
+    from parla.conditioning import SileroSpeechDetector
+
+    detector = SileroSpeechDetector()
+    for lead_s, tail_s, snr_db in [(0.5, 0.7, None), (0.4, 0.4, 25.0)]:
+        clip, start, end = padded(espeak, lead_s, tail_s, snr_db=snr_db)
+        region = detector(clip, RATE)
+        assert region is not None
+        assert abs(region[0] - start) < 0.15 * RATE
+        assert abs(region[1] - end) < 0.15 * RATE
+    assert detector(np.zeros(RATE, dtype=np.float32), RATE) is None
+    out = Conditioner(ConditioningOptions(vad="silero"), detector)(clip, RATE, ESPEAK_TEXT)
+    assert out.measurements["vad"] == "silero"
+
+
+# --- rejects ---------------------------------------------------------------------------------
+
+
+def test_clipping_is_measured_before_normalisation() -> None:
+    rng = np.random.default_rng(7)
+    clean, _, _ = padded(0.3 * speech_like(2.0, rng), 0.3, 0.3, snr_db=40)
+    clipped = np.clip(clean * 8, -1.0, 1.0)
+    fraction = clipped_fraction(clipped)
+    assert fraction > 0.01
+    assert clipped_fraction(clean) == 0.0
+    with pytest.raises(ClipRejected) as caught:
+        condition_clip(clipped, RATE, TEXT, ENERGY)  # normalising would bring it under 1
+    assert caught.value.reason == "clipped"
+    assert caught.value.measurements["clipped_fraction"] == pytest.approx(fraction)
+    # The threshold is a fraction: a few full-scale samples pass, None turns the rule off.
+    few = clean.copy()
+    few[[1000, 5000]] = 1.0
+    condition_clip(few, RATE, TEXT, ENERGY)
+    unchecked = ConditioningOptions(vad="energy", max_clipped_fraction=None)
+    condition_clip(clipped, RATE, TEXT, unchecked)
+
+
+def test_too_quiet() -> None:
+    rng = np.random.default_rng(8)
+    clip, _, _ = padded(10 ** (-68 / 20) * speech_like(2.0, rng), 0.3, 0.3)
+    with pytest.raises(ClipRejected) as caught:
+        condition_clip(clip, RATE, TEXT, ENERGY)
+    assert caught.value.reason == "too_quiet"
+    # The same speech 30 dB louder is fine.
+    condition_clip(clip * 10 ** (30 / 20), RATE, TEXT, ENERGY)
+
+
+@pytest.mark.parametrize("snr_db", [5.0, 10.0, 20.0, 30.0])
+def test_snr_estimate_matches_the_mixed_in_noise(snr_db: float) -> None:
+    rng = np.random.default_rng(int(snr_db))
+    clip, start, end = padded(0.3 * speech_like(2.5, rng), 0.5, 0.5, snr_db=snr_db, seed=1)
+    region = EnergySpeechDetector()(clip, RATE)
+    powers = frame_powers(clip, RATE)
+    estimate = estimate_snr_db(powers, speech_frame_mask(powers, region, RATE))
+    assert abs(estimate - snr_db) < 3.0
+
+
+def test_low_snr_is_rejected_and_the_rule_can_be_turned_off() -> None:
+    rng = np.random.default_rng(9)
+    noisy, _, _ = padded(0.3 * speech_like(2.5, rng), 0.5, 0.5, snr_db=5.0)
+    with pytest.raises(ClipRejected) as caught:
+        condition_clip(noisy, RATE, TEXT, ENERGY)
+    assert caught.value.reason == "low_snr"
+    assert caught.value.measurements["snr_db"] < 10
+    out = condition_clip(noisy, RATE, TEXT, ConditioningOptions(vad="energy", min_snr_db=None))
+    assert out.measurements["snr_db"] < 10
+    clean, _, _ = padded(0.3 * speech_like(2.5, rng), 0.5, 0.5, snr_db=30.0)
+    assert condition_clip(clean, RATE, TEXT, ENERGY).measurements["snr_db"] > 25
+
+
+def test_speech_without_surrounding_silence_still_gets_an_snr() -> None:
+    rng = np.random.default_rng(10)
+    clip, _, _ = padded(0.3 * speech_like(2.5, rng), 0.0, 0.0, snr_db=20.0)
+    out = condition_clip(clip, RATE, TEXT, ENERGY)
+    assert 15 < out.measurements["snr_db"] < 25
+
+
+def test_speaking_rate_rules() -> None:
+    rng = np.random.default_rng(11)
+    clip, _, _ = padded(0.3 * speech_like(2.0, rng), 0.3, 0.3, snr_db=35)  # ~2 s of speech
+    ok = condition_clip(clip, RATE, TEXT, ENERGY)
+    rate = ok.measurements["chars_per_sec"]
+    assert rate == pytest.approx(len(TEXT) / ok.measurements["speech_s"])
+    too_fast = " ".join(["paraula"] * 12)  # 95 characters in 2 s
+    with pytest.raises(ClipRejected) as caught:
+        condition_clip(clip, RATE, too_fast, ENERGY)
+    assert caught.value.reason == "speaking_rate_too_fast"
+    with pytest.raises(ClipRejected) as caught:
+        condition_clip(clip, RATE, "Sí.", ENERGY)
+    assert caught.value.reason == "speaking_rate_too_slow"
+    unbounded = ConditioningOptions(vad="energy", min_chars_per_sec=None, max_chars_per_sec=None)
+    condition_clip(clip, RATE, too_fast, unbounded)
+    condition_clip(clip, RATE, "Sí.", unbounded)
+
+
+def test_text_is_normalised_and_checked() -> None:
+    rng = np.random.default_rng(12)
+    clip, _, _ = padded(0.3 * speech_like(2.0, rng), 0.3, 0.3, snr_db=35)
+    out = condition_clip(clip, RATE, "- \u00abCol.lecci\u00f3\u00bb d\u2019art,", ENERGY)
+    assert out.text == '"Col\u00b7lecci\u00f3" d\'art'
+    with pytest.raises(ClipRejected) as caught:
+        condition_clip(clip, RATE, "Ma\u00f1ana vamos a Espa\u00f1a.", ENERGY)
+    assert caught.value.reason == "foreign_characters" and "\u00f1" in caught.value.detail
+    with pytest.raises(ClipRejected) as caught:
+        condition_clip(clip, RATE, " ,- ", ENERGY)
+    assert caught.value.reason == "empty_text"
+    raw = "Ma\u00f1ana  vamos."
+    kept = condition_clip(clip, RATE, raw, ConditioningOptions(
+        vad="energy", normalize_text=False, reject_foreign_text=False))
+    assert kept.text == raw
+
+
+def test_invalid_samples() -> None:
+    for bad in (np.array([0.1, np.nan, 0.2] * 8000, dtype=np.float32),
+                np.zeros((2, 8000), dtype=np.float32), np.zeros(0, dtype=np.float32)):
+        with pytest.raises(ClipRejected) as caught:
+            condition_clip(bad, RATE, TEXT, ENERGY)
+        assert caught.value.reason == "invalid_audio"
+
+
+def test_clip_rejected_is_a_row_error_that_survives_pickling() -> None:
+    error = ClipRejected("low_snr", "4.0 dB (min 10.0)", {"snr_db": 4.0})
+    assert isinstance(error, AudioDecodeError)
+    copy = pickle.loads(pickle.dumps(error))
+    assert (copy.reason, copy.detail, copy.measurements) == ("low_snr", "4.0 dB (min 10.0)",
+                                                             {"snr_db": 4.0})
+
+
+# --- loudness --------------------------------------------------------------------------------
+
+
+def independent_true_peak_db(samples: np.ndarray) -> float:
+    """4x oversampled peak with scipy's default polyphase filter (not the one under test)."""
+    return 20 * np.log10(np.abs(resample_poly(np.asarray(samples, np.float64), 4, 1)).max())
+
+
+def test_true_peak_counts_inter_sample_peaks() -> None:
+    # A quarter-sample-rate sine sampled 45 degrees off its crests: samples at 0.707, peak 1.
+    n = np.arange(4800)
+    sine = np.sin(2 * np.pi * n / 4 + np.pi / 4)
+    assert 20 * np.log10(np.abs(sine).max()) == pytest.approx(-3.01, abs=0.01)
+    assert true_peak_db(sine) > -0.3
+
+
+def test_true_peak_envelope_is_exact_where_it_matters() -> None:
+    rng = np.random.default_rng(13)
+    x = 0.3 * speech_like(1.0, rng)
+    x = x + 0.01 * rng.standard_normal(len(x))
+    full = true_peak_envelope(x, floor=0.0)  # every sample interpolated
+    fast = true_peak_envelope(x)  # only around the peaks
+    assert fast.max() == pytest.approx(full.max(), rel=1e-12)
+    assert np.all(fast <= full + 1e-12)
+    assert np.all(full >= np.abs(x))
+    assert abs(20 * np.log10(full.max()) - independent_true_peak_db(x)) < 0.1
+
+
+@pytest.mark.parametrize("level_db", [-45.0, -25.0, -6.0])
+@pytest.mark.parametrize("target_lufs", [-20.0, -16.0])
+def test_loudness_lands_on_target_under_the_ceiling(level_db: float, target_lufs: float) -> None:
+    rng = np.random.default_rng(int(-level_db))
+    clip, _, _ = padded(10 ** (level_db / 20) * speech_like(2.0, rng), 0.1, 0.1, snr_db=40)
+    out = normalize_loudness(clip, RATE, target_lufs=target_lufs, true_peak_ceiling_db=-1.0)
+    assert out.dtype == np.float32
+    assert abs(measure_loudness(out, RATE) - target_lufs) <= 0.5
+    assert true_peak_db(out) <= -1.0 + 1e-6
+    assert independent_true_peak_db(out) <= -1.0 + 0.1
+
+
+def test_peaky_clips_are_limited_not_left_quiet() -> None:
+    rng = np.random.default_rng(14)
+    clip, _, _ = padded(0.05 * speech_like(2.0, rng), 0.1, 0.1, snr_db=40)
+    clip[[8000, 20000, 30000]] = [0.9, -0.9, 0.9]  # clicks 25 dB over the speech
+    out = normalize_loudness(clip, RATE, target_lufs=-16.0, true_peak_ceiling_db=-2.0)
+    assert abs(measure_loudness(out, RATE) + 16.0) <= 0.5
+    assert true_peak_db(out) <= -2.0 + 1e-6
+    # Far from the clicks the limiter leaves the waveform alone: one gain for all of it.
+    ratio = out[40000:44000] / clip[40000:44000]
+    assert np.allclose(ratio, ratio[0], rtol=1e-4)
+    limited = limit_true_peak(clip, RATE, -6.0)
+    assert true_peak_db(limited) <= -6.0 + 1e-6
+
+
+def test_short_and_silent_clips_have_a_loudness() -> None:
+    rng = np.random.default_rng(15)
+    short = 0.1 * speech_like(0.25, rng)  # shorter than one 400 ms gating block
+    assert np.isfinite(measure_loudness(short, RATE))
+    assert measure_loudness(np.zeros(RATE), RATE) == float("-inf")
+    assert np.array_equal(normalize_loudness(np.zeros(100), RATE), np.zeros(100, np.float32))
+
+
+def test_condition_clip_output() -> None:
+    rng = np.random.default_rng(16)
+    clip, start, end = padded(0.02 * speech_like(2.0, rng), 0.5, 0.6, snr_db=30)
+    out = condition_clip(clip, RATE, TEXT, ENERGY)
+    m = out.measurements
+    assert out.samples.dtype == np.float32 and out.samples.ndim == 1
+    assert out.sample_rate == RATE and out.text == TEXT
+    assert abs(m["lufs_after"] - (-20.0)) <= 0.5
+    assert abs(measure_loudness(out.samples, RATE) + 20.0) <= 0.5
+    assert m["lufs_before"] < -30
+    assert m["true_peak_db_after"] <= -1.0 + 1e-6
+    assert true_peak_db(out.samples) <= -1.0 + 1e-4
+    assert m["duration_s_after"] == pytest.approx(out.duration)
+    assert m["duration_s_before"] == pytest.approx(len(clip) / RATE)
+    assert m["vad"] == "energy" and m["clipped_fraction"] == 0.0
+    for key in ("leading_silence_s_before", "trailing_silence_s_before",
+                "leading_silence_s_after", "trailing_silence_s_after",
+                "snr_db", "chars_per_sec", "speech_s"):
+        assert np.isfinite(m[key])
+    # loudness_norm off: the level is left alone.
+    raw = condition_clip(clip, RATE, TEXT, ConditioningOptions(vad="energy", loudness_norm=False))
+    assert raw.measurements["lufs_after"] == raw.measurements["lufs_before"]
+
+
+def test_conditioning_is_deterministic() -> None:
+    rng = np.random.default_rng(17)
+    clip, _, _ = padded(0.2 * speech_like(2.0, rng), 0.4, 0.4, snr_db=25)
+    conditioner = Conditioner(ENERGY)
+    first, second = conditioner(clip, RATE, TEXT), conditioner(clip.copy(), RATE, TEXT)
+    assert first.samples.tobytes() == second.samples.tobytes()
+    assert first.measurements == second.measurements
