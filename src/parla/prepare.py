@@ -9,6 +9,8 @@ written both to its dialect's shard and to the ``all`` config's train or validat
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import math
 import os
 import shutil
@@ -18,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from . import audio
@@ -38,7 +41,17 @@ from .reports import (
     write_json,
 )
 from .selection import StepCount, rng_for, select_dialect, shuffle, split_by_speaker
-from .shards import DATA_DIR, ShardWriter, prepared_schema, prepared_table, shard_path
+from .shards import (
+    DATA_DIR,
+    ShardWriter,
+    find_shards,
+    parse_shard_name,
+    prepared_schema,
+    prepared_table,
+    read_shard,
+    remove_stale_tmp,
+    shard_path,
+)
 from .sources import LoadedSource, load_source, parse_source_spec
 
 log = get_logger("prepare")
@@ -165,9 +178,9 @@ def _plan(selected: dict[str, pd.DataFrame], options: PrepareOptions) -> _Plan:
     return _Plan(order, shard_counts)
 
 
-def _tasks(plan: _Plan, sources: dict[str, LoadedSource]) -> Iterator[list[dict[str, Any]]]:
+def _tasks(order: pd.DataFrame,
+           sources: dict[str, LoadedSource]) -> Iterator[list[dict[str, Any]]]:
     """Worker tasks in processing order; audio bytes are read only as tasks are handed out."""
-    order = plan.order
     for start in range(0, len(order), TASK_ROWS):
         chunk = order.iloc[start:start + TASK_ROWS]
         items = [{key: row[key] for key in _META_FIELDS} |
@@ -189,10 +202,16 @@ def _tasks(plan: _Plan, sources: dict[str, LoadedSource]) -> Iterator[list[dict[
 # --- writing ---------------------------------------------------------------------------------
 
 class _ConfigWriter:
-    """Writes one config/split's shards in order; a shard left with no rows is still written."""
+    """Writes one config/split's shards in order; a shard left with no rows is still written.
 
-    def __init__(self, out_dir: Path, config: str, split: str, count: int, sample_rate: int):
+    Shards listed in ``finished`` (found complete by a resumed run) are not written again; rows
+    meant for them are ignored.
+    """
+
+    def __init__(self, out_dir: Path, config: str, split: str, count: int, sample_rate: int,
+                 finished: frozenset[int] = frozenset()):
         self.out_dir, self.config, self.split, self.count = out_dir, config, split, count
+        self.finished = finished
         self.schema = prepared_schema(sample_rate)
         self.sample_rate = sample_rate
         self.index = -1
@@ -205,12 +224,13 @@ class _ConfigWriter:
             self.index += 1
             self.writer = (ShardWriter(shard_path(self.out_dir, self.config, self.split,
                                                   self.index, self.count), self.schema)
-                           if self.index < self.count else None)
+                           if self.index < self.count and self.index not in self.finished
+                           else None)
 
     def add(self, row: dict[str, Any], index: int) -> None:
         self._advance_to(index)
-        assert self.writer is not None
-        self.writer.write(prepared_table([row], self.sample_rate))
+        if self.writer is not None:
+            self.writer.write(prepared_table([row], self.sample_rate))
 
     def close(self) -> None:
         self._advance_to(self.count)
@@ -222,12 +242,16 @@ class _ConfigWriter:
 
 # --- the stage -------------------------------------------------------------------------------
 
-def _check_output_dir(options: PrepareOptions) -> Path:
+STATE_FILE = ".parla_prepare_state.json"  # what a resumed run must match
+
+
+def _check_output_dir(options: PrepareOptions) -> tuple[Path, bool]:
     """Refuse an output folder that cannot or must not be written, creating nothing yet: a bad
-    source found after this check must leave no trace."""
+    source found after this check must leave no trace. Returns (folder, resumable): a folder
+    left by an interrupted run with the same options may be resumed."""
     out = Path(options.output_dir).expanduser()
     if options.dry_run:
-        return out
+        return out, False
     if out.exists() and not out.is_dir():
         raise UsageError(f"--output_dir {out} exists and is not a folder")
     if not out.exists():
@@ -238,28 +262,54 @@ def _check_output_dir(options: PrepareOptions) -> Path:
             raise UsageError(f"--output_dir {out} cannot be created: {parent} is not a folder")
         if not os.access(parent, os.W_OK | os.X_OK):
             raise UsageError(f"--output_dir {out} cannot be created: {parent} is not writable")
-        return out
+        return out, False
+    resumable = False
     if any(out.iterdir()):
-        if not options.overwrite:
-            raise UsageError(f"--output_dir {out} is not empty; pass --overwrite to replace it")
         unknown = [p.name for p in out.iterdir()
                    if p.name not in (DATA_DIR, *REPORT_FILES) and not p.name.startswith(".")]
         if unknown:
             raise UsageError(f"--output_dir {out} holds files parla did not write "
-                             f"({', '.join(sorted(unknown)[:5])}); refusing to overwrite it")
+                             f"({', '.join(sorted(unknown)[:5])}); refusing to write there")
+        resumable = not options.overwrite and (out / STATE_FILE).is_file()
+        if not options.overwrite and not resumable:
+            raise UsageError(f"--output_dir {out} is not empty; pass --overwrite to replace it")
     try:
         probe = out / ".parla-write-test"
         probe.write_text("")
         probe.unlink()
     except OSError as error:
         raise UsageError(f"--output_dir {out} is not writable ({error.strerror})") from None
-    return out
+    return out, resumable
 
 
 def _clear_output(out: Path) -> None:
     shutil.rmtree(out / DATA_DIR, ignore_errors=True)
-    for name in REPORT_FILES:
+    for name in (*REPORT_FILES, STATE_FILE):
         (out / name).unlink(missing_ok=True)
+
+
+def _fingerprint(options: PrepareOptions, plan: _Plan) -> str:
+    """Identifies a run's output: every option that changes bytes, and the planned rows."""
+    settings = asdict(options)
+    for irrelevant in ("output_dir", "overwrite", "dry_run", "cache_dir", "num_workers",
+                       "engine", "save_speaker_metadata"):
+        settings.pop(irrelevant, None)
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    columns = ["source", "row", "path", "split", "dialect", "all_shard", "dialect_shard"]
+    digest.update(pd.util.hash_pandas_object(plan.order[columns], index=False).to_numpy()
+                  .tobytes())
+    return digest.hexdigest()
+
+
+def _finished_shards(out: Path, plan: _Plan) -> dict[tuple[str, str], frozenset[int]]:
+    finished: dict[tuple[str, str], set[int]] = {}
+    for config, splits in find_shards(out).items():
+        for split, paths in splits.items():
+            for path in paths:
+                parsed = parse_shard_name(path.name)
+                if parsed and plan.shard_counts.get((config, split)) == parsed[2]:
+                    finished.setdefault((config, split), set()).add(parsed[1])
+    return {key: frozenset(indexes) for key, indexes in finished.items()}
 
 
 def load_sources(options: PrepareOptions) -> dict[str, LoadedSource]:
@@ -287,9 +337,14 @@ def select(options: PrepareOptions, sources: dict[str, LoadedSource]
 
 
 def prepare(options: PrepareOptions) -> PrepareResult:
-    """Run the prepare stage; returns where the output is and its statistics."""
+    """Run the prepare stage; returns where the output is and its statistics.
+
+    Rerunning the same command on a folder left by an interrupted run resumes it: finished
+    shards are kept and only the rows of unfinished shards are processed again. The output is
+    the same, byte for byte, as that of an uninterrupted run.
+    """
     started = time.monotonic()
-    out = _check_output_dir(options)
+    out, resumable = _check_output_dir(options)
     sources = load_sources(options)
     selected, counts = select(options, sources)
     if options.dry_run:
@@ -300,29 +355,43 @@ def prepare(options: PrepareOptions) -> PrepareResult:
     if not any(len(table) for table in selected.values()):
         raise UsageError("no clips are left after selection, so there is nothing to write; "
                          "--dry_run shows the rows left after each step")
+    plan = _plan(selected, options)
+    fingerprint = _fingerprint(options, plan)
+    if resumable:
+        state = json.loads((out / STATE_FILE).read_text(encoding="utf-8"))
+        if state.get("fingerprint") != fingerprint:
+            raise UsageError(f"--output_dir {out} holds a run with other options or inputs; "
+                             "pass --overwrite to replace it")
+        remove_stale_tmp(out)
     if options.overwrite:
         _clear_output(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UsageError(f"--output_dir {out} cannot be created ({error.strerror})") from None
+    write_json(out / STATE_FILE, {"fingerprint": fingerprint})
 
-    plan = _plan(selected, options)
-    rejects = RejectLog(out / REJECTS_FILE)
+    finished = _finished_shards(out, plan) if resumable else {}
+    writers = {key: _ConfigWriter(out, key[0], key[1], n, options.target_sample_rate,
+                                  finished.get(key, frozenset()))
+               for key, n in sorted(plan.shard_counts.items())}
+    order = plan.order
+    todo = order[_unfinished_rows(order, finished)]
+    if resumable:
+        log.info("resuming %s: %d of %d clips left to process", out, len(todo), len(order))
+
+    rejects = RejectLog(out / REJECTS_FILE, append=resumable)
     for source in sources.values():
         rejects.extend(Reject(r.source_path, r.dialect or _dialect_of(source, r.source_path),
                               r.reason, r.detail) for r in source.rejects)
-    writers = {key: _ConfigWriter(out, key[0], key[1], n, options.target_sample_rate)
-               for key, n in sorted(plan.shard_counts.items())}
-    kept: list[dict[str, Any]] = []  # small per-row facts for statistics (no audio)
+    measured: list[dict[str, Any]] = []  # conditioning measurements of the clips processed now
     map_tasks = get_engine(options.engine)
-    bar = progress(desc="prepare", total=len(plan.order), unit="clips")
-    destinations = plan.order[["split", "all_shard", "dialect", "dialect_shard",
-                               "duration"]].to_numpy()
+    bar = progress(desc="prepare", total=len(todo), unit="clips")
+    destinations = todo[["split", "all_shard", "dialect", "dialect_shard", "duration"]].to_numpy()
     removed: list[tuple[str, str, float]] = []  # (dialect, reason, seconds) of rejected clips
     position = 0
     try:
-        for results in map_tasks(_tasks(plan, sources),
+        for results in map_tasks(_tasks(todo, sources),
                                  functools.partial(_build_worker, options),
                                  num_workers=options.workers,
                                  describe_task=lambda items: items[0]["path"]):
@@ -335,10 +404,7 @@ def prepare(options: PrepareOptions) -> PrepareResult:
                     continue
                 writers[(ALL_CONFIG, split)].add(result, int(all_shard))
                 writers[(dialect, "train")].add(result, int(dialect_shard))
-                kept.append({"dialect": dialect, "split": split,
-                             "speaker_id": result["speaker_id"], "gender": result["gender"],
-                             "age": result["age"], "duration": result["duration"],
-                             **result["measurements"]})
+                measured.append({"dialect": dialect, **result["measurements"]})
             bar.update(len(results))
         for writer in writers.values():
             writer.close()
@@ -349,9 +415,11 @@ def prepare(options: PrepareOptions) -> PrepareResult:
     finally:
         bar.close()
         rejects.close()
+    rejects.finalize()  # one sorted line per rejected clip, however often the run was resumed
 
+    kept = _kept_rows(out)
     statistics = build_statistics(options, counts, kept, rejects, sources,
-                                  time.monotonic() - started, removed)
+                                  time.monotonic() - started, removed, measured)
     write_json(out / STATISTICS_FILE, statistics)
     if options.save_speaker_metadata:
         write_json(out / SPEAKERS_FILE, speaker_metadata(kept))
@@ -359,6 +427,30 @@ def prepare(options: PrepareOptions) -> PrepareResult:
     print(format_summary(statistics))
     print(f"wrote {out} (rejects: {rejects.total()} in {out / REJECTS_FILE})")
     return PrepareResult(out, statistics, counts)
+
+
+def _unfinished_rows(order: pd.DataFrame,
+                     finished: dict[tuple[str, str], frozenset[int]]) -> np.ndarray:
+    """Rows that still have a destination shard to be written (all rows on a fresh run)."""
+    def done(configs: Any, indexes: Any) -> np.ndarray:
+        return np.array([int(index) in finished.get(key, ()) for key, index in
+                         zip(configs, indexes, strict=True)], dtype=bool)
+
+    all_done = done([(ALL_CONFIG, split) for split in order["split"]], order["all_shard"])
+    dialect_done = done([(dialect, "train") for dialect in order["dialect"]],
+                        order["dialect_shard"])
+    return ~(all_done & dialect_done)
+
+
+def _kept_rows(out: Path) -> list[dict[str, Any]]:
+    """Small facts of every written row, read back from the ``all`` shards (no audio)."""
+    kept: list[dict[str, Any]] = []
+    columns = ["dialect", "speaker_id", "gender", "age", "duration"]
+    for split, paths in find_shards(out).get(ALL_CONFIG, {}).items():
+        for path in paths:
+            for row in read_shard(path, columns).to_pylist():
+                kept.append(row | {"split": split})
+    return kept
 
 
 def _build_worker(options: PrepareOptions, rank: int) -> AudioWorker:
@@ -422,10 +514,15 @@ def conditioning_effect(rows: pd.DataFrame,
 def build_statistics(options: PrepareOptions, counts: dict[str, list[StepCount]],
                      kept: list[dict[str, Any]], rejects: RejectLog,
                      sources: dict[str, LoadedSource], elapsed: float,
-                     removed: list[tuple[str, str, float]] | None = None) -> dict[str, Any]:
+                     removed: list[tuple[str, str, float]] | None = None,
+                     measured: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Statistics of a run. ``kept`` is every written row; ``measured``/``removed`` are the
+    conditioning measurements and rejects of the clips processed in this (possibly resumed) run.
+    """
     removed = removed or []
-    rows = pd.DataFrame(kept) if kept else pd.DataFrame(
-        columns=["dialect", "split", "speaker_id", "gender", "age", "duration"])
+    rows = pd.DataFrame(kept, columns=["dialect", "split", "speaker_id", "gender", "age",
+                                       "duration"])
+    measurements = pd.DataFrame(measured or [], columns=["dialect", *_MEASUREMENTS])
     dialects = {}
     for dialect, steps in counts.items():
         mine = rows[rows["dialect"] == dialect]
@@ -434,9 +531,11 @@ def build_statistics(options: PrepareOptions, counts: dict[str, list[StepCount]]
             "rejected": dict(sorted(rejects.counts.get(dialect, {}).items())),
             "output": _output_counts(mine),
             "conditioning": conditioning_effect(
-                mine, [entry for entry in removed if entry[0] == dialect]),
+                measurements[measurements["dialect"] == dialect],
+                [entry for entry in removed if entry[0] == dialect]),
         }
-    total = _output_counts(rows) | {"conditioning": conditioning_effect(rows, removed)}
+    total = _output_counts(rows) | {"conditioning": conditioning_effect(measurements, removed),
+                                    "clips_processed_in_this_run": len(measurements)}
     validation = rows[rows["split"] == "validation"]
     total |= {"rejected": rejects.total(),
               "train_rows": int((rows["split"] == "train").sum()),

@@ -28,8 +28,12 @@ def write_json(path: str | os.PathLike, data: Any) -> Path:
 class RejectLog:
     """Appends one JSON line per dropped row as it happens, and counts reasons per dialect."""
 
-    def __init__(self, path: str | os.PathLike | None) -> None:
-        self._handle: IO[str] | None = open(path, "w", encoding="utf-8") if path else None
+    def __init__(self, path: str | os.PathLike | None, append: bool = False) -> None:
+        self.path = Path(path) if path else None
+        # line-buffered: a line reaches the file before the row's shard can be finished, so a
+        # run killed at any moment never loses the reject of a row it will not process again
+        self._handle: IO[str] | None = (open(path, "a" if append else "w", encoding="utf-8",
+                                             buffering=1) if path else None)
         self.counts: dict[str, dict[str, int]] = {}
 
     def add(self, reject: Reject) -> None:
@@ -46,6 +50,26 @@ class RejectLog:
         if self._handle is not None:
             self._handle.close()
             self._handle = None
+
+    def finalize(self) -> None:
+        """Rewrite the file with one line per rejected clip, sorted, and recount from it.
+
+        A resumed run meets some clips again; the file must not depend on how often it was.
+        """
+        self.close()
+        if self.path is None or not self.path.exists():
+            return
+        lines = sorted(set(self.path.read_text(encoding="utf-8").splitlines()) - {""},
+                       key=lambda line: (json.loads(line)["dialect"],
+                                         json.loads(line)["source_path"], line))
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        os.replace(tmp, self.path)
+        self.counts = {}
+        for line in lines:
+            record = json.loads(line)
+            by_reason = self.counts.setdefault(record["dialect"] or "unknown", {})
+            by_reason[record["reason"]] = by_reason.get(record["reason"], 0) + 1
 
     def total(self) -> int:
         return sum(sum(reasons.values()) for reasons in self.counts.values())
