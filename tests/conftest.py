@@ -150,3 +150,337 @@ def demo_corpus() -> Path:
     from parla.demo import demo_corpus_path
 
     return demo_corpus_path()
+
+
+# --- fake Hugging Face Hub and small prepared folders (test_hub.py, test_pipeline.py) --------
+# A stdlib HTTP server on 127.0.0.1 answers the few Hub API routes that publishing uses, so the
+# upload paths (success, HTTP errors, dropped connections, resume) run offline and fast.
+
+FAKE_TOKEN = "hf_fakeTokenForParlaTests0123456789"
+_FAKE_ROUTES = [
+    ("whoami", "GET", r"/api/whoami-v2"),
+    ("auth_check", "GET", r"/api/datasets/(?P<repo>[^/]+/[^/]+)/auth-check/write"),
+    ("create_repo", "POST", r"/api/repos/create"),
+    ("validate_yaml", "POST", r"/api/validate-yaml"),
+    ("preupload", "POST", r"/api/datasets/(?P<repo>[^/]+/[^/]+)/preupload/[^/]+"),
+    ("commit", "POST", r"/api/datasets/(?P<repo>[^/]+/[^/]+)/commit/[^/]+"),
+    ("create_branch", "POST", r"/api/datasets/(?P<repo>[^/]+/[^/]+)/branch/[^/]+"),
+    ("repo_info", "GET", r"/api/datasets/(?P<repo>[^/]+/[^/]+)(?:/revision/[^/]+)?"),
+]
+
+
+def _git_blob_oid(content: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest()
+
+
+class FakeHub:
+    """Stand-in for the Hub API: whoami, auth_check, create_repo, validate_yaml, preupload,
+    commit, create_branch and repo_info (every file is a "regular" upload, sent inside the
+    commit; branches are not kept apart).
+
+    ``fail[route] = status`` answers that HTTP status instead, every time; ``fail[route] =
+    "drop"`` closes the connection without answering. ``repos`` holds what was committed,
+    ``{repo_id: {path: bytes}}``; ``calls`` and ``paths`` list the routes and URL paths hit.
+    """
+
+    def __init__(self, user: str = "tester", orgs: tuple[str, ...] = (), role: str = "write"):
+        import http.server
+        import threading
+
+        self.user, self.orgs, self.role = user, orgs, role
+        self.token = FAKE_TOKEN
+        self.fail: dict[str, int | str] = {}
+        self.repos: dict[str, dict[str, bytes]] = {}
+        self.calls: list[str] = []
+        self.paths: list[str] = []
+        self.authorization_headers: list[str] = []
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _fake_hub_handler(self))
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
+                                        daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _allowed(self, repo: str) -> bool:
+        return repo.split("/")[0] in (self.user, *self.orgs)
+
+    def answer(self, method: str, path: str, authorization: str, body: bytes
+               ) -> tuple[int, dict[str, str], object] | None:
+        """(status, headers, JSON body) for one request; None drops the connection."""
+        import base64
+        import json
+        import re
+
+        path = path.split("?")[0]
+        found = [(name, re.fullmatch(pattern, path)) for name, route_method, pattern
+                 in _FAKE_ROUTES if route_method == method and re.fullmatch(pattern, path)]
+        if not found:
+            return 404, {}, {"error": f"no route {method} {path}"}
+        route, match = found[0]
+        self.calls.append(route)
+        self.paths.append(path)
+        self.authorization_headers.append(authorization)
+        if route in self.fail:
+            status = self.fail[route]
+            return None if status == "drop" else (int(status), {}, {"error": "injected"})
+        if authorization != f"Bearer {self.token}":
+            return 401, {"X-Error-Message": "Invalid credentials in Authorization header"}, {
+                "error": "Invalid credentials in Authorization header"}
+        repo = match.groupdict().get("repo")
+        not_found = (404, {"X-Error-Code": "RepoNotFound"}, {"error": "Repository not found"})
+        if route == "whoami":
+            return 200, {}, {"type": "user", "name": self.user,
+                             "orgs": [{"name": org, "roleInOrg": "write"} for org in self.orgs],
+                             "auth": {"type": "access_token",
+                                      "accessToken": {"displayName": "tests", "role": self.role}}}
+        if route == "validate_yaml":
+            return 200, {}, {"errors": [], "warnings": []}
+        if route == "create_repo":
+            request = json.loads(body)
+            repo = f"{request.get('organization') or self.user}/{request['name']}"
+            if not self._allowed(repo):
+                return 403, {}, {"error": "You don't have the rights to create this repo"}
+            if repo in self.repos:
+                return 409, {}, {"error": "You already created this dataset repo",
+                                 "url": f"{self.url}/datasets/{repo}"}
+            self.repos[repo] = {}
+            return 200, {}, {"url": f"{self.url}/datasets/{repo}"}
+        if repo not in self.repos:
+            return not_found
+        if not self._allowed(repo):
+            return 403, {}, {"error": "no write access"}
+        files = self.repos[repo]
+        if route in ("auth_check", "create_branch"):
+            return 200, {}, {}
+        if route == "preupload":
+            asked = json.loads(body)["files"]
+            return 200, {}, {"files": [
+                {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False,
+                 "oid": _git_blob_oid(files[f["path"]]) if f["path"] in files else None}
+                for f in asked]}
+        if route == "commit":
+            for line in body.splitlines():
+                item = json.loads(line)
+                if item["key"] == "file":
+                    files[item["value"]["path"]] = base64.b64decode(item["value"]["content"])
+            oid = hashlib.sha1(repr(sorted(files.items())).encode()).hexdigest()
+            return 200, {}, {"commitUrl": f"{self.url}/datasets/{repo}/commit/{oid}",
+                             "commitOid": oid, "pullRequestUrl": None}
+        return 200, {}, {"id": repo, "sha": "0" * 40, "private": False,
+                         "siblings": [{"rfilename": name} for name in sorted(files)]}
+
+
+def _fake_hub_handler(hub: FakeHub) -> type:
+    import http.server
+    import json
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _respond(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            answer = hub.answer(self.command, self.path, self.headers.get("Authorization", ""),
+                                body)
+            if answer is None:
+                self.close_connection = True
+                return
+            status, headers, payload = answer
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            for key, value in {"Content-Type": "application/json", **headers}.items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = _respond
+
+        def log_message(self, *args: object) -> None:  # keep test output clean
+            pass
+
+    return Handler
+
+
+@pytest.fixture
+def fake_hub(monkeypatch) -> FakeHub:
+    """A running FakeHub that huggingface_hub talks to (also from subprocesses): HF_ENDPOINT and
+    HF_TOKEN point at it, offline mode is off, and huggingface_hub's retries do not sleep."""
+    import types
+
+    from huggingface_hub import constants
+    from huggingface_hub.utils import _http
+
+    hub = FakeHub()
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.setenv("HF_TOKEN", hub.token)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # read once, at import
+    # http_backoff sleeps 1-8 s between its 5 retries of a 5xx; only `time.sleep` is used there
+    monkeypatch.setattr(_http, "time", types.SimpleNamespace(sleep=lambda seconds: None))
+    yield hub
+    hub.close()
+
+
+def write_prepared_folder(folder: Path, dialects: dict[str, int], *, clips_per_speaker: int = 2,
+                          sample_rate: int = 24000, validation_dialect: str | None = None,
+                          card: bool = True) -> Path:
+    """A small prepared corpus in the Hub layout: ``dialects = {dialect: speakers}``.
+
+    Every dialect config gets all its rows; ``all`` gets them too, with the last speaker of
+    ``validation_dialect`` (default: the first dialect) in its validation split. Clips are short
+    tones of different lengths, so hours and mean durations differ per config.
+    """
+    from parla.dialects import DIALECTS
+    from parla.shards import prepared_table, shard_path, write_table_atomic
+
+    validation_dialect = validation_dialect or next(iter(dialects))
+    train, validation = [], []
+    for d_index, (dialect, speakers) in enumerate(dialects.items()):
+        rows = []
+        for s in range(speakers):
+            for c in range(clips_per_speaker):
+                seconds = 0.5 + 0.25 * c + 0.1 * s + 0.05 * d_index
+                samples = tone(seconds, sample_rate, frequency=200 + 20 * s)
+                voice = DIALECTS[dialect].voice_name
+                rows.append({"audio": encode(samples, sample_rate, "FLAC"),
+                             "audio_path": f"{dialect}_{s}_{c}.flac",
+                             "text": f"{voice}: {SENTENCES[c % len(SENTENCES)]}",
+                             "original_text": SENTENCES[c % len(SENTENCES)],
+                             "voice_name": voice, "dialect": dialect,
+                             "speaker_id": speaker_id(f"{dialect}-{s}"), "gender": "",
+                             "age": "", "duration": samples.size / sample_rate,
+                             "source_path": f"{dialect}_{s}_{c}.mp3"})
+        write_table_atomic(shard_path(folder, dialect, "train", 0, 1),
+                           prepared_table(rows, sample_rate))
+        held_out = speaker_id(f"{dialect}-{speakers - 1}") if dialect == validation_dialect else ""
+        train += [r for r in rows if r["speaker_id"] != held_out]
+        validation += [r for r in rows if r["speaker_id"] == held_out]
+    write_table_atomic(shard_path(folder, "all", "train", 0, 1), prepared_table(train, sample_rate))
+    if validation:
+        write_table_atomic(shard_path(folder, "all", "validation", 0, 1),
+                           prepared_table(validation, sample_rate))
+    if card:
+        from parla.hub import write_dataset_card
+
+        write_dataset_card(folder, kind="prepared",
+                           parameters={"target_sample_rate": sample_rate, "seed": 42})
+    return folder
+
+
+@pytest.fixture
+def prepared_folder(tmp_path) -> Callable[..., Path]:
+    """prepared_folder(dialects={"central": 2, "balear": 1}, **kwargs) -> a prepared corpus."""
+    def make(dialects: dict[str, int] | None = None, name: str = "prepared", **kwargs) -> Path:
+        return write_prepared_folder(tmp_path / name, dialects or {"central": 2, "balear": 1},
+                                     **kwargs)
+    return make
+
+
+# --- tokenize: a random SNAC of the real 24 kHz config and tiny text tokenizers --------------
+# (test_codec.py, test_tokenize.py) The SNAC folder is what SNAC.from_pretrained and
+# parla.codec.load_snac read (config.json + pytorch_model.bin); weights are random but seeded.
+
+SNAC_24KHZ_CONFIG = {"sampling_rate": 24000, "encoder_dim": 48, "encoder_rates": [2, 4, 8, 8],
+                     "decoder_dim": 1024, "decoder_rates": [8, 8, 4, 2], "attn_window_size": None,
+                     "codebook_size": 4096, "codebook_dim": 8, "vq_strides": [4, 2, 1],
+                     "noise": True, "depthwise": True}
+
+
+@pytest.fixture(scope="session")
+def snac_dir(tmp_path_factory) -> Path:
+    """A folder holding a randomly initialised SNAC with the config of hubertsiuzdak/snac_24khz."""
+    import json
+
+    torch = pytest.importorskip("torch")
+    snac = pytest.importorskip("snac")
+    folder = tmp_path_factory.mktemp("snac_24khz_random")
+    torch.manual_seed(0)
+    model = snac.SNAC(**SNAC_24KHZ_CONFIG)
+    (folder / "config.json").write_text(json.dumps(SNAC_24KHZ_CONFIG))
+    torch.save(model.state_dict(), folder / "pytorch_model.bin")
+    return folder
+
+
+def write_text_tokenizer(path: Path, add_bos: bool) -> Path:
+    """A word-level tokenizer.json over SENTENCES and the voice names; ``add_bos`` gives it a
+    post-processor that prepends <|begin_of_text|> = 128000, as Llama 3's tokenizer does."""
+    import re
+
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+    from parla.dialects import DIALECTS
+
+    words = {"[UNK]"} | {d.voice_name for d in DIALECTS.values()}
+    for sentence in SENTENCES:
+        words.update(re.findall(r"\w+|[^\w\s]", sentence))
+    vocab = {word: 1000 + i for i, word in enumerate(sorted(words))}
+    vocab["<|begin_of_text|>"] = 128000
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace(),
+                                                       pre_tokenizers.Punctuation()])
+    if add_bos:
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single="<|begin_of_text|> $A", special_tokens=[("<|begin_of_text|>", 128000)])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def text_tokenizer_file(tmp_path_factory) -> Path:
+    """tokenizer.json that adds BOS itself (like Orpheus's Llama 3 tokenizer)."""
+    pytest.importorskip("tokenizers")
+    return write_text_tokenizer(tmp_path_factory.mktemp("tokenizer") / "tokenizer.json", True)
+
+
+# --- prepare stage (test_prepare.py, test_cli.py, test_sources.py) ----------------------------
+# Conditioning switched off, so the output's durations and texts are exactly the input's and
+# the tests do not depend on how trimming or loudness normalisation behave.
+
+RAW_CONDITIONING_FLAGS = ["--no_trim_silence", "--no_loudness_norm", "--no_normalize_text",
+                          "--vad", "energy", "--min_snr_db", "-1000", "--min_chars_per_sec", "0",
+                          "--max_chars_per_sec", "1000"]
+
+
+def raw_conditioning():
+    from parla.options import ConditioningOptions
+
+    return ConditioningOptions(trim_silence=False, loudness_norm=False, min_snr_db=None,
+                               min_chars_per_sec=None, max_chars_per_sec=None,
+                               normalize_text=False, reject_foreign_text=False, vad="energy")
+
+
+def append_cv_rows(folder: Path, rows: list[dict[str, str]],
+                   durations_ms: dict[str, int] | None = None) -> None:
+    """Add rows (missing fields empty) to a release's validated.tsv, and their listed lengths
+    to clip_durations.tsv when the release has one."""
+    with open(folder / "validated.tsv", "a", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, CV_HEADER, delimiter="\t", quoting=csv.QUOTE_NONE,
+                                escapechar=None, quotechar=None, lineterminator="\n")
+        writer.writerows({key: "" for key in CV_HEADER} | {"locale": "ca", "up_votes": "2",
+                                                          "down_votes": "0"} | row
+                         for row in rows)
+    if durations_ms and (folder / "clip_durations.tsv").is_file():
+        with open(folder / "clip_durations.tsv", "a", encoding="utf-8") as handle:
+            handle.writelines(f"{path}\t{ms}\n" for path, ms in durations_ms.items())
+
+
+def load_prepared(folder: Path, config: str, split: str, cache_dir: Path) -> list[dict]:
+    """Rows of one config/split read back with `datasets.load_dataset` (a fresh ``cache_dir``),
+    each with its FLAC decoded by soundfile into ``samples`` and ``sample_rate``."""
+    import datasets
+
+    dataset = datasets.load_dataset(str(folder), config, split=split, cache_dir=str(cache_dir))
+    # datasets >= 4 decodes audio with torchcodec, which parla does not need: read the bytes
+    dataset = dataset.cast_column("audio", datasets.Audio(decode=False))
+    rows = dataset.to_list()
+    for row in rows:
+        row["samples"], row["sample_rate"] = sf.read(io.BytesIO(row["audio"]["bytes"]),
+                                                     dtype="float32")
+    return rows

@@ -38,7 +38,7 @@ CARD_FILE = "README.md"
 KINDS = ("prepared", "tokenized")
 REPO_TYPE = "dataset"
 # what an upload leaves out: half-written shards and huggingface_hub's own resume bookkeeping
-UPLOAD_IGNORE_PATTERNS = ["*.tmp", ".cache/**", ".parla-write-test"]
+UPLOAD_IGNORE_PATTERNS = ["*.tmp", ".cache/**", ".parla-write-test", ".parla_*"]
 TOKENS_URL = "https://huggingface.co/settings/tokens"
 _STAT_COLUMNS = ("speaker_id", "duration")
 _STATE_RE = re.compile(r"^<!-- parla-card (?P<state>\{.*\}) -->$", re.MULTILINE)

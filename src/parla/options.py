@@ -116,7 +116,7 @@ class TokenizeOptions:
     num_gpu_workers: int | None = None  # None: every visible GPU
     workers_per_gpu: int = 1
     num_cpu_workers: int = 1
-    batch_seconds: float | None = None  # None: from free GPU memory (CPU: 60 s)
+    batch_seconds: float | None = None  # None: from free GPU memory (CPU: 4 s)
     format: str = "orpheus"  # orpheus | codes
     dedupe_frames: bool = True
     max_length: int = 8192
