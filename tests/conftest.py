@@ -27,6 +27,12 @@ def _hermetic(monkeypatch, tmp_path_factory):
     monkeypatch.setenv("HF_DATASETS_CACHE", str(cache / "datasets"))
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setenv("PARLA_DISABLE_PROGRESS", "1")
+    # both libraries read the offline switch once, at import (which may precede this fixture)
+    import datasets.config
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
 
 
 # --- audio -----------------------------------------------------------------------------------

@@ -86,7 +86,8 @@ class PrepareOptions:
         object.__setattr__(self, "datasets", tuple(self.datasets))
         _check(len(self.datasets) > 0, "--datasets needs at least one source")
         _check(bool(self.output_dir), "--output_dir is required")
-        _check(8000 <= self.target_sample_rate <= 192000, "--target_sample_rate must be in [8000, 192000]")
+        _check(8000 <= self.target_sample_rate <= 192000,
+               "--target_sample_rate must be in [8000, 192000]")
         _check(self.min_duration >= 0, "--min_duration must be >= 0")
         _check(self.min_duration <= self.max_duration,
                f"--min_duration ({self.min_duration}) must not exceed --max_duration "

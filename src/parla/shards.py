@@ -136,7 +136,8 @@ class ShardWriter:
     shard that looks finished.
     """
 
-    def __init__(self, path: str | os.PathLike, schema: pa.Schema, row_group_size: int = 64) -> None:
+    def __init__(self, path: str | os.PathLike, schema: pa.Schema,
+                 row_group_size: int = 64) -> None:
         self.path = Path(path)
         self.schema = schema
         self.row_group_size = row_group_size

@@ -1,0 +1,180 @@
+"""`parla prepare` and `parla demo` from the command line: flags, errors, dry run, outputs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import RAW_CONDITIONING_FLAGS, write_cv_release
+from parla.cli import EXIT_USAGE, build_parser, main, prepare_options_from_args
+from parla.reports import REJECTS_FILE
+from parla.shards import find_shards
+
+SPEAKERS = {"ana": ("Central", 3), "bernat": ("Central", 3), "eva": ("Balear", 3),
+            "ferran": ("Balear", 4)}
+
+
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def tree(folder: Path) -> list[str]:
+    """Every path under ``folder`` (what a failed command must leave untouched)."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory) -> Path:
+    """Tone clips: enough for everything that stops before decoding (read only)."""
+    return write_cv_release(tmp_path_factory.mktemp("release") / "cv", SPEAKERS)
+
+
+@pytest.fixture
+def speech_release(cv_release) -> Path:
+    return cv_release(SPEAKERS, use_speech=True)
+
+
+def parse_prepare(*args: str):
+    return prepare_options_from_args(build_parser().parse_args(["prepare", *args]))
+
+
+# --- bad arguments: one line on stderr, exit 2, nothing written ------------------------------
+
+BAD_ARGUMENTS = {
+    "min_over_max": (["--min_duration", "5", "--max_duration", "2"],
+                     "--min_duration (5.0) must not exceed --max_duration (2.0)"),
+    "unknown_source": (["--datasets", "{tmp}/nowhere"], "no such folder"),
+    "unknown_dialect": (["--datasets", "gascon={release}"], "unknown dialect 'gascon'"),
+    "output_under_a_file": (["--output_dir", "{tmp}/a_file/out"], "not a folder"),
+    "non_empty_output": (["--output_dir", "{tmp}/full"], "not empty; pass --overwrite"),
+    "unknown_flag": (["--frobnicate"], "unrecognized arguments: --frobnicate"),
+    "bad_choice": (["--resampler", "linear"], "invalid choice: 'linear'"),
+    "bad_number": (["--num_workers", "0"], "--num_workers must be >= 1"),
+    "not_a_number": (["--min_duration", "short"], "invalid float value: 'short'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_ARGUMENTS))
+def test_bad_arguments(case: str, release: Path, tmp_path: Path, capsys) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "a_file").write_text("")
+    (work / "full").mkdir()
+    (work / "full" / "README.md").write_text("a card from an older run")
+    extra, message = BAD_ARGUMENTS[case]
+    extra = [a.format(tmp=work, release=release) for a in extra]
+    args = ["prepare", "--datasets", str(release), "--output_dir", str(work / "out")]
+    before = tree(work)
+    code, out, err = run(capsys, *args, *extra)
+    assert code == EXIT_USAGE == 2
+    assert err.startswith("parla: error: ") and err.endswith("\n") and err.count("\n") == 1
+    assert message in err
+    assert tree(work) == before
+
+
+def test_missing_required_arguments(capsys) -> None:
+    code, _, err = run(capsys, "prepare", "--output_dir", "somewhere")
+    assert code == 2 and err.count("\n") == 1 and "--datasets" in err
+    code, _, err = run(capsys)
+    assert code == 2 and err.count("\n") == 1
+
+
+def test_the_installed_command_exits_2(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "parla", "prepare", "--datasets", "x/y",
+                           "--output_dir", str(tmp_path / "out"), "--min-duration", "9",
+                           "--max-duration", "3"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        "parla: error: --min_duration (9.0) must not exceed --max_duration (3.0)"]
+    assert not (tmp_path / "out").exists()
+
+
+# --- flag spellings --------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("underscored", "dashed"), [
+    (["--min_duration", "1.7"], ["--min-duration", "1.7"]),
+    (["--max_samples_per_speaker", "7"], ["--max-samples-per-speaker", "7"]),
+    (["--no_balance_speakers"], ["--no-balance-speakers"]),
+    (["--target_sample_rate", "16000", "--dry_run"], ["--target-sample-rate", "16000",
+                                                      "--dry-run"]),
+    (["--no_trim_silence", "--min_snr_db", "3"], ["--no-trim-silence", "--min-snr-db", "3"]),
+])
+def test_both_spellings_of_every_flag(underscored: list[str], dashed: list[str]) -> None:
+    base = ["--datasets", "central=/data/cv", "--output_dir", "out"]
+    first = parse_prepare(*base, *underscored)
+    assert first == parse_prepare("--datasets", "central=/data/cv", "--output-dir", "out",
+                                  *dashed)
+    assert first != parse_prepare(*base)
+
+
+def test_every_dashed_flag_has_its_underscored_twin() -> None:
+    parser = build_parser()
+    prepare_parser = parser._subparsers._group_actions[0].choices["prepare"]
+    spellings = {s for action in prepare_parser._actions for s in action.option_strings}
+    dashed = {s for s in spellings if s.startswith("--") and "-" in s[2:]}
+    assert dashed and all(s.replace("-", "_").replace("__", "--", 1) in spellings
+                          for s in dashed)
+
+
+def test_flags_reach_the_options() -> None:
+    options = parse_prepare("--datasets", "a", "b", "--output_dir", "o", "--seed", "3",
+                            "--min_up_votes", "2", "--samples_per_dialect", "100",
+                            "--resampler", "scipy", "--no_loudness_norm", "--overwrite")
+    assert options.datasets == ("a", "b") and options.seed == 3
+    assert (options.min_up_votes, options.samples_per_dialect) == (2, 100)
+    assert options.resampler == "scipy" and options.overwrite
+    assert options.conditioning.loudness_norm is False
+    assert options.conditioning.trim_silence is True  # untouched defaults stay
+
+
+# --- runs ------------------------------------------------------------------------------------
+
+def test_dry_run_prints_per_step_counts_and_writes_nothing(release: Path, tmp_path: Path,
+                                                          capsys) -> None:
+    code, out, _ = run(capsys, "prepare", "--datasets", release, "--output_dir",
+                       tmp_path / "out", "--dry_run", "--max_samples_per_speaker", "3")
+    assert code == 0 and not (tmp_path / "out").exists()
+    lines = out.splitlines()
+    central = lines.index("central (dry run: nothing written)")
+    table = lines[central + 2:central + 7]
+    assert [line.split()[:3] for line in table] == [
+        ["input", "6", "2"], ["duration", "6", "2"], ["sentence_and_speaker", "6", "2"],
+        ["min_samples_per_speaker", "6", "2"], ["balance_speakers", "6", "2"]]
+    assert "balear (dry run: nothing written)" in lines
+
+
+def test_prepare_then_overwrite_gives_the_same_bytes(speech_release: Path, tmp_path: Path,
+                                                     capsys) -> None:
+    out = tmp_path / "out"
+    args = ["prepare", "--datasets", speech_release, "--output-dir", out, "--num_workers", "1",
+            "--validation_fraction", "0.3", *RAW_CONDITIONING_FLAGS]
+    code, printed, _ = run(capsys, *args)
+    assert code == 0 and f"wrote {out}" in printed
+    shards = find_shards(out)
+    assert set(shards) == {"all", "central", "balear"}
+    first = {p.name: p.read_bytes() for s in shards.values() for ps in s.values() for p in ps}
+
+    code, _, _ = run(capsys, *args, "--overwrite")
+    assert code == 0
+    again = {p.name: p.read_bytes() for s in find_shards(out).values() for ps in s.values()
+             for p in ps}
+    assert again == first  # same seed, same bytes
+
+
+def test_demo_runs(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "demo"
+    code, printed, _ = run(capsys, "demo", out, "--num_workers", "1")
+    assert code == 0
+    assert f"datasets.load_dataset({str(out)!r}, 'all'" in printed
+    assert set(find_shards(out)) == {"all", "alacanti", "balear", "central", "nord_occidental",
+                                     "septentrional", "tortosi", "valencia"}
+    rejected = (out / REJECTS_FILE).read_text()
+    for clip in ("common_voice_ca_40474485.mp3", "common_voice_ca_41442110.mp3",
+                 "common_voice_ca_41319752.mp3"):
+        assert clip in rejected
+    assert (out / "speaker_metadata.json").is_file() and (out / "README.md").is_file()

@@ -1,0 +1,279 @@
+"""Every kind of `--datasets` entry read into one metadata table, without decoding audio."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import append_cv_rows, encode, speaker_id, tone
+from parla.dialects import DIALECTS
+from parla.errors import SourceError, UsageError
+from parla.sources import (
+    METADATA_COLUMNS,
+    LoadedSource,
+    SourceSpec,
+    detect_kind,
+    load_source,
+    parse_source_spec,
+)
+
+SPEAKERS = {"ana": ("Central", 3), "pau": ("Valencià", 2), "joan": ("Balear|Mallorquí", 3)}
+
+
+def load(location: str | Path, cache_dir: Path | None = None) -> LoadedSource:
+    return load_source(parse_source_spec(str(location)), str(cache_dir) if cache_dir else None)
+
+
+def reasons(source: LoadedSource) -> dict[str, str]:
+    return {reject.source_path: reject.reason for reject in source.rejects}
+
+
+# --- raw Common Voice release ----------------------------------------------------------------
+
+def test_cv_release_with_clip_durations(cv_release) -> None:
+    folder = cv_release(SPEAKERS)
+    source = load(folder)
+    meta = source.metadata
+    assert source.kind == "cv_release" and source.clips_dir == folder / "clips"
+    assert set(meta.columns) == set(METADATA_COLUMNS) and len(meta) == 8
+    assert meta["dialect"].tolist() == ["central"] * 3 + ["valencia"] * 2 + ["balear"] * 3
+    assert meta["client_id"].tolist()[:3] == [speaker_id("ana")] * 3
+    assert meta["up_votes"].tolist() == [2] * 8 and meta["row"].tolist() == list(range(8))
+    listed = dict(line.split("\t") for line in
+                  (folder / "clip_durations.tsv").read_text().splitlines()[1:])
+    assert meta["duration"].tolist() == [int(listed[p]) / 1000 for p in meta["path"]]
+    assert source.rejects == [] and source.rows_without_dialect == 0
+
+
+def test_cv_release_without_clip_durations_probes_the_headers(cv_release) -> None:
+    listed = load(cv_release(SPEAKERS, name="listed")).metadata
+    probed = load(cv_release(SPEAKERS, name="probed", durations_tsv=False)).metadata
+    assert probed["path"].tolist() == listed["path"].tolist()
+    np.testing.assert_allclose(probed["duration"], listed["duration"], atol=0.03)
+
+
+@pytest.mark.parametrize("durations_tsv", [True, False])
+def test_unreadable_clips_are_rejected_before_selection(cv_release, durations_tsv: bool) -> None:
+    folder = cv_release({"ana": ("Central", 3)}, durations_tsv=durations_tsv)
+    (folder / "clips" / "empty.mp3").write_bytes(b"")
+    (folder / "clips" / "a_folder.mp3").mkdir()
+    append_cv_rows(folder, [
+        {"client_id": speaker_id("ana"), "path": name, "sentence": "Hola.", "accents": "Central"}
+        for name in ("empty.mp3", "gone.mp3", "a_folder.mp3")],
+        {"empty.mp3": 0, "gone.mp3": 1500, "a_folder.mp3": 0})
+    source = load(folder)
+    expected = {"empty.mp3": "empty_file", "a_folder.mp3": "unreadable_file"}
+    if not durations_tsv:  # listed clips are not opened until they are decoded
+        expected["gone.mp3"] = "missing_file"
+    assert reasons(source) == expected
+    durations = dict(zip(source.metadata["path"], source.metadata["duration"], strict=True))
+    assert all(np.isnan(durations[path]) for path in expected)
+
+
+def test_sentences_are_read_unquoted(cv_release) -> None:
+    folder = cv_release({"ana": ("Central", 3)})
+    tricky = ['"Bon dia", va dir la Maria.', "Diu \"hola\" i se'n va.", "«Vols venir?» va dir.",
+              "'Sí', va respondre."]
+    append_cv_rows(folder, [{"client_id": speaker_id("ana"), "path": f"q{i}.mp3", "sentence": s,
+                             "accents": "Central"} for i, s in enumerate(tricky)])
+    meta = load(folder).metadata
+    assert meta["sentence"].tolist()[-4:] == tricky
+    assert len(meta) == 7  # a quote did not swallow the lines after it
+
+
+def test_rows_without_sentence_or_speaker_are_rejects_but_still_counted(cv_release) -> None:
+    folder = cv_release({"ana": ("Central", 3)})
+    for name in ("no_text.mp3", "no_speaker.mp3", "neither.mp3"):
+        (folder / "clips" / name).write_bytes(encode(tone(1.5)))
+    append_cv_rows(folder, [
+        {"client_id": speaker_id("ana"), "path": "no_text.mp3", "accents": "Central"},
+        {"path": "no_speaker.mp3", "sentence": "Hola.", "accents": "Central"},
+        {"path": "neither.mp3", "accents": "Central"}])
+    source = load(folder)
+    assert [(r.source_path, r.dialect, r.reason) for r in source.rejects] == [
+        ("no_text.mp3", "central", "missing_sentence"),
+        ("neither.mp3", "central", "missing_sentence"),
+        ("no_speaker.mp3", "central", "missing_client_id")]
+    assert len(source.metadata) == 6  # selection drops them, and counts them as it does
+
+
+def test_accents_pick_each_rows_dialect_and_unknown_ones_are_left_out(cv_release) -> None:
+    folder = cv_release({"ana": ("Central", 2), "iu": ("Andalusian", 2), "pep": ("", 1),
+                         "rita": ("Tortosí", 2)})
+    source = load(folder)
+    assert source.metadata["dialect"].tolist() == ["central"] * 2 + ["tortosi"] * 2
+    assert source.rows_without_dialect == 3
+    assert source.metadata["row"].tolist() == [0, 1, 5, 6]  # still point at the file's rows
+
+
+def test_name_equals_source_sets_the_dialect(cv_release) -> None:
+    folder = cv_release(SPEAKERS)
+    source = load(f"nord_occidental={folder}")
+    assert set(source.metadata["dialect"]) == {"nord_occidental"}
+    assert source.spec.location == str(folder)
+
+
+def test_the_folder_name_can_name_the_dialect(cv_release) -> None:
+    source = load(cv_release(SPEAKERS, name="cv_23_ca_tortosi"))
+    assert set(source.metadata["dialect"]) == {"tortosi"} and len(source.metadata) == 8
+
+
+def test_a_source_whose_dialect_cannot_be_told(cv_release) -> None:
+    folder = cv_release({"iu": ("Andalusian", 2)})
+    with pytest.raises(SourceError, match="DIALECT=") as raised:
+        load(folder)
+    assert all(dialect_id in str(raised.value) for dialect_id in DIALECTS)
+
+
+def test_a_release_missing_columns(tmp_path) -> None:
+    (tmp_path / "validated.tsv").write_text("client_id\tsentence\nabc\tHola.\n")
+    with pytest.raises(SourceError, match="missing column.*path"):
+        load(tmp_path)
+
+
+# --- parsing and recognising entries ---------------------------------------------------------
+
+def test_parse_source_spec() -> None:
+    spec = parse_source_spec("Valencià=/data/cv")
+    assert spec.location == "/data/cv" and spec.dialect is DIALECTS["valencia"]
+    hub = parse_source_spec("xaviviro/cv_23_ca_balear")
+    assert hub.location == "xaviviro/cv_23_ca_balear" and hub.dialect is None
+    assert hub.name == "cv_23_ca_balear"
+
+
+def test_unknown_dialect_in_name_equals_source() -> None:
+    with pytest.raises(UsageError, match="unknown dialect 'gascon'.*central"):
+        parse_source_spec("gascon=/data/cv")
+
+
+def test_a_folder_whose_name_holds_an_equals_sign(tmp_path) -> None:
+    folder = tmp_path / "central=copy"
+    folder.mkdir()
+    spec = parse_source_spec(str(folder))
+    assert spec.location == str(folder) and spec.dialect is None
+
+
+def test_detect_kind(tmp_path, cv_release) -> None:
+    assert detect_kind(str(cv_release(SPEAKERS))) == "cv_release"
+    assert detect_kind(str(tmp_path)) == "folder"
+    assert detect_kind("xaviviro/cv_23_ca_central") == "hub"
+    (tmp_path / "file.tsv").write_text("x")
+    with pytest.raises(SourceError, match="is a file"):
+        detect_kind(str(tmp_path / "file.tsv"))
+    with pytest.raises(SourceError, match="no such folder"):
+        detect_kind(str(tmp_path / "missing" / "cv"))
+
+
+def test_a_hub_id_offline_is_a_clear_source_error(tmp_path, monkeypatch) -> None:
+    import datasets
+    from huggingface_hub import constants
+
+    # both libraries read HF_HUB_OFFLINE once, at import, which may precede the hermetic env
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    with pytest.raises(SourceError, match="cannot load.*Hub cannot be reached") as raised:
+        load("nobody-here/cv_23_ca_central", tmp_path / "cache")
+    assert "\n" not in str(raised.value)
+
+
+# --- sources that `datasets` reads -----------------------------------------------------------
+
+def audio_dataset(rows: list[dict]):
+    """A datasets.Dataset whose `audio` holds MP3 bytes, as the Hub dialect datasets do."""
+    import datasets
+
+    columns = {key: [row.get(key) for row in rows] for key in rows[0]}
+    dataset = datasets.Dataset.from_dict(columns)
+    return dataset.cast_column("audio", datasets.Audio(decode=False))
+
+
+def clip_rows(count: int, seconds: float = 1.5, **fields) -> list[dict]:
+    return [{"audio": {"bytes": encode(tone(seconds + 0.1 * i)), "path": f"cv_{i:03d}.mp3"},
+             "client_id": f"spk{i % 2}", "sentence": f"Frase {i}.", "up_votes": 2,
+             "down_votes": 0, "age": "twenties", "gender": "female_feminine",
+             "accents": "Central"} | fields for i in range(count)]
+
+
+def write_hub_folder(folder: Path, rows: list[dict]) -> Path:
+    (folder / "data").mkdir(parents=True)
+    audio_dataset(rows).to_parquet(str(folder / "data" / "train-00000-of-00001.parquet"))
+    return folder
+
+
+def test_hub_layout_folder(tmp_path) -> None:
+    rows = clip_rows(4)
+    folder = write_hub_folder(tmp_path / "cv_23_ca_balear", rows)
+    source = load(folder, tmp_path / "cache")
+    meta = source.metadata
+    assert source.kind == "folder" and set(meta.columns) == set(METADATA_COLUMNS)
+    assert set(meta["dialect"]) == {"balear"}  # from the folder name, over the accents
+    assert meta["path"].tolist() == [f"cv_{i:03d}.mp3" for i in range(4)]
+    assert meta["sentence"].tolist() == [f"Frase {i}." for i in range(4)]
+    np.testing.assert_allclose(meta["duration"], [1.5, 1.6, 1.7, 1.8], atol=0.03)
+    assert source.read_bytes([2, 0]) == [rows[2]["audio"]["bytes"], rows[0]["audio"]["bytes"]]
+
+
+def test_missing_values_are_empty_not_the_string_none(tmp_path) -> None:
+    rows = clip_rows(3)
+    rows[1] |= {"sentence": None, "age": None, "gender": None, "up_votes": None}
+    rows[2] |= {"client_id": None}
+    source = load(write_hub_folder(tmp_path / "central", rows), tmp_path / "cache")
+    meta = source.metadata
+    assert meta.loc[1, ["sentence", "age", "gender"]].tolist() == ["", "", ""]
+    assert meta.loc[1, "up_votes"] == 0 and meta.loc[2, "client_id"] == ""
+    assert "None" not in meta.to_numpy().astype(str)
+    assert reasons(source) == {"cv_001.mp3": "missing_sentence", "cv_002.mp3": "missing_client_id"}
+
+
+def test_save_to_disk_folders(tmp_path) -> None:
+    import datasets
+
+    audio_dataset(clip_rows(3)).save_to_disk(str(tmp_path / "single"))
+    single = load(f"central={tmp_path / 'single'}")
+    assert single.kind == "disk" and len(single.metadata) == 3
+
+    both = datasets.DatasetDict({"train": audio_dataset(clip_rows(3)),
+                                 "test": audio_dataset(clip_rows(2, seconds=3.0))})
+    both.save_to_disk(str(tmp_path / "dict"))
+    source = load(f"valencia={tmp_path / 'dict'}")
+    assert source.kind == "disk" and len(source.metadata) == 5
+    # splits are concatenated in name order, and bytes are read from the combined table
+    assert source.read_bytes([0])[0] == both["test"][0]["audio"]["bytes"]
+    np.testing.assert_allclose(source.metadata["duration"][:2], [3.0, 3.1], atol=0.03)
+
+
+def test_a_duration_column_is_used_without_probing(tmp_path) -> None:
+    rows = [row | {"duration": 7.25} for row in clip_rows(2)]
+    audio_dataset(rows).save_to_disk(str(tmp_path / "with_duration"))
+    assert load(f"central={tmp_path / 'with_duration'}").metadata["duration"].tolist() == [
+        7.25, 7.25]
+
+
+def test_bytes_only_audio_gets_a_name(tmp_path) -> None:
+    rows = clip_rows(2)
+    for row in rows:
+        row["audio"] = {"bytes": row["audio"]["bytes"], "path": None}
+    audio_dataset(rows).save_to_disk(str(tmp_path / "nameless"))
+    paths = load(f"central={tmp_path / 'nameless'}").metadata["path"].tolist()
+    assert paths == ["nameless#0", "nameless#1"]
+
+
+def test_a_dataset_without_audio(tmp_path) -> None:
+    import datasets
+
+    datasets.Dataset.from_dict({"sentence": ["Hola."]}).save_to_disk(str(tmp_path / "text"))
+    with pytest.raises(SourceError, match="no 'audio' column"):
+        load(f"central={tmp_path / 'text'}")
+
+
+def test_an_unreadable_folder_is_a_source_error(tmp_path) -> None:
+    (tmp_path / "central" / "data").mkdir(parents=True)
+    (tmp_path / "central" / "data" / "train-00000-of-00001.parquet").write_bytes(b"not parquet")
+    with pytest.raises(SourceError, match="cannot load"):
+        load(tmp_path / "central", tmp_path / "cache")
+
+
+def test_source_spec_name() -> None:
+    assert SourceSpec("/data/cv_23_ca_balear/").name == "cv_23_ca_balear"
