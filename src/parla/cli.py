@@ -1,0 +1,399 @@
+"""Command line: ``parla prepare | tokenize | publish | run | demo``.
+
+Every flag is accepted with underscores (as the original scripts spelled them) and with dashes.
+Flags map one to one onto the stage's options dataclass. Bad input: one line on stderr, exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from .errors import ParlaError, UsageError
+from .options import (
+    ENGINES,
+    RESAMPLERS,
+    VAD_BACKENDS,
+    ConditioningOptions,
+    PrepareOptions,
+    TokenizeOptions,
+)
+from .progress import configure_logging
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse's own errors: same one-line form, exit 2
+        raise UsageError(message)
+
+
+def _flag(parser: argparse.ArgumentParser | Any, name: str, **kwargs: Any) -> None:
+    """Add ``--name_with_underscores`` and its ``--dashed-spelling`` as one option."""
+    spellings = [f"--{name}"]
+    if "_" in name:
+        spellings.append(f"--{name.replace('_', '-')}")
+    kwargs.setdefault("dest", name)
+    parser.add_argument(*spellings, **kwargs)
+
+
+def _bool_flag(parser: argparse.ArgumentParser | Any, name: str, default: bool, help: str) -> None:
+    """``--name`` / ``--no_name`` pair."""
+    group = parser.add_mutually_exclusive_group()
+    _flag(group, name, action="store_true", default=default, help=help)
+    _flag(group, f"no_{name}", action="store_false", dest=name, help=argparse.SUPPRESS)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress bars, warnings only")
+
+
+# --- prepare ---------------------------------------------------------------------------------
+
+def add_prepare_arguments(parser: argparse.ArgumentParser, require_sources: bool = True) -> None:
+    defaults = PrepareOptions(datasets=("x",), output_dir="x")
+    cond = ConditioningOptions()
+    io = parser.add_argument_group("input and output")
+    _flag(io, "datasets", nargs="+", required=require_sources, metavar="SOURCE",
+          help="sources: Hub dataset ids (xaviviro/cv_23_ca_central), local Hub-layout or "
+               "save_to_disk folders, or a raw Common Voice release folder (validated.tsv + "
+               "clips/, split into dialects by its accents column). Prefix NAME=SOURCE to set "
+               "the dialect explicitly.")
+    _flag(io, "output_dir", required=require_sources, help="folder to write (Hub layout)")
+    _flag(io, "overwrite", action="store_true", help="replace a non-empty output folder")
+    _flag(io, "cache_dir", help="datasets cache folder for Hub/local sources")
+    _flag(io, "rows_per_shard", type=int, default=defaults.rows_per_shard,
+          help="rows per output parquet shard (default %(default)s)")
+    _flag(io, "save_speaker_metadata", action="store_true",
+          help="also write speaker_metadata.json")
+    _flag(io, "dry_run", action="store_true",
+          help="print the counts after each selection step and write nothing")
+
+    sel = parser.add_argument_group("selection (before any audio is decoded)")
+    _flag(sel, "min_duration", type=float, default=defaults.min_duration,
+          help="shortest clip kept, seconds (default %(default)s)")
+    _flag(sel, "max_duration", type=float, default=defaults.max_duration,
+          help="longest clip kept, seconds (default %(default)s)")
+    _flag(sel, "min_up_votes", type=int, help="drop clips with fewer up votes")
+    _flag(sel, "max_down_votes", type=int, help="drop clips with more down votes")
+    _flag(sel, "min_samples_per_speaker", type=int, default=defaults.min_samples_per_speaker,
+          help="drop speakers with fewer clips (default %(default)s)")
+    _bool_flag(sel, "balance_speakers", defaults.balance_speakers,
+               "cap clips per speaker at --max_samples_per_speaker (default on; "
+               "--no_balance_speakers to keep all)")
+    _flag(sel, "max_samples_per_speaker", type=int, default=defaults.max_samples_per_speaker,
+          help="clips kept per speaker when balancing (default %(default)s)")
+    _flag(sel, "samples_per_dialect", type=int, help="cap on clips per dialect")
+    _flag(sel, "validation_fraction", type=float, default=defaults.validation_fraction,
+          help="share of speakers held out in the 'all' config's validation split "
+               "(default %(default)s)")
+    _flag(sel, "seed", type=int, default=defaults.seed, help="seed of every random choice")
+
+    aud = parser.add_argument_group("audio")
+    _flag(aud, "target_sample_rate", type=int, default=defaults.target_sample_rate,
+          help="output sample rate (default %(default)s)")
+    _flag(aud, "resampler", choices=RESAMPLERS, default=defaults.resampler,
+          help="soxr (fast, high quality) or scipy (polyphase, as the original scripts)")
+    _flag(aud, "num_workers", type=int, help="worker processes (default: every core)")
+    _flag(aud, "engine", choices=ENGINES, default="local", help="local processes or a Ray cluster")
+
+    con = parser.add_argument_group("conditioning (TTS-grade clean-up)")
+    _bool_flag(con, "trim_silence", cond.trim_silence,
+               "trim leading/trailing non-speech (default on; --no_trim_silence)")
+    _flag(con, "keep_silence_ms", type=float, default=cond.keep_silence_ms,
+          help="silence kept on each side when trimming (default %(default)s)")
+    _flag(con, "vad", choices=VAD_BACKENDS, default=cond.vad,
+          help="speech detector: silero (needs torch) or energy; auto picks silero if installed")
+    _bool_flag(con, "loudness_norm", cond.loudness_norm,
+               "normalise loudness to --target_lufs (default on; --no_loudness_norm)")
+    _flag(con, "target_lufs", type=float, default=cond.target_lufs,
+          help="loudness target, LUFS (default %(default)s)")
+    _flag(con, "max_clipped_fraction", type=float, default=cond.max_clipped_fraction,
+          help="reject clips with more samples at full scale (default %(default)s)")
+    _flag(con, "min_snr_db", type=float, default=cond.min_snr_db,
+          help="reject clips with a lower estimated SNR (default %(default)s)")
+    _flag(con, "min_chars_per_sec", type=float, default=cond.min_chars_per_sec,
+          help="reject slower speech: audio probably not matching its text (default %(default)s)")
+    _flag(con, "max_chars_per_sec", type=float, default=cond.max_chars_per_sec,
+          help="reject faster speech (default %(default)s)")
+    _bool_flag(con, "normalize_text", cond.normalize_text,
+               "Unicode NFC, uniform quotes/apostrophes, collapsed spaces (default on)")
+
+
+_CONDITIONING_FIELDS = ("trim_silence", "keep_silence_ms", "vad", "loudness_norm", "target_lufs",
+                        "max_clipped_fraction", "min_snr_db", "min_chars_per_sec",
+                        "max_chars_per_sec", "normalize_text")
+_PREPARE_FIELDS = ("datasets", "output_dir", "overwrite", "cache_dir", "rows_per_shard",
+                   "save_speaker_metadata", "dry_run", "min_duration", "max_duration",
+                   "min_up_votes", "max_down_votes", "min_samples_per_speaker",
+                   "balance_speakers", "max_samples_per_speaker", "samples_per_dialect",
+                   "validation_fraction", "seed", "target_sample_rate", "resampler",
+                   "num_workers", "engine")
+
+
+def prepare_options_from_args(args: argparse.Namespace) -> PrepareOptions:
+    conditioning = ConditioningOptions(**{k: getattr(args, k) for k in _CONDITIONING_FIELDS})
+    values = {k: getattr(args, k) for k in _PREPARE_FIELDS}
+    return PrepareOptions(**values, conditioning=conditioning)
+
+
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    from .prepare import prepare
+
+    prepare(prepare_options_from_args(args))
+    return 0
+
+
+# --- demo ------------------------------------------------------------------------------------
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .prepare import run_demo
+
+    run_demo(args.output_dir, overwrite=args.overwrite, num_workers=args.num_workers)
+    return 0
+
+
+# --- tokenize / publish / run (filled in by their stages) ------------------------------------
+
+def add_tokenize_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = TokenizeOptions(input_dir="in", output_dir="out")
+    io = parser.add_argument_group("input and output")
+    _flag(io, "input_dir", required=True, help="a prepared corpus (output of prepare)")
+    _flag(io, "output_dir", required=True,
+          help="folder to write (same configs and shard names as the input); a rerun resumes")
+    _flag(io, "overwrite", action="store_true", help="redo every shard instead of resuming")
+    _flag(io, "format", choices=("orpheus", "codes"), default=defaults.format,
+          help="orpheus: input_ids/labels/attention_mask plus the codes; codes: SNAC codes only "
+               "(default %(default)s)")
+    _bool_flag(io, "dedupe_frames", defaults.dedupe_frames,
+               "drop a frame whose first code repeats the last kept frame's, as Orpheus's data "
+               "preparation (default on; --no_dedupe_frames to keep every frame)")
+    _flag(io, "max_length", type=int, default=defaults.max_length,
+          help="skip (and count) rows whose sequence is longer; never truncated "
+               "(default %(default)s)")
+
+    mod = parser.add_argument_group("models")
+    _flag(mod, "snac_model", default=defaults.snac_model,
+          help="SNAC Hub id or local folder with config.json + pytorch_model.bin "
+               "(default %(default)s)")
+    _flag(mod, "text_tokenizer", default=defaults.text_tokenizer,
+          help="Orpheus text tokenizer: Hub id, local folder or tokenizer.json "
+               "(default %(default)s)")
+
+    dev = parser.add_argument_group("devices")
+    _flag(dev, "device", default=defaults.device,
+          help="auto (every CUDA GPU, else the CPU), cpu, cuda or cuda:N (default %(default)s)")
+    _flag(dev, "num_gpu_workers", type=int,
+          help="GPUs to use (default: every visible GPU)")
+    _flag(dev, "workers_per_gpu", type=int, default=defaults.workers_per_gpu,
+          help="worker processes per GPU (default %(default)s)")
+    _flag(dev, "num_cpu_workers", type=int, default=defaults.num_cpu_workers,
+          help="worker processes when encoding on the CPU (default %(default)s)")
+    _flag(dev, "batch_seconds", type=float,
+          help="audio seconds per SNAC batch (default: from free GPU memory; 4 on CPU)")
+    _flag(dev, "engine", choices=ENGINES, default=defaults.engine,
+          help="local processes or a Ray cluster")
+
+
+_TOKENIZE_FIELDS = ("input_dir", "output_dir", "overwrite", "format", "dedupe_frames",
+                    "max_length", "snac_model", "text_tokenizer", "device", "num_gpu_workers",
+                    "workers_per_gpu", "num_cpu_workers", "batch_seconds", "engine")
+
+
+def tokenize_options_from_args(args: argparse.Namespace) -> TokenizeOptions:
+    return TokenizeOptions(**{k: getattr(args, k) for k in _TOKENIZE_FIELDS})
+
+
+def _cmd_tokenize(args: argparse.Namespace) -> int:
+    from .tokenize import tokenize
+
+    tokenize(tokenize_options_from_args(args))
+    return 0
+
+
+def add_publish_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("folder", help="a prepared or tokenized output folder")
+    _flag(parser, "repo_id", required=True, metavar="USER/NAME",
+          help="dataset repo to upload to; created if missing. The token comes from HF_TOKEN or "
+               "`hf auth login` and needs write access")
+    _flag(parser, "private", action="store_true",
+          help="create the repo private (an existing repo keeps its visibility)")
+    _flag(parser, "revision", help="branch to upload to, created if missing (default: main)")
+    _flag(parser, "commit_message", help="message of the upload commit(s)")
+    _flag(parser, "num_workers", type=int,
+          help="upload threads (huggingface_hub < 2 only; newer versions choose their own)")
+    parser.epilog = ("The dataset card (README.md) is regenerated from the data before the "
+                     "upload. An interrupted or failed upload leaves the folder as it was: run "
+                     "the same command again to finish it (files already uploaded are skipped).")
+
+
+def _cmd_publish(args: argparse.Namespace) -> int:
+    from .hub import publish
+    from .options import PublishOptions
+
+    options = PublishOptions(folder=args.folder, repo_id=args.repo_id, private=args.private,
+                             revision=args.revision, commit_message=args.commit_message,
+                             num_workers=args.num_workers)
+    try:
+        url = publish(options)
+    except KeyboardInterrupt:
+        print(f"parla: upload interrupted; {options.folder} is intact: run `parla publish "
+              f"{options.folder} --repo_id {options.repo_id}` again to finish it",
+              file=sys.stderr)
+        return 130
+    print(url)
+    return 0
+
+
+_RUN_EPILOG = """\
+config file: the same options as the flags, named without the dashes, in TOML or YAML; flat or
+grouped under [prepare] [tokenize] [publish]. Flags given on the command line override it.
+
+  # run.toml                                  # run.yaml
+  output_dir = "/workspace/data/processed"    output_dir: /workspace/data/processed
+  max_samples_per_speaker = 50                max_samples_per_speaker: 50
+  [publish]                                   publish:
+  hf_repo = "user/cv_23_ca_distilled"           hf_repo: user/cv_23_ca_distilled
+
+With --hf_repo the Hub login and write access are checked before anything is processed; the
+token comes from HF_TOKEN or `hf auth login`. If the upload fails, the finished folder is kept:
+`parla publish <folder> --repo_id ...` uploads it without redoing the processing."""
+
+
+def _unset_defaults(parser: argparse.ArgumentParser, keep: tuple[str, ...]) -> None:
+    """Make every option default to None, so a flag given explicitly can be told from one left
+    out (the config file fills those); help texts keep showing the real defaults."""
+    for action in parser._actions:
+        if not action.option_strings or action.dest in keep:
+            continue
+        if action.help and "%(default)s" in action.help:
+            action.help = action.help.replace("%(default)s", str(action.default))
+        action.default = None
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    from .options import TokenizeOptions
+    from .pipeline import DEFAULT_DATASETS, TOKENIZED_SUFFIX
+
+    _flag(parser, "config", metavar="FILE",
+          help="TOML or YAML file holding any of the options below (see the end of this help)")
+    add_prepare_arguments(parser, require_sources=False)
+    for action in parser._actions:
+        if action.dest == "datasets":
+            action.help += f" Default: the 7 Catalan datasets ({', '.join(DEFAULT_DATASETS)})."
+
+    defaults = TokenizeOptions(input_dir="in", output_dir="out")
+    tok = parser.add_argument_group("tokenize (with --tokenize)")
+    _bool_flag(tok, "tokenize", False,
+               "encode the prepared corpus with SNAC into Orpheus input_ids (needs the "
+               "parla[tokenize] extra; --no_tokenize overrides a config file)")
+    _flag(tok, "tokenized_dir",
+          help=f"where to write the tokenized corpus (default: <output_dir>{TOKENIZED_SUFFIX})")
+    _flag(tok, "snac_model", default=defaults.snac_model,
+          help="SNAC model id or folder (default %(default)s)")
+    _flag(tok, "text_tokenizer", default=defaults.text_tokenizer,
+          help="text tokenizer id or folder (default %(default)s)")
+    _flag(tok, "device", default=defaults.device, help="auto, cpu, cuda or cuda:N "
+                                                      "(default %(default)s)")
+    _flag(tok, "num_gpu_workers", type=int, help="GPUs to use (default: every visible GPU)")
+    _flag(tok, "workers_per_gpu", type=int, default=defaults.workers_per_gpu,
+          help="SNAC workers per GPU (default %(default)s)")
+    _flag(tok, "num_cpu_workers", type=int, default=defaults.num_cpu_workers,
+          help="SNAC workers when running on CPU (default %(default)s)")
+    _flag(tok, "batch_seconds", type=float,
+          help="seconds of audio per SNAC batch (default: from free GPU memory; 60 on CPU)")
+    _flag(tok, "format", choices=("orpheus", "codes"), default=defaults.format,
+          help="orpheus: training input_ids; codes: the raw SNAC codes (default %(default)s)")
+    _bool_flag(tok, "dedupe_frames", defaults.dedupe_frames,
+               "drop repeated SNAC frames as Orpheus' own preprocessing does (default on; "
+               "--no_dedupe_frames)")
+    _flag(tok, "max_length", type=int, default=defaults.max_length,
+          help="longest example, in tokens (default %(default)s)")
+
+    pub = parser.add_argument_group("publish (with --hf_repo)")
+    _flag(pub, "hf_repo", metavar="USER/NAME",
+          help="upload the run's final output (the tokenized corpus with --tokenize, else the "
+               "prepared one) to this dataset repo, created if missing")
+    _bool_flag(pub, "hf_private", False,
+               "create the repo private (an existing repo keeps its visibility)")
+    _flag(pub, "hf_revision", help="branch to upload to, created if missing (default: main)")
+    _flag(pub, "hf_commit_message", help="message of the upload commit(s)")
+
+    _unset_defaults(parser, keep=("help", "config"))
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = _RUN_EPILOG
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .pipeline import build_run_options, load_config, run, run_option_types
+
+    values = load_config(args.config) if args.config else {}
+    known = run_option_types()
+    given = {key: value for key, value in vars(args).items()
+             if key in known and value is not None}
+    result = run(*build_run_options(values | given))
+    if result.url:
+        print(result.url)
+    return 0
+
+
+# --- entry point -----------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="parla",
+        description="Build text-to-speech training corpora: prepare (filter, balance, resample) "
+                    "-> tokenize (SNAC codes, Orpheus layout) -> publish (Hugging Face Hub).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    commands = [
+        ("prepare", "filter, balance and resample Common Voice dialect datasets to a Hub-layout "
+                    "corpus", add_prepare_arguments, _cmd_prepare),
+        ("tokenize", "encode a prepared corpus with SNAC into Orpheus-ready input_ids",
+         add_tokenize_arguments, _cmd_tokenize),
+        ("publish", "upload a prepared or tokenized folder to the Hugging Face Hub",
+         add_publish_arguments, _cmd_publish),
+        ("run", "prepare -> tokenize -> publish in one command (defaults: the 7 Catalan datasets)",
+         add_run_arguments, _cmd_run),
+    ]
+    for name, help_text, add_arguments, command in commands:
+        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        add_arguments(command_parser)
+        _common(command_parser)
+        command_parser.set_defaults(handler=command)
+    demo = sub.add_parser("demo", help="prepare the embedded demo corpus (offline) and show how "
+                                       "to load it",
+                          description="Run prepare on the Common Voice-format demo corpus that "
+                                      "ships with parla.")
+    demo.add_argument("output_dir", nargs="?", default="parla_demo_output",
+                      help="where to write (default %(default)s)")
+    _flag(demo, "overwrite", action="store_true", help="replace an existing output folder")
+    _flag(demo, "num_workers", type=int, help="worker processes (default: every core)")
+    _common(demo)
+    demo.set_defaults(handler=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        configure_logging(verbose=args.verbose, quiet=args.quiet)
+        return args.handler(args)
+    except UsageError as error:
+        print(f"parla: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except ParlaError as error:
+        print(f"parla: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("parla: interrupted; finished shards are kept, rerun to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
