@@ -27,8 +27,15 @@ REPO = "tester/cv_demo"
 
 
 def files_of(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file()}
+    """The files of a folder that publish uploads (its ignore patterns left out)."""
+    from fnmatch import fnmatch
+
+    from parla.hub import UPLOAD_IGNORE_PATTERNS
+
+    files = {str(p.relative_to(folder)): p for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {name: path.read_bytes() for name, path in files.items()
+            if not any(fnmatch(name, pattern) or fnmatch(path.name, pattern)
+                       for pattern in UPLOAD_IGNORE_PATTERNS)}
 
 
 def loads_every_config(folder: Path, cache: Path) -> None:
