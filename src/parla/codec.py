@@ -1,0 +1,438 @@
+"""SNAC audio codec and the Orpheus text tokenizer: finding, loading and running them.
+
+The only parla module that imports torch and snac, and only inside functions and classes, so
+that importing it (and planning a run) costs nothing. File lookup (`resolve_snac`,
+`resolve_text_tokenizer`) needs neither, which lets the stage fail on a missing model before it
+reads any data or starts a worker.
+
+Batching never changes a clip's codes: SNAC right-pads every clip with zeros to a multiple of
+`pad_multiple` samples, so clips padded to the same length are batched as they are (no extra
+padding), and each clip's codes equal those of encoding it alone.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import AudioDecodeError, UsageError
+from .orpheus import with_bos
+from .progress import get_logger
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+log = get_logger("codec")
+
+SNAC_CONFIG = "config.json"
+SNAC_WEIGHTS = "pytorch_model.bin"  # the name snac.SNAC.from_pretrained loads
+TOKENIZER_FILE = "tokenizer.json"
+Codes = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+# Peak device memory per second of 24 kHz audio in one SNAC encoder batch. Measured on CPU at
+# ~20 MB/s (float32 activations of the first encoder stages); doubled for the CUDA caching
+# allocator and cuDNN workspaces. Only sizes the automatic batch; an out-of-memory batch is split.
+DEVICE_BYTES_PER_AUDIO_SECOND = 40 * 2**20
+# On a CPU, batching does not speed convolutions up, and a batch whose activations pass glibc's
+# mmap threshold (32 MB: ~5 s of audio in SNAC's first layers) page-faults on every call.
+CPU_BATCH_SECONDS = 4.0
+MAX_BATCH_SECONDS = 600.0  # beyond this a bigger batch no longer speeds up a GPU
+MIN_BATCH_SECONDS = 8.0
+
+
+def require_tokenize_extra() -> None:
+    """UsageError unless torch, snac and tokenizers are importable (the `parla[tokenize]` extra)."""
+    import importlib.util
+
+    missing = [name for name in ("torch", "snac", "tokenizers")
+               if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UsageError(f"tokenize needs {', '.join(missing)}: pip install 'parla[tokenize]'")
+
+
+def _hub_offline() -> bool:
+    # huggingface_hub reads HF_HUB_OFFLINE once at import; read it again so a late setting counts.
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+
+
+def _is_hub_id(name: str) -> bool:
+    """Whether a missing local path could be a Hub repository id ("name" or "owner/name")."""
+    return bool(_HUB_ID.match(name)) and not name.endswith(".json")
+
+
+def _hub_file(repo_id: str, filename: str, what: str, local_hint: str) -> Path:
+    """A file of a Hub repository from the cache (or the Hub when online); UsageError if absent."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError, HFValidationError
+
+    offline = _hub_offline()
+    try:
+        return Path(hf_hub_download(repo_id=repo_id, filename=filename,
+                                    local_files_only=offline))
+    except (HfHubHTTPError, HFValidationError, OSError, ValueError) as error:
+        where = ("is not in the Hugging Face cache and HF_HUB_OFFLINE is set" if offline
+                 else "could not be found in the Hugging Face cache or downloaded from the Hub")
+        raise UsageError(
+            f"{what} {repo_id!r}: {filename} {where} ({type(error).__name__}). {local_hint}"
+        ) from None
+
+
+# --- SNAC ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SnacFiles:
+    """Where a SNAC model's files are on disk."""
+
+    config: Path
+    weights: Path
+
+    def read_config(self) -> dict[str, Any]:
+        try:
+            config = json.loads(self.config.read_text())
+        except (OSError, ValueError) as error:
+            raise UsageError(f"SNAC config {self.config} is not readable JSON ({error}). "
+                             f"{_SNAC_HINT}") from None
+        if not isinstance(config, dict):
+            raise UsageError(f"SNAC config {self.config} is not a JSON object. {_SNAC_HINT}")
+        return config
+
+
+_SNAC_HINT = ("Pass --snac_model a local folder holding config.json and pytorch_model.bin "
+              "(e.g. made with `huggingface-cli download hubertsiuzdak/snac_24khz --local-dir "
+              "snac_24khz` on a machine with internet).")
+
+
+def resolve_snac(model: str | os.PathLike) -> SnacFiles:
+    """The config and weights of a SNAC model given as a local folder or a Hub id (no torch)."""
+    name = str(model)
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        files = SnacFiles(folder / SNAC_CONFIG, folder / SNAC_WEIGHTS)
+        missing = [p.name for p in (files.config, files.weights) if not p.is_file()]
+        if missing:
+            raise UsageError(f"SNAC model folder {folder} lacks {', '.join(missing)}. {_SNAC_HINT}")
+    elif folder.exists() or not _is_hub_id(name):
+        raise UsageError(f"SNAC model folder {name!r} does not exist. {_SNAC_HINT}")
+    else:
+        files = SnacFiles(_hub_file(name, SNAC_CONFIG, "SNAC model", _SNAC_HINT),
+                          _hub_file(name, SNAC_WEIGHTS, "SNAC model", _SNAC_HINT))
+    files.read_config()
+    return files
+
+
+def pad_multiple(model: Any) -> int:
+    """Samples a clip is right-padded to a multiple of, exactly as ``snac.SNAC.preprocess``."""
+    lcm = math.lcm(int(model.vq_strides[0]), int(model.attn_window_size or 1))
+    return int(model.hop_length) * lcm
+
+
+def padded_length(num_samples: int, model: Any) -> int:
+    """Length SNAC pads a clip of ``num_samples`` to (a multiple of `pad_multiple`)."""
+    multiple = pad_multiple(model)
+    return math.ceil(num_samples / multiple) * multiple
+
+
+def code_lengths(padded: int, model: Any) -> tuple[int, ...]:
+    """Codes per level of a clip padded to ``padded`` samples (n, 2n, 4n for the 24 kHz model)."""
+    frames = padded // int(model.hop_length)
+    return tuple(frames // int(stride) for stride in model.vq_strides)
+
+
+def fold_weight_norm(model: torch.nn.Module) -> int:
+    """Bake weight norm into plain weights (inference only: saves the norm on every call).
+
+    snac builds its convolutions with ``torch.nn.utils.parametrizations.weight_norm``; older
+    snac versions used the hook-based ``torch.nn.utils.weight_norm``. Both are handled.
+    Returns how many layers were folded.
+    """
+    import torch
+    from torch.nn.utils import parametrize
+
+    folded = 0
+    for module in model.modules():
+        if parametrize.is_parametrized(module, "weight"):
+            parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+            folded += 1
+        elif any(type(hook).__name__ == "WeightNorm"
+                 for hook in module._forward_pre_hooks.values()):
+            torch.nn.utils.remove_weight_norm(module)
+            folded += 1
+    return folded
+
+
+def load_snac(model: str | os.PathLike | SnacFiles, device: str | torch.device = "cpu",
+              encoder_only: bool = True) -> torch.nn.Module:
+    """A SNAC model ready for inference: weights loaded, weight norm folded, eval mode, on device.
+
+    ``model`` is a Hub id, a local folder (config.json + pytorch_model.bin) or resolved files.
+    ``encoder_only`` drops the decoder, which encoding never uses (less memory and copying).
+    """
+    import torch
+    from snac import SNAC
+
+    files = model if isinstance(model, SnacFiles) else resolve_snac(model)
+    config = files.read_config()
+    try:
+        snac_model = SNAC(**config)
+    except TypeError as error:
+        raise UsageError(f"SNAC config {files.config} does not fit snac.SNAC: {error}") from None
+    state = torch.load(files.weights, map_location="cpu", weights_only=True)
+    try:
+        snac_model.load_state_dict(state)
+    except RuntimeError as error:
+        raise UsageError(f"SNAC weights {files.weights} do not fit {files.config}: "
+                         f"{str(error).splitlines()[0]}") from None
+    if encoder_only:
+        snac_model.decoder = None
+    fold_weight_norm(snac_model)
+    return snac_model.eval().requires_grad_(False).to(device)
+
+
+def auto_batch_seconds(device: torch.device, share: int = 1) -> float:
+    """Audio seconds per batch that fit half the device's free memory, split ``share`` ways."""
+    import torch
+
+    if device.type != "cuda":
+        return CPU_BATCH_SECONDS
+    free, _total = torch.cuda.mem_get_info(device)
+    seconds = free * 0.5 / max(1, share) / DEVICE_BYTES_PER_AUDIO_SECOND
+    return float(min(MAX_BATCH_SECONDS, max(MIN_BATCH_SECONDS, seconds)))
+
+
+def plan_batches(padded_lengths: Sequence[int], max_batch_samples: int) -> list[list[int]]:
+    """Indexes grouped into batches of one padded length, at most ``max_batch_samples`` each.
+
+    Longest clips first (an out-of-memory batch shows up at once); a clip longer than the budget
+    gets a batch of its own. Deterministic: ties keep input order.
+    """
+    order = sorted(range(len(padded_lengths)), key=lambda i: (-padded_lengths[i], i))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for index in order:
+        length = padded_lengths[index]
+        if current and (padded_lengths[current[0]] != length
+                        or (len(current) + 1) * length > max_batch_samples):
+            batches.append(current)
+            current = []
+        current.append(index)
+    if current:
+        batches.append(current)
+    return batches
+
+
+@dataclass
+class _Prepared:
+    """One batch ready for the device: padded audio plus clips that did not fit the plan."""
+
+    indexes: list[int]
+    lengths: list[int]
+    audio: Any  # torch tensor (batch, 1, padded samples), pinned when the device is CUDA
+    failed: list[tuple[int, AudioDecodeError]]
+    off_plan: list[tuple[int, np.ndarray]]  # decoded length differs from the planned one
+
+
+class SnacEncoder:
+    """Loads SNAC once; encodes many clips in length-bucketed batches.
+
+    ``encode_batch`` takes decoded arrays. ``encode_lazy`` takes clip lengths and a loader, and
+    decodes the next batches on background threads (into pinned memory, copied without blocking)
+    while the device encodes the current one, so the device does not wait on decoding.
+    """
+
+    def __init__(self, model: str | os.PathLike | SnacFiles | torch.nn.Module, device: str = "cpu",
+                 batch_seconds: float | None = None, decode_threads: int = 2,
+                 prefetch_batches: int = 2, share: int = 1) -> None:
+        import torch
+
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and self.device.index is not None:
+            torch.cuda.set_device(self.device)
+        self.model = (model.to(self.device).eval() if isinstance(model, torch.nn.Module)
+                      else load_snac(model, self.device))
+        self.sample_rate = int(self.model.sampling_rate)
+        self.pad_multiple = pad_multiple(self.model)
+        if batch_seconds is None:
+            batch_seconds = auto_batch_seconds(self.device, share)
+        self.batch_seconds = float(batch_seconds)
+        self.decode_threads = max(1, decode_threads)
+        self.prefetch_batches = max(1, prefetch_batches)
+        self._pin = self.device.type == "cuda"
+
+    @property
+    def max_batch_samples(self) -> int:
+        return max(self.pad_multiple, int(self.batch_seconds * self.sample_rate))
+
+    def padded_length(self, num_samples: int) -> int:
+        return padded_length(num_samples, self.model)
+
+    # --- encoding ----------------------------------------------------------------------------
+
+    def encode_batch(self, audios: Sequence[np.ndarray]) -> list[Codes]:
+        """Codes of each clip (mono float32 at `sample_rate`), in input order."""
+        arrays = [np.asarray(a, dtype=np.float32).reshape(-1) for a in audios]
+        results = self.encode_lazy([len(a) for a in arrays], lambda i: arrays[i], threads=0)
+        for index, result in enumerate(results):
+            if isinstance(result, AudioDecodeError):
+                raise ValueError(f"clip {index}: {result}")
+        return results  # type: ignore[return-value]
+
+    def encode_lazy(self, num_samples: Sequence[int], load: Callable[[int], np.ndarray],
+                    threads: int | None = None) -> list[Codes | AudioDecodeError]:
+        """Encode clips ``load(0) .. load(n-1)`` whose lengths are expected to be ``num_samples``.
+
+        ``load`` returns mono float32 audio at `sample_rate` or raises AudioDecodeError; that
+        clip's result is the error. ``threads=0`` decodes in this thread (no overlap).
+        """
+        results: list[Codes | AudioDecodeError | None] = [None] * len(num_samples)
+        planned = [self.padded_length(max(1, n)) for n in num_samples]
+        batches = plan_batches(planned, self.max_batch_samples)
+        for prepared in self._prepared(batches, planned, load, threads):
+            for index, error in prepared.failed:
+                results[index] = error
+            if prepared.indexes:
+                encoded = self._encode_padded(prepared.audio, prepared.lengths)
+                for index, codes in zip(prepared.indexes, encoded, strict=True):
+                    results[index] = codes
+            for index, audio in prepared.off_plan:  # rare: header length was wrong
+                padded = self.padded_length(len(audio))
+                tensor = self._padded_tensor([audio], padded)
+                results[index] = self._encode_padded(tensor, [len(audio)])[0]
+        return results  # type: ignore[return-value]
+
+    def _prepared(self, batches: list[list[int]], planned: list[int],
+                  load: Callable[[int], np.ndarray], threads: int | None) -> Iterator[_Prepared]:
+        """Batches decoded ahead on a thread pool, yielded in plan order."""
+        threads = self.decode_threads if threads is None else threads
+        if threads == 0:
+            for batch in batches:
+                yield self._prepare(batch, planned[batch[0]], load)
+            return
+        with ThreadPoolExecutor(threads, thread_name_prefix="parla-decode") as pool:
+            upcoming = iter(batches)
+            ahead: deque = deque()
+
+            def submit_next() -> None:
+                batch = next(upcoming, None)
+                if batch is not None:
+                    ahead.append(pool.submit(self._prepare, batch, planned[batch[0]], load))
+
+            for _ in range(self.prefetch_batches + threads):  # bounded: memory stays flat
+                submit_next()
+            while ahead:
+                future = ahead.popleft()
+                submit_next()
+                yield future.result()
+
+    def _prepare(self, batch: list[int], padded: int, load: Callable[[int], np.ndarray]
+                 ) -> _Prepared:
+        failed: list[tuple[int, AudioDecodeError]] = []
+        off_plan: list[tuple[int, np.ndarray]] = []
+        kept: list[tuple[int, np.ndarray]] = []
+        for index in batch:
+            try:
+                audio = np.asarray(load(index), dtype=np.float32).reshape(-1)
+            except AudioDecodeError as error:
+                failed.append((index, error))
+                continue
+            if len(audio) == 0:
+                failed.append((index, AudioDecodeError("empty_audio", "no samples")))
+            elif self.padded_length(len(audio)) != padded:
+                off_plan.append((index, audio))
+            else:
+                kept.append((index, audio))
+        tensor = self._padded_tensor([a for _, a in kept], padded) if kept else None
+        return _Prepared([i for i, _ in kept], [len(a) for _, a in kept], tensor, failed, off_plan)
+
+    def _padded_tensor(self, audios: list[np.ndarray], padded: int) -> torch.Tensor:
+        import torch
+
+        tensor = torch.zeros((len(audios), 1, padded), dtype=torch.float32, pin_memory=self._pin)
+        for row, audio in enumerate(audios):
+            tensor[row, 0, :len(audio)] = torch.from_numpy(audio)
+        return tensor
+
+    def _encode_padded(self, audio: torch.Tensor, lengths: list[int]) -> list[Codes]:
+        """Encode one batch of equally padded clips; split in two when the device runs out."""
+        import torch
+
+        try:
+            with torch.inference_mode():
+                codes = self.model.encode(audio.to(self.device, non_blocking=True))
+                codes = [level.to(torch.int16).cpu().numpy() for level in codes]
+        except torch.cuda.OutOfMemoryError:
+            if len(lengths) == 1:
+                raise
+            torch.cuda.empty_cache()
+            self.batch_seconds = max(self.pad_multiple / self.sample_rate, self.batch_seconds / 2)
+            log.warning("out of device memory: batch of %d clips split, --batch_seconds now %.0f",
+                        len(lengths), self.batch_seconds)
+            half = len(lengths) // 2
+            return (self._encode_padded(audio[:half], lengths[:half])
+                    + self._encode_padded(audio[half:], lengths[half:]))
+        keep = code_lengths(self.padded_length(max(lengths)), self.model)
+        return [tuple(level[row, :n].copy() for level, n in zip(codes, keep, strict=True))
+                for row in range(len(lengths))]  # type: ignore[misc]
+
+
+# --- text tokenizer ----------------------------------------------------------------------------
+
+_TOKENIZER_HINT = ("Pass --text_tokenizer a local tokenizer.json or a folder holding one (e.g. "
+                   "`huggingface-cli download canopylabs/orpheus-3b-0.1-pretrained tokenizer.json "
+                   "--local-dir orpheus_tokenizer` on a machine with internet).")
+
+
+def resolve_text_tokenizer(name: str | os.PathLike) -> Path:
+    """The tokenizer.json of a local file, a local folder or a Hub id."""
+    text = str(name)
+    path = Path(text).expanduser()
+    if path.is_file():
+        return path
+    if path.is_dir():
+        if (path / TOKENIZER_FILE).is_file():
+            return path / TOKENIZER_FILE
+        raise UsageError(f"text tokenizer folder {path} has no {TOKENIZER_FILE}. {_TOKENIZER_HINT}")
+    if path.exists() or not _is_hub_id(text):
+        raise UsageError(f"text tokenizer {text!r} does not exist. {_TOKENIZER_HINT}")
+    return _hub_file(text, TOKENIZER_FILE, "text tokenizer", _TOKENIZER_HINT)
+
+
+class TextTokenizer:
+    """The Orpheus (Llama 3) text tokenizer from a tokenizer.json.
+
+    Every encoding starts with exactly one START_OF_TEXT (128000), whether or not the tokenizer
+    file's post-processor adds it, as Orpheus's ``tokenizer.encode(text)`` does.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        from tokenizers import Tokenizer
+
+        self.path = Path(path)
+        try:
+            self._tokenizer = Tokenizer.from_file(str(self.path))
+        except Exception as error:  # tokenizers raises plain Exception on a bad file
+            raise UsageError(f"text tokenizer {self.path} cannot be read: {error}") from None
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=True)
+        return [with_bos(encoding.ids) for encoding in encodings]
+
+    def encode(self, text: str) -> list[int]:
+        return self.encode_batch([text])[0]
+
+
+def load_text_tokenizer(name: str | os.PathLike) -> TextTokenizer:
+    """`TextTokenizer` from a tokenizer.json path, a folder holding one, or a Hub id."""
+    return TextTokenizer(resolve_text_tokenizer(name))

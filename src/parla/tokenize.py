@@ -1,0 +1,593 @@
+"""The tokenize stage: a prepared corpus -> SNAC codes -> Orpheus training sequences.
+
+One output shard per input shard, same Hub layout and names, each written atomically with its
+own statistics and rejects in the parquet footer; so a finished shard is complete and
+self-describing, a rerun skips it (resume, even after ``kill -9``), and the stage's reports are
+rebuilt from the shards, identical whether or not the run was interrupted.
+
+Order of work: validate options, find the model and the tokenizer (UsageError before any data is
+read), plan the shards not done yet, then one worker per device encodes whole shards
+(`ShardTokenizer`). Per-row layout lives in `orpheus` (pure), the model in `codec`.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import soundfile as sf
+
+from . import orpheus
+from .codec import (
+    SnacEncoder,
+    SnacFiles,
+    TextTokenizer,
+    require_tokenize_extra,
+    resolve_snac,
+    resolve_text_tokenizer,
+)
+from .dialects import ALL_CONFIG
+from .engines import get_engine
+from .engines.local import WorkerDied
+from .errors import AudioDecodeError, Reject, UsageError
+from .options import TokenizeOptions
+from .progress import get_logger, progress
+from .reports import REJECTS_FILE, write_json
+from .shards import DATA_DIR, find_shards, read_shard, remove_stale_tmp, write_table_atomic
+
+log = get_logger("tokenize")
+
+STATS_FILE = "tokenization_stats.json"
+METADATA_KEY = b"parla_tokenize"  # parquet footer key holding a shard's settings and statistics
+INPUT_COLUMNS = ("audio", "text", "dialect", "speaker_id", "duration", "source_path")
+CODE_COLUMNS = ("codes_0", "codes_1", "codes_2")
+ROW_COLUMNS = ("text", "dialect", "speaker_id", "duration")
+ORPHEUS_VQ_STRIDES = [4, 2, 1]
+_ADDRESS = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")
+
+
+# --- per-row work (pure) -----------------------------------------------------------------------
+
+def decode_clip(data: bytes | None, sample_rate: int) -> np.ndarray:
+    """Mono float32 samples of a prepared clip (FLAC bytes) at ``sample_rate``.
+
+    Raises AudioDecodeError (the row is skipped and counted), never anything else for bad bytes.
+    """
+    if not data:
+        raise AudioDecodeError("missing_audio", "no audio bytes")
+    try:
+        samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, ValueError) as error:
+        # libsndfile's own message: str(error) names the BytesIO by address, which would make
+        # the rejects differ from run to run
+        detail = getattr(error, "error_string", None) or _ADDRESS.sub("", str(error))
+        raise AudioDecodeError("undecodable_audio", detail.strip()[:200]) from None
+    mono = samples.mean(axis=1, dtype=np.float32) if samples.shape[1] > 1 else samples[:, 0]
+    if mono.size == 0:
+        raise AudioDecodeError("empty_audio", "no samples")
+    if rate != sample_rate:  # prepared corpora are 24 kHz; another rate is resampled, not refused
+        from .audio import resample
+
+        mono = resample(mono, rate, sample_rate)
+    return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def probe_samples(data: bytes | None, sample_rate: int) -> int:
+    """Samples a clip will have at ``sample_rate``, from its header (0 when unknown)."""
+    if not data:
+        return 0
+    try:
+        info = sf.info(io.BytesIO(data))
+    except (sf.LibsndfileError, RuntimeError, ValueError):
+        return 0  # decoding will fail and say why
+    if info.samplerate <= 0 or info.frames <= 0:
+        return 0
+    return int(round(info.frames * sample_rate / info.samplerate))
+
+
+@dataclass
+class GroupStats:
+    """Counts of one dialect in one shard; sums, so shards merge by adding."""
+
+    rows: int = 0
+    audio_samples: int = 0
+    codes: list[int] = field(default_factory=lambda: [0, 0, 0])
+    audio_tokens: int = 0
+    sequence_tokens: int = 0
+    max_sequence_length: int = 0
+    duplicate_frames: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def add(self, other: GroupStats) -> None:
+        self.rows += other.rows
+        self.audio_samples += other.audio_samples
+        self.codes = [a + b for a, b in zip(self.codes, other.codes, strict=True)]
+        self.audio_tokens += other.audio_tokens
+        self.sequence_tokens += other.sequence_tokens
+        self.max_sequence_length = max(self.max_sequence_length, other.max_sequence_length)
+        self.duplicate_frames += other.duplicate_frames
+        for reason, count in other.skipped.items():
+            self.skipped[reason] = self.skipped.get(reason, 0) + count
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows, "audio_samples": self.audio_samples, "codes": self.codes,
+                "audio_tokens": self.audio_tokens, "sequence_tokens": self.sequence_tokens,
+                "max_sequence_length": self.max_sequence_length,
+                "duplicate_frames": self.duplicate_frames,
+                "skipped": dict(sorted(self.skipped.items()))}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> GroupStats:
+        return cls(**{**data, "codes": list(data["codes"]), "skipped": dict(data["skipped"])})
+
+    def summary(self, sample_rate: int, sequences: bool) -> dict[str, Any]:
+        """What tokenization_stats.json shows for a group of rows."""
+        seconds = self.audio_samples / sample_rate
+        rows = self.rows
+        return {
+            "rows": rows,
+            "rows_skipped": sum(self.skipped.values()),
+            "skipped_by_reason": dict(sorted(self.skipped.items())),
+            "audio_hours": round(seconds / 3600, 4),
+            "mean_tokens_per_level": {f"codes_{i}": round(n / rows, 2) if rows else None
+                                      for i, n in enumerate(self.codes)},
+            "mean_sequence_length": (round(self.sequence_tokens / rows, 1)
+                                     if rows and sequences else None),
+            "max_sequence_length": self.max_sequence_length if sequences else None,
+            "audio_tokens_per_second": (round(self.audio_tokens / seconds, 2)
+                                        if seconds and sequences else None),
+            "duplicate_frames_removed": self.duplicate_frames if sequences else None,
+        }
+
+
+def _list_array(arrays: Sequence[np.ndarray], value_type: pa.DataType) -> pa.Array:
+    """A list column built from offsets + one flat buffer (no per-row Python objects)."""
+    lengths = np.fromiter((len(a) for a in arrays), dtype=np.int64, count=len(arrays))
+    offsets = np.concatenate(([0], np.cumsum(lengths))).astype(np.int32)
+    flat = (np.concatenate(arrays) if arrays else np.zeros(0)).astype(value_type.to_pandas_dtype())
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(flat, value_type))
+
+
+def output_schema(fmt: str) -> pa.Schema:
+    fields = []
+    if fmt == "orpheus":
+        fields += [("input_ids", pa.list_(pa.int32())), ("labels", pa.list_(pa.int32())),
+                   ("attention_mask", pa.list_(pa.int8()))]
+    fields += [(name, pa.list_(pa.int16())) for name in CODE_COLUMNS]
+    fields += [("text", pa.string()), ("dialect", pa.string()), ("speaker_id", pa.string()),
+               ("duration", pa.float32())]
+    return pa.schema(fields)
+
+
+def build_shard(rows: Mapping[str, Sequence], results: Sequence[Any],
+                text_ids: Sequence[Sequence[int]] | None, num_samples: Sequence[int], *,
+                fmt: str, dedupe: bool, max_length: int
+                ) -> tuple[pa.Table, dict[str, GroupStats], list[Reject]]:
+    """Output table, per-dialect statistics and rejects of one shard (pure).
+
+    ``rows`` holds the input columns text, dialect, speaker_id, duration and source_path;
+    ``results[i]`` is row i's codes (c0, c1, c2) or the AudioDecodeError that stopped it;
+    ``text_ids[i]`` its text tokens (orpheus format only); ``num_samples[i]`` its decoded length.
+    """
+    stats: dict[str, GroupStats] = {}
+    rejects: list[Reject] = []
+    kept: list[int] = []
+    sequences: list[np.ndarray] = []
+    for index, result in enumerate(results):
+        dialect = rows["dialect"][index] or ""
+        group = stats.setdefault(dialect, GroupStats())
+        reason = detail = None
+        example = None
+        if isinstance(result, AudioDecodeError):
+            reason, detail = result.reason, result.detail
+        elif fmt == "orpheus" and not rows["text"][index]:
+            reason, detail = "missing_text", "empty text"
+        elif fmt == "orpheus":
+            example = orpheus.build_example(text_ids[index], result, dedupe=dedupe)
+            if len(example["input_ids"]) > max_length:
+                reason = "too_long"
+                detail = f"{len(example['input_ids'])} tokens > --max_length {max_length}"
+        if reason is not None:
+            group.skipped[reason] = group.skipped.get(reason, 0) + 1
+            source = rows["source_path"][index] if "source_path" in rows else None
+            rejects.append(Reject(source or "", dialect, reason, detail or ""))
+            continue
+        kept.append(index)
+        group.rows += 1
+        group.codes = [n + len(c) for n, c in zip(group.codes, result, strict=True)]
+        group.audio_samples += int(num_samples[index])
+        if example is not None:
+            length = len(example["input_ids"])
+            sequences.append(example["input_ids"])
+            kept_frames = len(result[0]) - example["dropped_frames"]
+            group.audio_tokens += orpheus.TOKENS_PER_FRAME * kept_frames
+            group.sequence_tokens += length
+            group.max_sequence_length = max(group.max_sequence_length, length)
+            group.duplicate_frames += example["dropped_frames"]
+
+    columns: dict[str, pa.Array] = {}
+    if fmt == "orpheus":
+        ids = _list_array(sequences, pa.int32())
+        columns["input_ids"] = ids
+        columns["labels"] = ids
+        columns["attention_mask"] = _list_array([np.ones(len(s), np.int8) for s in sequences],
+                                                pa.int8())
+    for level, name in enumerate(CODE_COLUMNS):
+        columns[name] = _list_array([results[i][level] for i in kept], pa.int16())
+    for name in ROW_COLUMNS:
+        columns[name] = pa.array([rows[name][i] for i in kept],
+                                 pa.float32() if name == "duration" else pa.string())
+    schema = output_schema(fmt)
+    table = pa.table([columns[f.name] for f in schema], schema=schema)
+    return table, {d: stats[d] for d in sorted(stats)}, rejects
+
+
+# --- the worker (one per device) -------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ShardTask:
+    config: str
+    split: str
+    input_path: str
+    output_path: str
+    rows: int
+
+    def describe(self) -> str:
+        return f"shard {self.config}/{Path(self.input_path).name} ({self.input_path})"
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """Everything a worker process needs; pickled to each worker once."""
+
+    snac: SnacFiles
+    tokenizer_path: str | None
+    devices: tuple[str, ...]
+    fmt: str
+    dedupe: bool
+    max_length: int
+    batch_seconds: float | None
+    workers_per_device: int
+    decode_threads: int
+    torch_threads: int | None
+    fingerprint: Mapping[str, Any]
+
+
+class ShardTokenizer:
+    """Encodes whole shards on one device: SNAC and the tokenizer are loaded once per worker."""
+
+    def __init__(self, settings: WorkerSettings, rank: int) -> None:
+        import torch
+
+        if settings.torch_threads:
+            torch.set_num_threads(settings.torch_threads)
+        self.settings = settings
+        self.device = settings.devices[rank % len(settings.devices)]
+        self.encoder = SnacEncoder(settings.snac, self.device, settings.batch_seconds,
+                                   decode_threads=settings.decode_threads,
+                                   share=settings.workers_per_device)
+        self.tokenizer = (TextTokenizer(settings.tokenizer_path)
+                          if settings.tokenizer_path is not None else None)
+
+    def __call__(self, task: ShardTask) -> dict[str, Any]:
+        settings = self.settings
+        available = set(pq.read_schema(task.input_path).names)
+        table = read_shard(task.input_path, columns=[c for c in INPUT_COLUMNS if c in available])
+        size = table.num_rows
+        audio = (table.column("audio").combine_chunks().field("bytes").to_pylist()
+                 if "audio" in available else [None] * size)
+        rows = {name: table.column(name).to_pylist() if name in available else [None] * size
+                for name in INPUT_COLUMNS if name != "audio"}
+        sample_rate = self.encoder.sample_rate
+        expected = [probe_samples(data, sample_rate) for data in audio]
+        num_samples = [0] * size
+
+        def load(index: int) -> np.ndarray:  # runs on the encoder's decode threads
+            samples = decode_clip(audio[index], sample_rate)
+            num_samples[index] = len(samples)
+            return samples
+
+        text_ids = None
+        if self.tokenizer is not None:
+            text_ids = self.tokenizer.encode_batch([text or "" for text in rows["text"]])
+        results = self.encoder.encode_lazy(expected, load)
+        out, stats, rejects = build_shard(rows, results, text_ids, num_samples,
+                                          fmt=settings.fmt, dedupe=settings.dedupe,
+                                          max_length=settings.max_length)
+        record = shard_record(task, settings.fingerprint, stats, rejects)
+        metadata = {METADATA_KEY: json.dumps(record, sort_keys=True).encode()}
+        write_table_atomic(task.output_path, out.replace_schema_metadata(metadata))
+        return record
+
+
+def shard_record(task: ShardTask, fingerprint: Mapping[str, Any],
+                 stats: Mapping[str, GroupStats], rejects: Sequence[Reject]) -> dict[str, Any]:
+    """What a shard's footer says about it: the settings that made it, its counts, its rejects."""
+    return {"config": task.config, "split": task.split, "settings": dict(fingerprint),
+            "input_rows": task.rows,
+            "stats": {dialect: group.to_dict() for dialect, group in stats.items()},
+            "rejects": [reject.to_dict() for reject in rejects]}
+
+
+def read_shard_record(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The record in a tokenized shard's footer; None for a shard parla tokenize did not write."""
+    try:
+        metadata = pq.read_schema(path).metadata or {}
+    except (OSError, pa.ArrowInvalid):
+        return None
+    raw = metadata.get(METADATA_KEY)
+    if raw is None:
+        return None
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and "stats" in record else None
+
+
+# --- planning ----------------------------------------------------------------------------------
+
+_CUDA_DEVICE = re.compile(r"^cuda(:(\d+))?$")
+
+
+def pick_devices(options: TokenizeOptions) -> tuple[tuple[str, ...], int]:
+    """(devices, number of workers): one worker per GPU times --workers_per_gpu, or CPU workers."""
+    import torch
+
+    wanted = options.device
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if wanted == "cpu" or (wanted == "auto" and gpus == 0):
+        if wanted == "auto":
+            log.warning("no CUDA GPU found: encoding on the CPU, which is far slower "
+                        "(pass --device cpu to silence this warning)")
+        return ("cpu",), options.num_cpu_workers
+    match = _CUDA_DEVICE.match(wanted)
+    if wanted != "auto" and match is None:
+        raise UsageError(f"--device must be auto, cpu, cuda or cuda:N, got {wanted!r}")
+    if gpus == 0:
+        raise UsageError(f"--device {wanted}: no CUDA GPU is visible to torch")
+    if match is not None and match.group(2) is not None:
+        index = int(match.group(2))
+        if index >= gpus:
+            raise UsageError(f"--device {wanted}: only {gpus} GPU(s) visible (cuda:0.."
+                             f"cuda:{gpus - 1})")
+        devices: tuple[str, ...] = (f"cuda:{index}",)
+    else:
+        count = options.num_gpu_workers or gpus
+        if count > gpus:
+            log.warning("--num_gpu_workers %d but only %d GPU(s) visible: using %d", count, gpus,
+                        gpus)
+            count = gpus
+        devices = tuple(f"cuda:{i}" for i in range(count))
+    return devices, len(devices) * options.workers_per_gpu
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_snac_config(config: Mapping[str, Any], fmt: str, source: str) -> None:
+    strides = list(config.get("vq_strides", []))
+    if len(strides) != len(CODE_COLUMNS):
+        raise UsageError(f"SNAC model {source} has {len(strides)} code levels; tokenize needs "
+                         "the 3-level 24 kHz model (hubertsiuzdak/snac_24khz)")
+    if fmt == "orpheus" and (strides != ORPHEUS_VQ_STRIDES
+                             or config.get("codebook_size") != orpheus.CODEBOOK_SIZE):
+        raise UsageError(f"SNAC model {source} does not fit the Orpheus layout (needs "
+                         f"vq_strides {ORPHEUS_VQ_STRIDES} and codebook_size "
+                         f"{orpheus.CODEBOOK_SIZE}, as hubertsiuzdak/snac_24khz)")
+
+
+def resolve_models(options: TokenizeOptions) -> tuple[SnacFiles, dict[str, Any], Path | None]:
+    """Find the SNAC model and (orpheus format) the text tokenizer, and check they fit; no data is
+    read and nothing heavy is loaded. UsageError naming what is missing and how to pass it.
+
+    `parla run` can call this before preparing, so a missing model fails before hours of work.
+    """
+    snac_files = resolve_snac(options.snac_model)
+    snac_config = snac_files.read_config()
+    _check_snac_config(snac_config, options.format, options.snac_model)
+    tokenizer_path = None
+    if options.format == "orpheus":
+        tokenizer_path = resolve_text_tokenizer(options.text_tokenizer)
+        TextTokenizer(tokenizer_path)  # a broken file fails here, not in every worker
+    return snac_files, snac_config, tokenizer_path
+
+
+def _plan(found: Mapping[str, Mapping[str, list[Path]]], input_dir: Path, out: Path,
+          fingerprint: Mapping[str, Any]) -> tuple[list[ShardTask], dict[str, dict]]:
+    """Every input shard as a task; those already done map to their footer record instead."""
+    tasks: list[ShardTask] = []
+    done: dict[str, dict] = {}
+    for config in sorted(found):
+        for split in sorted(found[config]):
+            for path in found[config][split]:
+                target = out / path.relative_to(input_dir)
+                rows = pq.ParquetFile(path).metadata.num_rows
+                task = ShardTask(config, split, str(path), str(target), rows)
+                tasks.append(task)
+                if target.is_file():
+                    record = read_shard_record(target)
+                    if record is None:
+                        raise UsageError(f"{target} exists but was not written by parla "
+                                         "tokenize; pass --overwrite or another --output_dir")
+                    _check_same_settings(record.get("settings", {}), fingerprint, target)
+                    done[task.output_path] = record
+    return tasks, done
+
+
+def _check_same_settings(found: Mapping[str, Any], wanted: Mapping[str, Any], path: Path) -> None:
+    differ = sorted(k for k in set(found) | set(wanted) if found.get(k) != wanted.get(k))
+    if differ:
+        raise UsageError(f"{path} was tokenized with other settings ({', '.join(differ)}); "
+                         "pass --overwrite to redo every shard, or choose another --output_dir")
+
+
+def _clear_output(out: Path) -> None:
+    shutil.rmtree(out / DATA_DIR, ignore_errors=True)
+    for name in (STATS_FILE, REJECTS_FILE):
+        (out / name).unlink(missing_ok=True)
+
+
+def _remove_interrupted_writes(out: Path) -> int:
+    """Temporary files of writes a killed run left behind (shards, reports, the card)."""
+    removed = remove_stale_tmp(out)
+    for name in (STATS_FILE, REJECTS_FILE, "README.md"):
+        for tmp in out.glob(f".{name}*.tmp"):
+            tmp.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+# --- reports -----------------------------------------------------------------------------------
+
+def aggregate(records: Sequence[Mapping[str, Any]], sample_rate: int, sequences: bool,
+              parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """tokenization_stats.json from the shards' records (in task order: deterministic)."""
+    by_dialect: dict[str, GroupStats] = {}
+    by_split: dict[str, dict[str, GroupStats]] = {}
+    has_dialect_configs = any(r["config"] != ALL_CONFIG for r in records)
+    for record in records:
+        split_total = by_split.setdefault(record["config"], {}).setdefault(record["split"],
+                                                                            GroupStats())
+        for dialect, data in record["stats"].items():
+            group = GroupStats.from_dict(data)
+            split_total.add(group)
+            # the `all` config repeats the dialect configs' rows: count each row once
+            if record["config"] != ALL_CONFIG or not has_dialect_configs:
+                by_dialect.setdefault(dialect, GroupStats()).add(group)
+    total = GroupStats()
+    for group in by_dialect.values():
+        total.add(group)
+    return {
+        "parameters": dict(parameters),
+        "dialects": {d: by_dialect[d].summary(sample_rate, sequences) for d in sorted(by_dialect)},
+        "total": total.summary(sample_rate, sequences),
+        "configs": {config: {split: group.summary(sample_rate, sequences)
+                             for split, group in sorted(splits.items())}
+                    for config, splits in sorted(by_split.items())},
+    }
+
+
+def _write_rejects(path: Path, records: Sequence[Mapping[str, Any]]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        for record in records:
+            for reject in record["rejects"]:  # same key order as prepare's rejects.jsonl
+                row = {**Reject(**reject).to_dict(), "config": record["config"],
+                       "split": record["split"]}
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+# --- the stage ---------------------------------------------------------------------------------
+
+def tokenize(options: TokenizeOptions) -> dict[str, Any]:
+    """Run the tokenize stage; returns the statistics written to tokenization_stats.json."""
+    started = time.perf_counter()
+    require_tokenize_extra()
+    input_dir = Path(options.input_dir).expanduser()
+    out = Path(options.output_dir).expanduser()
+    if not input_dir.is_dir():
+        raise UsageError(f"--input_dir {input_dir} is not a folder")
+    found = find_shards(input_dir)
+    if not found:
+        raise UsageError(f"--input_dir {input_dir} holds no prepared shards "
+                         f"({DATA_DIR}/<config>/<split>-*.parquet); run `parla prepare` first")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--output_dir {out} exists and is not a folder")
+
+    # the model and tokenizer are found before any data is read: a missing one fails in seconds
+    snac_files, snac_config, tokenizer_path = resolve_models(options)
+    devices, num_workers = pick_devices(options)
+
+    sample_rate = int(snac_config.get("sampling_rate", 24000))
+    parameters = {"snac_model": options.snac_model, "format": options.format,
+                  "target_sample_rate": sample_rate}
+    fingerprint: dict[str, Any] = {"format": options.format,
+                                   "snac_config": json.dumps(snac_config, sort_keys=True),
+                                   "snac_weights_sha256": _file_digest(snac_files.weights)}
+    if options.format == "orpheus":
+        parameters |= {"text_tokenizer": options.text_tokenizer,
+                       "dedupe_frames": options.dedupe_frames, "max_length": options.max_length}
+        fingerprint |= {"dedupe_frames": options.dedupe_frames,
+                        "max_length": options.max_length,
+                        "tokenizer_sha256": _file_digest(tokenizer_path)}
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"--output_dir {out} cannot be created ({error.strerror})") from None
+    if options.overwrite:
+        _clear_output(out)
+    removed = _remove_interrupted_writes(out)
+    if removed:
+        log.info("removed %d half-written file(s) of an interrupted run", removed)
+    tasks, done = _plan(found, input_dir, out, fingerprint)
+    todo = [task for task in tasks if task.output_path not in done]
+    if done:
+        log.info("resuming: %d of %d shards already tokenized", len(done), len(tasks))
+
+    cpu_count = os.cpu_count() or 1
+    on_gpu = devices[0] != "cpu"
+    settings = WorkerSettings(
+        snac=snac_files, tokenizer_path=str(tokenizer_path) if tokenizer_path else None,
+        devices=devices, fmt=options.format, dedupe=options.dedupe_frames,
+        max_length=options.max_length, batch_seconds=options.batch_seconds,
+        workers_per_device=options.workers_per_gpu if on_gpu else 1,
+        # a GPU worker's CPU time goes to decoding; a CPU worker's to the model itself
+        decode_threads=max(2, min(8, cpu_count // max(1, num_workers) - 1)) if on_gpu else 1,
+        torch_threads=None if (on_gpu or num_workers == 1) else max(1, cpu_count // num_workers),
+        fingerprint=fingerprint)
+    workers = min(num_workers, len(todo)) if todo else 0
+    log.info("tokenizing %d shard(s) (%d rows) on %s with %d worker(s)", len(todo),
+             sum(t.rows for t in todo), ", ".join(devices), workers)
+
+    map_tasks = get_engine(options.engine)
+    bar = progress(desc="tokenize", total=sum(t.rows for t in tasks),
+                   initial=sum(t.rows for t in tasks if t.output_path in done))
+    try:
+        if todo:
+            results = map_tasks(todo, functools.partial(ShardTokenizer, settings),
+                                num_workers=workers,
+                                num_gpus_per_worker=(1 / options.workers_per_gpu) if on_gpu else 0,
+                                describe_task=ShardTask.describe)
+            for task, record in zip(todo, results, strict=True):
+                done[task.output_path] = record
+                bar.update(task.rows)
+    except WorkerDied as error:
+        # the engine names the first pending task; the shards without output are the sure list
+        unfinished = [task.describe() for task in todo if not Path(task.output_path).is_file()]
+        raise WorkerDied(f"{error}. Unfinished: {'; '.join(unfinished)}") from error
+    finally:
+        bar.close()
+
+    records = [done[task.output_path] for task in tasks]
+    statistics = aggregate(records, sample_rate, options.format == "orpheus", parameters)
+    write_json(out / STATS_FILE, statistics)
+    _write_rejects(out / REJECTS_FILE, records)
+    from .hub import write_dataset_card
+
+    write_dataset_card(out, kind="tokenized", parameters=parameters)
+    elapsed = time.perf_counter() - started
+    total = statistics["total"]
+    log.info("tokenized %d rows (%d skipped, %.1f s of audio) in %.1f s; wrote %s", total["rows"],
+             total["rows_skipped"], total["audio_hours"] * 3600, elapsed, out)
+    return statistics

@@ -1,0 +1,251 @@
+"""SNAC loading, padding and batched encoding (CPU, random SNAC of the real 24 kHz config)."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("snac")
+pytest.importorskip("tokenizers")
+
+import torch  # noqa: E402
+from snac import SNAC  # noqa: E402
+
+from conftest import SNAC_24KHZ_CONFIG, write_text_tokenizer  # noqa: E402
+from parla.codec import (  # noqa: E402
+    SnacEncoder,
+    TextTokenizer,
+    code_lengths,
+    fold_weight_norm,
+    load_snac,
+    load_text_tokenizer,
+    pad_multiple,
+    padded_length,
+    plan_batches,
+    resolve_snac,
+    resolve_text_tokenizer,
+)
+from parla.errors import AudioDecodeError, UsageError  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """One intra-op thread: on a busy 2-core machine OpenMP's spinning threads slow SNAC ~10x."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def clips(lengths, seed=0) -> list[np.ndarray]:
+    """Noise bursts and tones: varied enough that a random SNAC gives varied codes."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i, n in enumerate(lengths):
+        t = np.arange(n) / 24000
+        tone = 0.3 * np.sin(2 * np.pi * (150 + 40 * i) * t)
+        out.append((tone + rng.normal(0, 0.05 + 0.05 * i, n)).astype(np.float32))
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference_model(snac_dir):
+    """SNAC exactly as the original scripts loaded it: from_pretrained, weight norm unfolded."""
+    return SNAC.from_pretrained(str(snac_dir)).eval()
+
+
+def encode_alone(model, audio: np.ndarray):
+    with torch.inference_mode():
+        codes = model.encode(torch.from_numpy(audio)[None, None])
+    return [level[0].numpy() for level in codes]
+
+
+# --- padding ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("config", [
+    SNAC_24KHZ_CONFIG,
+    {"encoder_rates": [2, 4, 8, 8], "vq_strides": [4, 2, 1], "attn_window_size": None},
+    {"encoder_rates": [2, 3, 8, 8], "vq_strides": [8, 4, 2, 1], "attn_window_size": 32},
+    {"encoder_rates": [3, 3, 7, 7], "vq_strides": [8, 4, 2, 1], "attn_window_size": 32},
+])
+def test_padded_length_is_snacs_own_padding(config):
+    model = SimpleNamespace(hop_length=int(np.prod(config["encoder_rates"])),
+                            vq_strides=config["vq_strides"],
+                            attn_window_size=config["attn_window_size"])
+    multiple = pad_multiple(model)
+    for n in (1, 2, multiple - 1, multiple, multiple + 1, 3 * multiple + 17, 24000, 48000):
+        snac_padded = SNAC.preprocess(model, torch.zeros(1, 1, n)).shape[-1]
+        assert padded_length(n, model) == snac_padded
+    assert padded_length(multiple, model) == multiple
+
+
+def test_real_24khz_config_pads_to_2048_and_codes_are_n_2n_4n():
+    model = SimpleNamespace(hop_length=512, vq_strides=[4, 2, 1], attn_window_size=None)
+    assert pad_multiple(model) == 2048
+    assert padded_length(24000, model) == 12 * 2048
+    assert code_lengths(12 * 2048, model) == (12, 24, 48)
+
+
+def test_plan_batches_groups_equal_padded_lengths_within_budget():
+    lengths = [4096, 2048, 4096, 4096, 8192, 2048, 4096]
+    batches = plan_batches(lengths, max_batch_samples=8192)
+    assert batches == [[4], [0, 2], [3, 6], [1, 5]]  # longest first, ties in input order
+    for batch in batches:
+        assert len({lengths[i] for i in batch}) == 1
+        assert len(batch) == 1 or sum(lengths[i] for i in batch) <= 8192
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    assert plan_batches([16384], 2048) == [[0]]  # too long for the budget: alone
+    assert plan_batches([], 2048) == []
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+def test_load_snac_folds_weight_norm_and_drops_the_decoder(snac_dir):
+    from torch.nn.utils import parametrize
+
+    model = load_snac(snac_dir)
+    assert model.decoder is None
+    assert not model.training
+    assert not any(parametrize.is_parametrized(m) for m in model.modules())
+    assert not any(p.requires_grad for p in model.parameters())
+    again = SNAC.from_pretrained(str(snac_dir))
+    assert fold_weight_norm(again) > 0
+    assert fold_weight_norm(again) == 0
+
+
+def test_load_snac_from_the_hub_cache(snac_dir, tmp_path, monkeypatch):
+    """A Hub id resolves from the local cache with HF_HUB_OFFLINE=1 (no network)."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hub"
+    snapshot = cache / "models--someone--snac_24khz" / "snapshots" / ("a" * 40)
+    snapshot.mkdir(parents=True)
+    for name in ("config.json", "pytorch_model.bin"):
+        shutil.copy(snac_dir / name, snapshot / name)
+    (cache / "models--someone--snac_24khz" / "refs").mkdir()
+    (cache / "models--someone--snac_24khz" / "refs" / "main").write_text("a" * 40)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    files = resolve_snac("someone/snac_24khz")
+    assert files.weights.parent == snapshot
+    assert load_snac("someone/snac_24khz").sampling_rate == 24000
+
+
+@pytest.mark.parametrize("what", ["hub", "folder", "no_weights", "bad_config"])
+def test_missing_snac_is_one_clear_usage_error(what, snac_dir, tmp_path):
+    if what == "hub":
+        name = "nobody/not-a-snac-model"
+    elif what == "folder":
+        name = str(tmp_path / "no-such-folder")
+    else:
+        folder = tmp_path / "partial"
+        folder.mkdir()
+        (folder / "config.json").write_text("{not json" if what == "bad_config"
+                                            else json.dumps(SNAC_24KHZ_CONFIG))
+        if what == "bad_config":
+            shutil.copy(snac_dir / "pytorch_model.bin", folder)
+        name = str(folder)
+    with pytest.raises(UsageError) as error:
+        resolve_snac(name)
+    message = str(error.value)
+    assert name in message
+    assert "--snac_model" in message and "config.json" in message
+    if what == "hub":
+        assert "HF_HUB_OFFLINE" in message
+    if what == "no_weights":
+        assert "lacks pytorch_model.bin" in message
+
+
+# --- encoding --------------------------------------------------------------------------------
+
+def test_batched_codes_equal_encoding_each_clip_alone(snac_dir, reference_model):
+    # three clips share a padded length (6144), two share 4096, one is alone (12288)
+    lengths = [5000, 5500, 6100, 3000, 4000, 12000]
+    audio = clips(lengths)
+    encoder = SnacEncoder(snac_dir, "cpu", batch_seconds=0.6)  # 14400 samples: splits buckets
+    assert len(plan_batches([encoder.padded_length(n) for n in lengths],
+                            encoder.max_batch_samples)) == 4
+    got = encoder.encode_batch(audio)
+    for clip, codes in zip(audio, got, strict=True):
+        frames = math.ceil(len(clip) / 2048)
+        assert [len(level) for level in codes] == [frames, 2 * frames, 4 * frames]
+        for level, want in zip(codes, encode_alone(reference_model, clip), strict=True):
+            np.testing.assert_array_equal(level, want)
+    assert len({int(c) for codes in got for c in codes[2]}) > 5  # the test is not vacuous
+
+
+def test_encode_lazy_keeps_failures_in_place_and_survives_wrong_lengths(snac_dir,
+                                                                        reference_model):
+    audio = clips([3000, 3000, 4500])
+
+    def load(index: int) -> np.ndarray:
+        if index == 1:
+            raise AudioDecodeError("undecodable_audio", "test")
+        return audio[index]
+
+    encoder = SnacEncoder(snac_dir, "cpu", batch_seconds=10)
+    # clip 2's header claims 3000 samples but it decodes to 4500 (another padded length)
+    results = encoder.encode_lazy([3000, 3000, 3000], load, threads=1)
+    assert isinstance(results[1], AudioDecodeError) and results[1].reason == "undecodable_audio"
+    for index in (0, 2):
+        for level, want in zip(results[index], encode_alone(reference_model, audio[index]),
+                               strict=True):
+            np.testing.assert_array_equal(level, want)
+    with pytest.raises(ValueError, match="clip 0"):
+        encoder.encode_batch([np.zeros(0, np.float32)])
+
+
+def test_an_out_of_memory_batch_is_split_and_the_batch_size_halved(snac_dir, reference_model):
+    audio = clips([3000, 3500, 4000])  # one padded length: one batch of three
+    encoder = SnacEncoder(snac_dir, "cpu", batch_seconds=1.0)
+    encode = encoder.model.encode
+    sizes = []
+
+    def small_device(batch):
+        sizes.append(batch.shape[0])
+        if batch.shape[0] > 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return encode(batch)
+
+    encoder.model.encode = small_device
+    got = encoder.encode_batch(audio)
+    assert sizes == [3, 1, 2, 1, 1]
+    assert encoder.batch_seconds == 0.25
+    for clip, codes in zip(audio, got, strict=True):
+        for level, want in zip(codes, encode_alone(reference_model, clip), strict=True):
+            np.testing.assert_array_equal(level, want)
+
+
+# --- text tokenizer --------------------------------------------------------------------------
+
+def test_text_tokenizer_gives_exactly_one_bos_with_or_without_a_post_processor(tmp_path):
+    with_bos = TextTokenizer(write_text_tokenizer(tmp_path / "a" / "tokenizer.json", True))
+    without = TextTokenizer(write_text_tokenizer(tmp_path / "b" / "tokenizer.json", False))
+    text = "central: Bon dia a tothom."
+    assert with_bos._tokenizer.encode(text).ids[0] == 128000  # the file adds BOS itself
+    assert without._tokenizer.encode(text).ids[0] != 128000
+    ids = with_bos.encode(text)
+    assert ids == without.encode(text)
+    assert ids[0] == 128000 and ids.count(128000) == 1 and len(ids) == 8
+
+
+def test_text_tokenizer_from_file_folder_or_missing(tmp_path):
+    path = write_text_tokenizer(tmp_path / "tok" / "tokenizer.json", True)
+    assert resolve_text_tokenizer(path) == path
+    assert resolve_text_tokenizer(path.parent) == path
+    assert load_text_tokenizer(str(path.parent)).encode("balear: Tinc gana.")[0] == 128000
+    for missing in (tmp_path / "nope", tmp_path / "empty", "nobody/no-tokenizer"):
+        if Path(str(missing)).name == "empty":
+            Path(missing).mkdir()
+        with pytest.raises(UsageError, match="--text_tokenizer"):
+            resolve_text_tokenizer(missing)
+    broken = tmp_path / "broken.json"
+    broken.write_text("{}")
+    with pytest.raises(UsageError, match="cannot be read"):
+        TextTokenizer(broken)
