@@ -236,13 +236,16 @@ def decode_audio(data: bytes, expected_format: str | None = None,
     if expected_format and kind != "unknown" and kind != expected_format:
         raise AudioDecodeError("format_mismatch", f"named .{expected_format} but holds {kind}")
     if kind == "mp3":
-        info = probe_mp3(data, walk_frames=True)
+        info = probe_mp3(data)
         if info is None:
             raise AudioDecodeError("undecodable", "no MP3 frame found")
-        if info.truncated:
-            raise AudioDecodeError("truncated", "last MP3 frame is cut short")
         if nominal_duration is None and info.has_length_header:
             nominal_duration = info.duration
+        if nominal_duration is None:
+            # no length to compare the decoded audio with: walk the frames (slower) to see
+            # whether the last one is cut short
+            if probe_mp3(data, walk_frames=True).truncated:  # type: ignore[union-attr]
+                raise AudioDecodeError("truncated", "last MP3 frame is cut short")
     try:
         samples, sample_rate = _decode_with_soundfile(data)
     except (sf.LibsndfileError, RuntimeError):

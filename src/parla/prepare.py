@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from . import audio
 from .conditioning import Conditioner
@@ -227,10 +228,10 @@ class _ConfigWriter:
                            if self.index < self.count and self.index not in self.finished
                            else None)
 
-    def add(self, row: dict[str, Any], index: int) -> None:
+    def add(self, row: pa.Table, index: int) -> None:
         self._advance_to(index)
         if self.writer is not None:
-            self.writer.write(prepared_table([row], self.sample_rate))
+            self.writer.write(row)
 
     def close(self) -> None:
         self._advance_to(self.count)
@@ -402,8 +403,9 @@ def prepare(options: PrepareOptions) -> PrepareResult:
                     rejects.add(result)
                     removed.append((dialect, result.reason, float(seconds)))
                     continue
-                writers[(ALL_CONFIG, split)].add(result, int(all_shard))
-                writers[(dialect, "train")].add(result, int(dialect_shard))
+                row = prepared_table([result], options.target_sample_rate)
+                writers[(ALL_CONFIG, split)].add(row, int(all_shard))
+                writers[(dialect, "train")].add(row, int(dialect_shard))
                 measured.append({"dialect": dialect, **result["measurements"]})
             bar.update(len(results))
         for writer in writers.values():
