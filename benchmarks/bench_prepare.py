@@ -283,7 +283,7 @@ def conditioning_off() -> Any:
 
     if not hasattr(options, "ConditioningOptions"):
         return None
-    off = {"trim_silence": False, "loudness_norm": False, "max_clipped_fraction": 1.0,
+    off = {"trim_silence": False, "loudness_norm": False, "max_clipped_fraction": None,
            "min_snr_db": None, "min_chars_per_sec": None, "max_chars_per_sec": None,
            "normalize_text": False, "reject_foreign_text": False}
     names = {f.name for f in dataclasses.fields(options.ConditioningOptions)}
