@@ -20,18 +20,12 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-
-SNAC_24KHZ_CONFIG = {"sampling_rate": 24000, "encoder_dim": 48, "encoder_rates": [2, 4, 8, 8],
-                     "decoder_dim": 1024, "decoder_rates": [8, 8, 4, 2], "attn_window_size": None,
-                     "codebook_size": 4096, "codebook_dim": 8, "vq_strides": [4, 2, 1],
-                     "noise": True, "depthwise": True}
 
 
 def make_clips(count: int, min_seconds: float, max_seconds: float, seed: int) -> list[bytes]:
@@ -51,13 +45,9 @@ def make_clips(count: int, min_seconds: float, max_seconds: float, seed: int) ->
 
 
 def random_snac_folder(folder: Path) -> Path:
-    import torch
-    from snac import SNAC
+    from parla.testing import write_random_snac
 
-    torch.manual_seed(0)
-    (folder / "config.json").write_text(json.dumps(SNAC_24KHZ_CONFIG))
-    torch.save(SNAC(**SNAC_24KHZ_CONFIG).state_dict(), folder / "pytorch_model.bin")
-    return folder
+    return write_random_snac(folder)
 
 
 def decode(data: bytes) -> np.ndarray:

@@ -392,50 +392,22 @@ def prepared_folder(tmp_path) -> Callable[..., Path]:
 # (test_codec.py, test_tokenize.py) The SNAC folder is what SNAC.from_pretrained and
 # parla.codec.load_snac read (config.json + pytorch_model.bin); weights are random but seeded.
 
-SNAC_24KHZ_CONFIG = {"sampling_rate": 24000, "encoder_dim": 48, "encoder_rates": [2, 4, 8, 8],
-                     "decoder_dim": 1024, "decoder_rates": [8, 8, 4, 2], "attn_window_size": None,
-                     "codebook_size": 4096, "codebook_dim": 8, "vq_strides": [4, 2, 1],
-                     "noise": True, "depthwise": True}
-
-
 @pytest.fixture(scope="session")
 def snac_dir(tmp_path_factory) -> Path:
     """A folder holding a randomly initialised SNAC with the config of hubertsiuzdak/snac_24khz."""
-    import json
+    pytest.importorskip("torch")
+    pytest.importorskip("snac")
+    from parla.testing import write_random_snac
 
-    torch = pytest.importorskip("torch")
-    snac = pytest.importorskip("snac")
-    folder = tmp_path_factory.mktemp("snac_24khz_random")
-    torch.manual_seed(0)
-    model = snac.SNAC(**SNAC_24KHZ_CONFIG)
-    (folder / "config.json").write_text(json.dumps(SNAC_24KHZ_CONFIG))
-    torch.save(model.state_dict(), folder / "pytorch_model.bin")
-    return folder
+    return write_random_snac(tmp_path_factory.mktemp("snac_24khz_random"))
 
 
 def write_text_tokenizer(path: Path, add_bos: bool) -> Path:
     """A word-level tokenizer.json over SENTENCES and the voice names; ``add_bos`` gives it a
     post-processor that prepends <|begin_of_text|> = 128000, as Llama 3's tokenizer does."""
-    import re
+    from parla.testing import write_word_tokenizer
 
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-
-    from parla.dialects import DIALECTS
-
-    words = {"[UNK]"} | {d.voice_name for d in DIALECTS.values()}
-    for sentence in SENTENCES:
-        words.update(re.findall(r"\w+|[^\w\s]", sentence))
-    vocab = {word: 1000 + i for i, word in enumerate(sorted(words))}
-    vocab["<|begin_of_text|>"] = 128000
-    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace(),
-                                                       pre_tokenizers.Punctuation()])
-    if add_bos:
-        tokenizer.post_processor = processors.TemplateProcessing(
-            single="<|begin_of_text|> $A", special_tokens=[("<|begin_of_text|>", 128000)])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tokenizer.save(str(path))
-    return path
+    return write_word_tokenizer(path, SENTENCES, add_bos)
 
 
 @pytest.fixture(scope="session")

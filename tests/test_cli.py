@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -178,3 +179,27 @@ def test_demo_runs(tmp_path: Path, capsys) -> None:
                  "common_voice_ca_41319752.mp3"):
         assert clip in rejected
     assert (out / "speaker_metadata.json").is_file() and (out / "README.md").is_file()
+
+
+def test_prepare_by_dialect_script_takes_the_original_flags(tmp_path):
+    """The compatibility script runs prepare with the original command line, verbatim."""
+    import importlib.util
+
+    from parla.demo import demo_corpus_path
+
+    spec = importlib.util.spec_from_file_location(
+        "prepare_by_dialect", Path(__file__).parents[1] / "scripts" / "prepare_by_dialect.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "out"
+    code = script.main(["--datasets", str(demo_corpus_path()), "--output_dir", str(out),
+                        "--target_sample_rate", "24000", "--min_duration", "1.0",
+                        "--max_duration", "20.0", "--samples_per_dialect", "6",
+                        "--min_samples_per_speaker", "3", "--max_samples_per_speaker", "2",
+                        "--save_speaker_metadata", "--num_workers", "1", "-q"])
+    assert code == 0
+    statistics = json.loads((out / "dialect_statistics.json").read_text())
+    assert statistics["parameters"]["balance_speakers"] is False  # as the original's default
+    assert statistics["parameters"]["samples_per_dialect"] == 6
+    assert (out / "speaker_metadata.json").is_file()
+    assert all(d["output"]["rows"] <= 6 for d in statistics["dialects"].values())

@@ -18,7 +18,7 @@ pytest.importorskip("tokenizers")
 import torch  # noqa: E402
 from snac import SNAC  # noqa: E402
 
-from conftest import SNAC_24KHZ_CONFIG, write_text_tokenizer  # noqa: E402
+from conftest import write_text_tokenizer  # noqa: E402
 from parla.codec import (  # noqa: E402
     SnacEncoder,
     TextTokenizer,
@@ -33,6 +33,7 @@ from parla.codec import (  # noqa: E402
     resolve_text_tokenizer,
 )
 from parla.errors import AudioDecodeError, UsageError  # noqa: E402
+from parla.testing import SNAC_24KHZ_CONFIG  # noqa: E402
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -95,6 +95,22 @@ def read_rows(path: Path) -> list[dict]:
 
 # --- layout and content ----------------------------------------------------------------------
 
+def test_configs_limits_the_work_to_the_named_configs(corpus, reference, snac_dir,
+                                                      text_tokenizer_file, tmp_path):
+    out = tmp_path / "only-all"
+    stage.tokenize(options(corpus, out, snac_dir, text_tokenizer_file, configs=("all",)))
+    written = output_files(out)
+    assert {name for name in written if name.startswith("data/")} == {
+        name for name in output_files(reference) if name.startswith("data/all/")}
+    for name in written:  # the same shards, byte for byte, as tokenizing every config
+        if name.startswith("data/"):
+            assert written[name] == (reference / name).read_bytes()
+    with pytest.raises(UsageError, match="--configs valencia: not in"):
+        stage.tokenize(options(corpus, tmp_path / "bad", snac_dir, text_tokenizer_file,
+                               configs=("valencia",)))
+
+
+
 def test_output_mirrors_the_input_layout(corpus, reference):
     inputs = sorted(str(p.relative_to(corpus)) for p in (corpus / "data").rglob("*.parquet"))
     outputs = sorted(str(p.relative_to(reference)) for p in (reference / "data").rglob("*.parquet"))

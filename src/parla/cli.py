@@ -160,19 +160,30 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 # --- tokenize / publish / run (filled in by their stages) ------------------------------------
 
 def add_tokenize_arguments(parser: argparse.ArgumentParser) -> None:
-    defaults = TokenizeOptions(input_dir="in", output_dir="out")
     io = parser.add_argument_group("input and output")
     _flag(io, "input_dir", required=True, help="a prepared corpus (output of prepare)")
     _flag(io, "output_dir", required=True,
           help="folder to write (same configs and shard names as the input); a rerun resumes")
     _flag(io, "overwrite", action="store_true", help="redo every shard instead of resuming")
-    _flag(io, "format", choices=("orpheus", "codes"), default=defaults.format,
+    add_tokenize_settings(parser, io)
+    _flag(parser, "engine", choices=ENGINES, default=TokenizeOptions("in", "out").engine,
+          help="local processes or a Ray cluster")
+
+
+def add_tokenize_settings(parser: argparse.ArgumentParser, group: Any) -> None:
+    """The tokenize flags shared by `parla tokenize` and `parla run --tokenize`."""
+    defaults = TokenizeOptions(input_dir="in", output_dir="out")
+    _flag(group, "configs", nargs="+", metavar="CONFIG",
+          help="configs to tokenize (default: every config of the input). `--configs all` "
+               "encodes each clip once, for training on the combined config only; the dialect "
+               "configs repeat its rows")
+    _flag(group, "format", choices=("orpheus", "codes"), default=defaults.format,
           help="orpheus: input_ids/labels/attention_mask plus the codes; codes: SNAC codes only "
                "(default %(default)s)")
-    _bool_flag(io, "dedupe_frames", defaults.dedupe_frames,
+    _bool_flag(group, "dedupe_frames", defaults.dedupe_frames,
                "drop a frame whose first code repeats the last kept frame's, as Orpheus's data "
                "preparation (default on; --no_dedupe_frames to keep every frame)")
-    _flag(io, "max_length", type=int, default=defaults.max_length,
+    _flag(group, "max_length", type=int, default=defaults.max_length,
           help="skip (and count) rows whose sequence is longer; never truncated "
                "(default %(default)s)")
 
@@ -195,11 +206,9 @@ def add_tokenize_arguments(parser: argparse.ArgumentParser) -> None:
           help="worker processes when encoding on the CPU (default %(default)s)")
     _flag(dev, "batch_seconds", type=float,
           help="audio seconds per SNAC batch (default: from free GPU memory; 4 on CPU)")
-    _flag(dev, "engine", choices=ENGINES, default=defaults.engine,
-          help="local processes or a Ray cluster")
 
 
-_TOKENIZE_FIELDS = ("input_dir", "output_dir", "overwrite", "format", "dedupe_frames",
+_TOKENIZE_FIELDS = ("input_dir", "output_dir", "overwrite", "configs", "format", "dedupe_frames",
                     "max_length", "snac_model", "text_tokenizer", "device", "num_gpu_workers",
                     "workers_per_gpu", "num_cpu_workers", "batch_seconds", "engine")
 
@@ -276,7 +285,6 @@ def _unset_defaults(parser: argparse.ArgumentParser, keep: tuple[str, ...]) -> N
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    from .options import TokenizeOptions
     from .pipeline import DEFAULT_DATASETS, TOKENIZED_SUFFIX
 
     _flag(parser, "config", metavar="FILE",
@@ -286,33 +294,13 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         if action.dest == "datasets":
             action.help += f" Default: the 7 Catalan datasets ({', '.join(DEFAULT_DATASETS)})."
 
-    defaults = TokenizeOptions(input_dir="in", output_dir="out")
     tok = parser.add_argument_group("tokenize (with --tokenize)")
     _bool_flag(tok, "tokenize", False,
                "encode the prepared corpus with SNAC into Orpheus input_ids (needs the "
                "parla[tokenize] extra; --no_tokenize overrides a config file)")
     _flag(tok, "tokenized_dir",
           help=f"where to write the tokenized corpus (default: <output_dir>{TOKENIZED_SUFFIX})")
-    _flag(tok, "snac_model", default=defaults.snac_model,
-          help="SNAC model id or folder (default %(default)s)")
-    _flag(tok, "text_tokenizer", default=defaults.text_tokenizer,
-          help="text tokenizer id or folder (default %(default)s)")
-    _flag(tok, "device", default=defaults.device, help="auto, cpu, cuda or cuda:N "
-                                                      "(default %(default)s)")
-    _flag(tok, "num_gpu_workers", type=int, help="GPUs to use (default: every visible GPU)")
-    _flag(tok, "workers_per_gpu", type=int, default=defaults.workers_per_gpu,
-          help="SNAC workers per GPU (default %(default)s)")
-    _flag(tok, "num_cpu_workers", type=int, default=defaults.num_cpu_workers,
-          help="SNAC workers when running on CPU (default %(default)s)")
-    _flag(tok, "batch_seconds", type=float,
-          help="seconds of audio per SNAC batch (default: from free GPU memory; 60 on CPU)")
-    _flag(tok, "format", choices=("orpheus", "codes"), default=defaults.format,
-          help="orpheus: training input_ids; codes: the raw SNAC codes (default %(default)s)")
-    _bool_flag(tok, "dedupe_frames", defaults.dedupe_frames,
-               "drop repeated SNAC frames as Orpheus' own preprocessing does (default on; "
-               "--no_dedupe_frames)")
-    _flag(tok, "max_length", type=int, default=defaults.max_length,
-          help="longest example, in tokens (default %(default)s)")
+    add_tokenize_settings(parser, tok)
 
     pub = parser.add_argument_group("publish (with --hf_repo)")
     _flag(pub, "hf_repo", metavar="USER/NAME",

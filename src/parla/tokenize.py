@@ -511,6 +511,12 @@ def tokenize(options: TokenizeOptions) -> dict[str, Any]:
     if not found:
         raise UsageError(f"--input_dir {input_dir} holds no prepared shards "
                          f"({DATA_DIR}/<config>/<split>-*.parquet); run `parla prepare` first")
+    if options.configs is not None:
+        unknown = sorted(set(options.configs) - set(found))
+        if unknown:
+            raise UsageError(f"--configs {', '.join(unknown)}: not in {input_dir} (it has "
+                             f"{', '.join(sorted(found))})")
+        found = {config: found[config] for config in options.configs}
     if out.exists() and not out.is_dir():
         raise UsageError(f"--output_dir {out} exists and is not a folder")
 
