@@ -454,3 +454,17 @@ def test_conditioning_is_deterministic() -> None:
     first, second = conditioner(clip, RATE, TEXT), conditioner(clip.copy(), RATE, TEXT)
     assert first.samples.tobytes() == second.samples.tobytes()
     assert first.measurements == second.measurements
+
+
+def test_condition_audio_off_passes_samples_through_and_keeps_text_rules():
+    from parla.conditioning import ClipRejected, condition_clip, needs_analysis
+    from parla.options import ConditioningOptions
+
+    off = ConditioningOptions(condition_audio=False)
+    assert not needs_analysis(off) and needs_analysis(ConditioningOptions())
+    samples = np.zeros(24000, dtype=np.float32)  # silence: every audio rule would reject it
+    samples[100] = 1.0  # and clipped
+    clip = condition_clip(samples, 24000, "  l’home  ", off)
+    assert np.array_equal(clip.samples, samples) and clip.text == "l'home"
+    with pytest.raises(ClipRejected, match="foreign_characters"):
+        condition_clip(samples, 24000, "Привет", off)

@@ -102,6 +102,9 @@ def add_prepare_arguments(parser: argparse.ArgumentParser, require_sources: bool
     _flag(aud, "engine", choices=ENGINES, default="local", help="local processes or a Ray cluster")
 
     con = parser.add_argument_group("conditioning (TTS-grade clean-up)")
+    _bool_flag(con, "condition_audio", cond.condition_audio,
+               "run the audio steps below (default on). --no_condition_audio switches trimming, "
+               "loudness and every quality reject off at once: about 3x faster, for drafts")
     _bool_flag(con, "trim_silence", cond.trim_silence,
                "trim leading/trailing non-speech (default on; --no_trim_silence)")
     _flag(con, "keep_silence_ms", type=float, default=cond.keep_silence_ms,
@@ -124,9 +127,9 @@ def add_prepare_arguments(parser: argparse.ArgumentParser, require_sources: bool
                "Unicode NFC, uniform quotes/apostrophes, collapsed spaces (default on)")
 
 
-_CONDITIONING_FIELDS = ("trim_silence", "keep_silence_ms", "vad", "loudness_norm", "target_lufs",
-                        "max_clipped_fraction", "min_snr_db", "min_chars_per_sec",
-                        "max_chars_per_sec", "normalize_text")
+_CONDITIONING_FIELDS = ("condition_audio", "trim_silence", "keep_silence_ms", "vad",
+                        "loudness_norm", "target_lufs", "max_clipped_fraction", "min_snr_db",
+                        "min_chars_per_sec", "max_chars_per_sec", "normalize_text")
 _PREPARE_FIELDS = ("datasets", "output_dir", "overwrite", "cache_dir", "rows_per_shard",
                    "save_speaker_metadata", "dry_run", "min_duration", "max_duration",
                    "min_up_votes", "max_down_votes", "min_samples_per_speaker",

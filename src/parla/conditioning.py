@@ -507,9 +507,10 @@ def _reject(reason: str, detail: str, measurements: dict[str, Any]) -> ClipRejec
 
 def needs_analysis(options: ConditioningOptions) -> bool:
     """Whether any audio rule is on; with none, conditioning only normalises the text."""
-    return (options.trim_silence or options.loudness_norm
-            or options.max_clipped_fraction is not None or options.min_snr_db is not None
-            or options.min_chars_per_sec is not None or options.max_chars_per_sec is not None)
+    return options.condition_audio and (
+        options.trim_silence or options.loudness_norm
+        or options.max_clipped_fraction is not None or options.min_snr_db is not None
+        or options.min_chars_per_sec is not None or options.max_chars_per_sec is not None)
 
 
 def condition_clip(

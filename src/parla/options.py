@@ -30,6 +30,7 @@ def _check(condition: bool, message: str) -> None:
 class ConditioningOptions:
     """TTS-grade clean-up of each clip (trim, loudness, quality rejects, text normalisation)."""
 
+    condition_audio: bool = True  # False: every audio step below off (text rules still apply)
     trim_silence: bool = True
     keep_silence_ms: float = 100.0
     vad: str = "energy"  # energy: measured tighter and 50x faster than silero (docs/QUALITY.md)
