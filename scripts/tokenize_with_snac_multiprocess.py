@@ -16,14 +16,13 @@ import sys
 from collections.abc import Sequence
 
 from parla.cli import (
-    EXIT_USAGE,
     _common,
     _flag,
     _Parser,
     add_tokenize_arguments,
+    run_command,
     tokenize_options_from_args,
 )
-from parla.errors import ParlaError, UsageError
 from parla.progress import configure_logging, get_logger
 
 
@@ -42,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from parla.tokenize import tokenize
 
-    try:
+    def command() -> int:
         args = build_parser().parse_args(argv)
         configure_logging(verbose=args.verbose, quiet=args.quiet)
         ignored = [f"--{name}" for name in ("queue_size", "batch_size")
@@ -52,12 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                         "sized by --batch_seconds", " and ".join(ignored))
         tokenize(tokenize_options_from_args(args))
         return 0
-    except UsageError as error:
-        print(f"tokenize_with_snac_multiprocess.py: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    except ParlaError as error:
-        print(f"tokenize_with_snac_multiprocess.py: {error}", file=sys.stderr)
-        return 1
+
+    return run_command("tokenize_with_snac_multiprocess.py", command)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .errors import ParlaError, UsageError
@@ -370,20 +370,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def run_command(prog: str, command: Callable[[], int]) -> int:
+    """Run a command and turn parla's errors into one stderr line and an exit code:
+    2 for bad input, 1 for other failures, 130 when interrupted."""
     try:
+        return command()
+    except UsageError as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except ParlaError as error:
+        print(f"{prog}: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; finished shards are kept, rerun to resume", file=sys.stderr)
+        return 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    def command() -> int:
         args = build_parser().parse_args(argv)
         configure_logging(verbose=args.verbose, quiet=args.quiet)
         return args.handler(args)
-    except UsageError as error:
-        print(f"parla: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    except ParlaError as error:
-        print(f"parla: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("parla: interrupted; finished shards are kept, rerun to resume", file=sys.stderr)
-        return 130
+
+    return run_command("parla", command)
 
 
 if __name__ == "__main__":
