@@ -383,8 +383,7 @@ def prepare(options: PrepareOptions) -> PrepareResult:
 
     rejects = RejectLog(out / REJECTS_FILE, append=resumable)
     for source in sources.values():
-        rejects.extend(Reject(r.source_path, r.dialect or _dialect_of(source, r.source_path),
-                              r.reason, r.detail) for r in source.rejects)
+        rejects.extend(source.rejects)
     measured: list[dict[str, Any]] = []  # conditioning measurements of the clips processed now
     map_tasks = get_engine(options.engine)
     bar = progress(desc="prepare", total=len(todo), unit="clips")
@@ -457,11 +456,6 @@ def _kept_rows(out: Path) -> list[dict[str, Any]]:
 
 def _build_worker(options: PrepareOptions, rank: int) -> AudioWorker:
     return AudioWorker(options, rank)
-
-
-def _dialect_of(source: LoadedSource, path: str) -> str:
-    matches = source.metadata.loc[source.metadata["path"] == path, "dialect"]
-    return str(matches.iloc[0]) if len(matches) else ""
 
 
 def _write_card(out: Path, options: PrepareOptions) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +104,17 @@ def load_source(spec: SourceSpec, cache_dir: str | None = None) -> LoadedSource:
         source = _load_datasets_source(spec, kind, cache_dir)
     _assign_dialects(source)
     _reject_rows_without_text(source)
+    _fill_reject_dialects(source)
     return source
+
+
+def _fill_reject_dialects(source: LoadedSource) -> None:
+    """Rejects found before the dialects were known get their row's dialect (one lookup table)."""
+    if all(reject.dialect for reject in source.rejects):
+        return
+    dialect_by_path = dict(zip(source.metadata["path"], source.metadata["dialect"], strict=True))
+    source.rejects = [replace(reject, dialect=dialect_by_path.get(reject.source_path, ""))
+                      if not reject.dialect else reject for reject in source.rejects]
 
 
 # --- raw Common Voice release ----------------------------------------------------------------
