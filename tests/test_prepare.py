@@ -215,6 +215,23 @@ def test_a_speaker_in_two_dialects_is_on_one_side_only(seed: int) -> None:
     assert len(plan.order) == 24
 
 
+
+@pytest.mark.parametrize("seed", range(5))
+def test_many_small_dialects_still_get_the_validation_fraction(seed: int) -> None:
+    """Seven dialects of 3 speakers x 4 clips: 10% of one dialect is under one speaker, yet the
+    `all` config must hold about 10% of the rows out, not none."""
+    selected = {dialect: pd.DataFrame([{"source": "s", "row": i, "client_id": f"{dialect}{i % 3}",
+                                        "dialect": dialect, "path": f"{dialect}{i}.mp3"}
+                                       for i in range(12)])
+                for dialect in ("alacanti", "balear", "central", "nord_occidental",
+                                "septentrional", "tortosi", "valencia")}
+    plan = _plan(selected, PrepareOptions(datasets=("x",), output_dir="o", seed=seed,
+                                          validation_fraction=0.1))
+    validation = plan.order[plan.order["split"] == "validation"]
+    assert 4 <= len(validation) <= 12  # 8.4 wanted, in whole speakers of 4 rows
+    by_split = plan.order.groupby("split")["client_id"].agg(set)
+    assert by_split["train"].isdisjoint(by_split["validation"])
+
 # --- bad inputs ------------------------------------------------------------------------------
 
 def _float_wav_with_nan() -> bytes:

@@ -153,9 +153,16 @@ class _Plan:
 
 def _plan(selected: dict[str, pd.DataFrame], options: PrepareOptions) -> _Plan:
     """Split each dialect by speaker, shuffle the combined config, and place every row in shards."""
-    splits = {dialect: split_by_speaker(table, options.validation_fraction,
-                                        rng_for(options.seed, "split", dialect))
-              for dialect, table in selected.items()}
+    # each dialect aims at the fraction of all rows so far less what is already held out, so
+    # whole-speaker rounding does not add up across small dialects
+    splits: dict[str, tuple[pd.DataFrame, pd.DataFrame]] = {}
+    rows_so_far = held_out_rows = 0
+    for dialect, table in selected.items():
+        rows_so_far += len(table)
+        splits[dialect] = split_by_speaker(
+            table, options.validation_fraction, rng_for(options.seed, "split", dialect),
+            target_rows=options.validation_fraction * rows_so_far - held_out_rows)
+        held_out_rows += len(splits[dialect][1])
     # a speaker recorded under two dialects is held out in both, or `all` would not be
     # speaker-disjoint
     held_out = set().union(*(set(validation["client_id"]) for _, validation in splits.values()))

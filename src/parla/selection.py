@@ -117,16 +117,18 @@ def select_dialect(table: pd.DataFrame, options: PrepareOptions,
 
 
 def split_by_speaker(table: pd.DataFrame, validation_fraction: float,
-                     rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFrame]:
+                     rng: np.random.Generator,
+                     target_rows: float | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Train/validation split in which no speaker is on both sides.
 
     Speakers are taken in random order into validation while that brings its size closer to
-    ``validation_fraction`` of the rows; at least one speaker always stays in train.
+    ``target_rows`` (default: ``validation_fraction`` of the rows); at least one speaker always
+    stays in train.
     """
     if validation_fraction <= 0 or table.empty:
         return table, table.iloc[0:0]
     sizes = table.groupby("client_id", sort=True).size()
-    target = validation_fraction * len(table)
+    target = validation_fraction * len(table) if target_rows is None else target_rows
     speakers = sizes.index.to_numpy()[rng.permutation(len(sizes))]
     chosen: list[str] = []
     held_out = 0
