@@ -468,3 +468,26 @@ def test_condition_audio_off_passes_samples_through_and_keeps_text_rules():
     assert np.array_equal(clip.samples, samples) and clip.text == "l'home"
     with pytest.raises(ClipRejected, match="foreign_characters"):
         condition_clip(samples, 24000, "Привет", off)
+
+
+@pytest.mark.parametrize("length", [6007, 4801, 9599, 2])
+def test_loudness_of_clips_shorter_than_a_gating_block_never_raises(length):
+    from parla.conditioning import measure_loudness
+
+    rng = np.random.default_rng(length)
+    lufs = measure_loudness((0.1 * rng.standard_normal(length)).astype(np.float32), 24000)
+    assert isinstance(lufs, float)
+
+
+def test_a_very_short_word_is_conditioned_or_rejected_never_a_crash():
+    from parla.conditioning import ClipRejected, condition_clip
+
+    rng = np.random.default_rng(0)
+    samples = (1e-3 * rng.standard_normal(48000)).astype(np.float32)
+    word = np.arange(1400) / 24000  # a 58 ms word in 2 s of room noise
+    samples[20000:21400] += (0.3 * np.sin(2 * np.pi * 220 * word)).astype(np.float32)
+    try:
+        clip = condition_clip(samples, 24000, "Sí", ConditioningOptions(min_chars_per_sec=None))
+        assert clip.samples.size < samples.size
+    except ClipRejected:
+        pass

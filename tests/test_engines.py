@@ -76,3 +76,15 @@ def test_ray_engine_matches_local():
     finally:
         ray.shutdown()
     assert ray_results == [r[0] for r in map_tasks(range(12), Doubler, num_workers=1)]
+
+
+class CannotBuild:
+    def __init__(self, rank: int) -> None:
+        raise UsageError("--vad silero needs the silero-vad package")
+
+
+def test_a_worker_that_cannot_be_built_reports_why():
+    with pytest.raises(UsageError, match="silero-vad"):
+        list(map_tasks(range(4), CannotBuild, num_workers=2))
+    with pytest.raises(UsageError, match="silero-vad"):
+        list(map_tasks(range(4), CannotBuild, num_workers=1))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -188,7 +189,17 @@ def probe_duration(data: bytes) -> float:
     try:
         return sf.info(io.BytesIO(data)).duration
     except (sf.LibsndfileError, RuntimeError) as error:
-        raise AudioDecodeError("unreadable_header", str(error)) from None
+        raise AudioDecodeError("unreadable_header", libsndfile_message(error)) from None
+
+
+_OBJECT_ADDRESS = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")
+
+
+def libsndfile_message(error: BaseException) -> str:
+    """libsndfile's own message: ``str(error)`` names the BytesIO by its memory address, which
+    would make rejects.jsonl differ from run to run."""
+    detail = getattr(error, "error_string", None) or _OBJECT_ADDRESS.sub("", str(error))
+    return detail.strip()[:200]
 
 
 # --- decode, check, resample, encode ---------------------------------------------------------

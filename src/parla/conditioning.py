@@ -350,10 +350,15 @@ def measure_loudness(samples: np.ndarray, sample_rate: int) -> float:
 
     if len(samples) < 2:
         return float("-inf")
-    block = min(LOUDNESS_BLOCK_S, len(samples) / sample_rate)
+    # one sample less than the clip: pyloudnorm wants more samples than block * rate, which
+    # len / rate * rate can exceed by a rounding error
+    block = min(LOUDNESS_BLOCK_S, (len(samples) - 1) / sample_rate)
     meter = pyloudnorm.Meter(sample_rate, block_size=block)
     with np.errstate(divide="ignore", invalid="ignore"):
-        lufs = float(meter.integrated_loudness(np.asarray(samples, dtype=np.float64)))
+        try:
+            lufs = float(meter.integrated_loudness(np.asarray(samples, dtype=np.float64)))
+        except ValueError:  # pyloudnorm's "length must be greater than the block size"
+            return float("-inf")
     return lufs if math.isfinite(lufs) else float("-inf")
 
 
@@ -621,7 +626,9 @@ class Conditioner:
     def __init__(self, options: ConditioningOptions | None = None,
                  detector: SpeechDetector | None = None) -> None:
         self.options = options or ConditioningOptions()
-        self.detector = detector or make_speech_detector(self.options.vad)
+        # no detector (no model to load) when every audio rule is off
+        self.detector = detector or (make_speech_detector(self.options.vad)
+                                     if needs_analysis(self.options) else None)
 
     def __call__(self, samples: np.ndarray, sample_rate: int, text: str) -> ConditionedClip:
         return condition_clip(samples, sample_rate, text, self.options, self.detector)

@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 import soundfile as sf
 
 from . import orpheus
+from .audio import libsndfile_message
 from .codec import (
     SnacEncoder,
     SnacFiles,
@@ -56,7 +57,6 @@ INPUT_COLUMNS = ("audio", "text", "dialect", "speaker_id", "duration", "source_p
 CODE_COLUMNS = ("codes_0", "codes_1", "codes_2")
 ROW_COLUMNS = ("text", "dialect", "speaker_id", "duration")
 ORPHEUS_VQ_STRIDES = [4, 2, 1]
-_ADDRESS = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")
 
 
 # --- per-row work (pure) -----------------------------------------------------------------------
@@ -71,10 +71,7 @@ def decode_clip(data: bytes | None, sample_rate: int) -> np.ndarray:
     try:
         samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, ValueError) as error:
-        # libsndfile's own message: str(error) names the BytesIO by address, which would make
-        # the rejects differ from run to run
-        detail = getattr(error, "error_string", None) or _ADDRESS.sub("", str(error))
-        raise AudioDecodeError("undecodable_audio", detail.strip()[:200]) from None
+        raise AudioDecodeError("undecodable_audio", libsndfile_message(error)) from None
     mono = samples.mean(axis=1, dtype=np.float32) if samples.shape[1] > 1 else samples[:, 0]
     if mono.size == 0:
         raise AudioDecodeError("empty_audio", "no samples")

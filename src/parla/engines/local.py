@@ -17,14 +17,20 @@ from ..errors import ParlaError
 from . import WorkerFactory
 
 _worker: Any = None  # the per-process worker, built once by the pool initializer
+_build_error: BaseException | None = None  # why it could not be built
 
 
 def _init_worker(worker_factory: WorkerFactory, ranks: Any) -> None:
-    global _worker
-    _worker = worker_factory(ranks.get())
+    global _worker, _build_error
+    try:
+        _worker = worker_factory(ranks.get())
+    except Exception as error:  # raised from each task instead: an initializer that raises
+        _build_error = error  # only breaks the pool, and the reason would be lost
 
 
 def _call_worker(task: Any) -> Any:
+    if _build_error is not None:
+        raise _build_error
     return _worker(task)
 
 
