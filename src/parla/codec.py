@@ -60,7 +60,7 @@ def require_tokenize_extra() -> None:
         raise UsageError(f"tokenize needs {', '.join(missing)}: pip install 'parla[tokenize]'")
 
 
-def _hub_offline() -> bool:
+def hub_offline() -> bool:
     # huggingface_hub reads HF_HUB_OFFLINE once at import; read it again so a late setting counts.
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
@@ -78,7 +78,7 @@ def _hub_file(repo_id: str, filename: str, what: str, local_hint: str) -> Path:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 
-    offline = _hub_offline()
+    offline = hub_offline()
     try:
         return Path(hf_hub_download(repo_id=repo_id, filename=filename,
                                     local_files_only=offline))

@@ -418,8 +418,9 @@ def _api(token: str) -> Any:
 def _resolve_token(token: str | None, repo_id: str) -> str:
     from huggingface_hub import constants, get_token
 
-    offline_now = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes")
-    if getattr(constants, "HF_HUB_OFFLINE", False) or offline_now:
+    from .codec import hub_offline  # no torch: codec imports it only where a model is loaded
+
+    if getattr(constants, "HF_HUB_OFFLINE", False) or hub_offline():
         raise HubAccessError(f"HF_HUB_OFFLINE is set, so {repo_id} cannot be uploaded; unset it "
                              "to publish")
     token = token or get_token()

@@ -7,6 +7,7 @@ rerun can skip it (resume); an interrupted write leaves only a ``.tmp`` file, wh
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -105,6 +106,7 @@ def _value_feature(dtype: pa.DataType) -> dict[str, str]:
     return {"dtype": "float32" if dtype == pa.float32() else "string", "_type": "Value"}
 
 
+@functools.lru_cache(maxsize=8)
 def prepared_schema(sample_rate: int) -> pa.Schema:
     features: dict[str, dict] = {}
     for name, dtype in PREPARED_COLUMNS.items():

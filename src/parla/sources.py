@@ -64,12 +64,6 @@ class LoadedSource:
     dataset: Any = None  # datasets.Dataset for hub/folder/disk sources
     clips_dir: Path | None = None  # cv_release
 
-    def audio_locator(self, row: int, path: str) -> dict[str, Any]:
-        """What a worker needs to get one clip: the bytes themselves, or a file to read."""
-        if self.clips_dir is not None:
-            return {"audio_file": str(self.clips_dir / path)}
-        return {"audio_bytes": self.read_bytes([row])[0]}
-
     def read_bytes(self, rows: list[int]) -> list[bytes | None]:
         import pyarrow as pa
 

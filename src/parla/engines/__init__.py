@@ -9,7 +9,7 @@ worker; ``rank`` picks the GPU (``cuda:{rank % device_count}``). Tasks and resul
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..errors import UsageError
@@ -28,8 +28,3 @@ def get_engine(name: str) -> Callable[..., Iterator[Any]]:
 
         return map_tasks
     raise UsageError(f"unknown engine {name!r}; choose local or ray")
-
-
-def run_all(tasks: Iterable[Any], worker_factory: WorkerFactory, engine: str = "local",
-            **kwargs: Any) -> Iterator[Any]:
-    return get_engine(engine)(tasks, worker_factory, **kwargs)
