@@ -251,6 +251,9 @@ class _ConfigWriter:
 # --- the stage -------------------------------------------------------------------------------
 
 STATE_FILE = ".parla_prepare_state.json"  # what a resumed run must match
+# conditioning measurements of every kept clip, a line each as it is processed, so statistics
+# survive an interruption (rows of finished shards are not processed again)
+MEASUREMENTS_FILE = ".parla_measurements.jsonl"
 
 
 def _check_output_dir(options: PrepareOptions) -> tuple[Path, bool]:
@@ -292,7 +295,7 @@ def _check_output_dir(options: PrepareOptions) -> tuple[Path, bool]:
 
 def _clear_output(out: Path) -> None:
     shutil.rmtree(out / DATA_DIR, ignore_errors=True)
-    for name in (*REPORT_FILES, STATE_FILE):
+    for name in (*REPORT_FILES, STATE_FILE, MEASUREMENTS_FILE):
         (out / name).unlink(missing_ok=True)
 
 
@@ -391,11 +394,11 @@ def prepare(options: PrepareOptions) -> PrepareResult:
     rejects = RejectLog(out / REJECTS_FILE, append=resumable)
     for source in sources.values():
         rejects.extend(source.rejects)
-    measured: list[dict[str, Any]] = []  # conditioning measurements of the clips processed now
+    measurements_log = open(out / MEASUREMENTS_FILE, "a" if resumable else "w",
+                            encoding="utf-8", buffering=1)
     map_tasks = get_engine(options.engine)
     bar = progress(desc="prepare", total=len(todo), unit="clips")
-    destinations = todo[["split", "all_shard", "dialect", "dialect_shard", "duration"]].to_numpy()
-    removed: list[tuple[str, str, float]] = []  # (dialect, reason, seconds) of rejected clips
+    destinations = todo[["split", "all_shard", "dialect", "dialect_shard"]].to_numpy()
     position = 0
     try:
         for results in map_tasks(_tasks(todo, sources),
@@ -403,16 +406,17 @@ def prepare(options: PrepareOptions) -> PrepareResult:
                                  num_workers=options.workers,
                                  describe_task=lambda items: items[0]["path"]):
             for result in results:
-                split, all_shard, dialect, dialect_shard, seconds = destinations[position]
+                split, all_shard, dialect, dialect_shard = destinations[position]
                 position += 1
                 if isinstance(result, Reject):
                     rejects.add(result)
-                    removed.append((dialect, result.reason, float(seconds)))
                     continue
                 row = prepared_table([result], options.target_sample_rate)
                 writers[(ALL_CONFIG, split)].add(row, int(all_shard))
                 writers[(dialect, "train")].add(row, int(dialect_shard))
-                measured.append({"dialect": dialect, **result["measurements"]})
+                measurements_log.write(json.dumps(
+                    {"dialect": dialect, "source_path": result["source_path"],
+                     **result["measurements"]}) + "\n")
             bar.update(len(results))
         for writer in writers.values():
             writer.close()
@@ -423,11 +427,13 @@ def prepare(options: PrepareOptions) -> PrepareResult:
     finally:
         bar.close()
         rejects.close()
+        measurements_log.close()
     rejects.finalize()  # one sorted line per rejected clip, however often the run was resumed
 
     kept = _kept_rows(out)
+    measured = _read_measurements(out / MEASUREMENTS_FILE)
     statistics = build_statistics(options, counts, kept, rejects, sources,
-                                  time.monotonic() - started, removed, measured)
+                                  time.monotonic() - started, _removed(out, plan), measured)
     write_json(out / STATISTICS_FILE, statistics)
     if options.save_speaker_metadata:
         write_json(out / SPEAKERS_FILE, speaker_metadata(kept))
@@ -448,6 +454,29 @@ def _unfinished_rows(order: pd.DataFrame,
     dialect_done = done([(dialect, "train") for dialect in order["dialect"]],
                         order["dialect_shard"])
     return ~(all_done & dialect_done)
+
+
+def _read_measurements(path: Path) -> list[dict[str, Any]]:
+    """The measurement lines, one per clip (a resumed run may have met a clip twice)."""
+    by_clip: dict[tuple[str, str], dict[str, Any]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            record = json.loads(line)
+            by_clip[(record["dialect"], record.pop("source_path"))] = record
+    return [by_clip[key] for key in sorted(by_clip)]
+
+
+def _removed(out: Path, plan: _Plan) -> list[tuple[str, str, float]]:
+    """(dialect, reason, seconds) of every selected clip that was rejected while processing."""
+    keys = zip(plan.order["dialect"], plan.order["path"], strict=True)
+    seconds = dict(zip(keys, plan.order["duration"], strict=True))
+    removed = []
+    for line in (out / REJECTS_FILE).read_text(encoding="utf-8").splitlines():
+        reject = json.loads(line)
+        key = (reject["dialect"], reject["source_path"])
+        if key in seconds:
+            removed.append((reject["dialect"], reject["reason"], float(seconds[key])))
+    return removed
 
 
 def _kept_rows(out: Path) -> list[dict[str, Any]]:
@@ -520,7 +549,7 @@ def build_statistics(options: PrepareOptions, counts: dict[str, list[StepCount]]
                      removed: list[tuple[str, str, float]] | None = None,
                      measured: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Statistics of a run. ``kept`` is every written row; ``measured``/``removed`` are the
-    conditioning measurements and rejects of the clips processed in this (possibly resumed) run.
+    conditioning measurements of every kept clip and the rejected clips' (dialect, reason, seconds).
     """
     removed = removed or []
     rows = pd.DataFrame(kept, columns=["dialect", "split", "speaker_id", "gender", "age",
@@ -538,7 +567,7 @@ def build_statistics(options: PrepareOptions, counts: dict[str, list[StepCount]]
                 [entry for entry in removed if entry[0] == dialect]),
         }
     total = _output_counts(rows) | {"conditioning": conditioning_effect(measurements, removed),
-                                    "clips_processed_in_this_run": len(measurements)}
+                                    "clips_measured": len(measurements)}
     validation = rows[rows["split"] == "validation"]
     total |= {"rejected": rejects.total(),
               "train_rows": int((rows["split"] == "train").sum()),
