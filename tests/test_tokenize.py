@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -387,3 +388,23 @@ def test_build_shard_skips_too_long_and_textless_rows_without_truncating():
     table, _, rejects = stage.build_shard(rows_ok, codes, text_ids, [4096, 61440, 6144],
                                           fmt="orpheus", dedupe=False, max_length=8192)
     assert table.num_rows == 2 and [r.reason for r in rejects] == ["missing_text"]
+
+
+def test_a_rerun_on_a_changed_input_is_refused(mini_corpus, snac_dir, text_tokenizer_file,
+                                                tmp_path):
+    import shutil
+
+    corpus = Path(shutil.copytree(mini_corpus, tmp_path / "prepared"))
+    out = tmp_path / "tokenized"
+    stage.tokenize(options(corpus, out, snac_dir, text_tokenizer_file))
+    # prepare ran again with more rows per shard: one shard is now another file
+    shard = next((corpus / "data" / "central").glob("train-*.parquet"))
+    table = pq.read_table(shard)
+    pq.write_table(pa.concat_tables([table, table]), shard)
+    with pytest.raises(UsageError, match="another version"):
+        stage.tokenize(options(corpus, out, snac_dir, text_tokenizer_file))
+    # ... or with more shards: the old output would sit beside the new
+    shard.rename(shard.with_name("train-00000-of-00002.parquet"))
+    pq.write_table(table, shard.with_name("train-00001-of-00002.parquet"))
+    with pytest.raises(UsageError, match="does not have"):
+        stage.tokenize(options(corpus, out, snac_dir, text_tokenizer_file))

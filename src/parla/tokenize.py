@@ -241,6 +241,7 @@ class ShardTask:
     input_path: str
     output_path: str
     rows: int
+    input_bytes: int = 0  # with `rows`, tells a resumed run its input shard is the same
 
     def describe(self) -> str:
         return f"shard {self.config}/{Path(self.input_path).name} ({self.input_path})"
@@ -314,7 +315,7 @@ def shard_record(task: ShardTask, fingerprint: Mapping[str, Any],
                  stats: Mapping[str, GroupStats], rejects: Sequence[Reject]) -> dict[str, Any]:
     """What a shard's footer says about it: the settings that made it, its counts, its rejects."""
     return {"config": task.config, "split": task.split, "settings": dict(fingerprint),
-            "input_rows": task.rows,
+            "input_rows": task.rows, "input_bytes": task.input_bytes,
             "stats": {dialect: group.to_dict() for dialect, group in stats.items()},
             "rejects": [reject.to_dict() for reject in rejects]}
 
@@ -418,7 +419,8 @@ def _plan(found: Mapping[str, Mapping[str, list[Path]]], input_dir: Path, out: P
             for path in found[config][split]:
                 target = out / path.relative_to(input_dir)
                 rows = pq.ParquetFile(path).metadata.num_rows
-                task = ShardTask(config, split, str(path), str(target), rows)
+                task = ShardTask(config, split, str(path), str(target), rows,
+                                 path.stat().st_size)
                 tasks.append(task)
                 if target.is_file():
                     record = read_shard_record(target)
@@ -426,7 +428,19 @@ def _plan(found: Mapping[str, Mapping[str, list[Path]]], input_dir: Path, out: P
                         raise UsageError(f"{target} exists but was not written by parla "
                                          "tokenize; pass --overwrite or another --output_dir")
                     _check_same_settings(record.get("settings", {}), fingerprint, target)
+                    if (record.get("input_rows"), record.get("input_bytes")) != (
+                            task.rows, task.input_bytes):
+                        raise UsageError(f"{target} was tokenized from another version of "
+                                         f"{path} (prepared again since?); pass --overwrite "
+                                         "to redo every shard")
                     done[task.output_path] = record
+    planned = {task.output_path for task in tasks}
+    strays = sorted(str(path) for config, splits in find_shards(out).items() if config in found
+                    for paths in splits.values() for path in paths if str(path) not in planned)
+    if strays:
+        raise UsageError(f"{out} holds shards that the input does not have "
+                         f"({', '.join(strays[:3])}{', ...' if len(strays) > 3 else ''}); pass "
+                         "--overwrite to redo every shard, or choose another --output_dir")
     return tasks, done
 
 
