@@ -7,6 +7,7 @@ Flags map one to one onto the stage's options dataclass. Bad input: one line on 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -115,6 +116,8 @@ def add_prepare_arguments(parser: argparse.ArgumentParser, require_sources: bool
                "normalise loudness to --target_lufs (default on; --no_loudness_norm)")
     _flag(con, "target_lufs", type=float, default=cond.target_lufs,
           help="loudness target, LUFS (default %(default)s)")
+    _flag(con, "true_peak_db", type=float, default=cond.true_peak_db,
+          help="true-peak ceiling after loudness normalisation, dBTP (default %(default)s)")
     _flag(con, "max_clipped_fraction", type=float, default=cond.max_clipped_fraction,
           help="reject clips with more samples at full scale (default %(default)s)")
     _flag(con, "min_snr_db", type=float, default=cond.min_snr_db,
@@ -123,19 +126,20 @@ def add_prepare_arguments(parser: argparse.ArgumentParser, require_sources: bool
           help="reject slower speech: audio probably not matching its text (default %(default)s)")
     _flag(con, "max_chars_per_sec", type=float, default=cond.max_chars_per_sec,
           help="reject faster speech (default %(default)s)")
+    _bool_flag(con, "reject_foreign_text", cond.reject_foreign_text,
+               "reject sentences with characters outside Catalan's alphabet and punctuation "
+               "(default on)")
     _bool_flag(con, "normalize_text", cond.normalize_text,
                "Unicode NFC, uniform quotes/apostrophes, collapsed spaces (default on)")
 
 
-_CONDITIONING_FIELDS = ("condition_audio", "trim_silence", "keep_silence_ms", "vad",
-                        "loudness_norm", "target_lufs", "max_clipped_fraction", "min_snr_db",
-                        "min_chars_per_sec", "max_chars_per_sec", "normalize_text")
-_PREPARE_FIELDS = ("datasets", "output_dir", "overwrite", "cache_dir", "rows_per_shard",
-                   "save_speaker_metadata", "dry_run", "min_duration", "max_duration",
-                   "min_up_votes", "max_down_votes", "min_samples_per_speaker",
-                   "balance_speakers", "max_samples_per_speaker", "samples_per_dialect",
-                   "validation_fraction", "seed", "target_sample_rate", "resampler",
-                   "num_workers", "engine")
+def _fields(cls: type, skip: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The options a stage's flags map onto: every field of its dataclass (one flag each)."""
+    return tuple(f.name for f in dataclasses.fields(cls) if f.name not in skip)
+
+
+_CONDITIONING_FIELDS = _fields(ConditioningOptions)
+_PREPARE_FIELDS = _fields(PrepareOptions, skip=("conditioning",))
 
 
 def prepare_options_from_args(args: argparse.Namespace) -> PrepareOptions:
@@ -211,9 +215,7 @@ def add_tokenize_settings(parser: argparse.ArgumentParser, group: Any) -> None:
           help="audio seconds per SNAC batch (default: from free GPU memory; 4 on CPU)")
 
 
-_TOKENIZE_FIELDS = ("input_dir", "output_dir", "overwrite", "configs", "format", "dedupe_frames",
-                    "max_length", "snac_model", "text_tokenizer", "device", "num_gpu_workers",
-                    "workers_per_gpu", "num_cpu_workers", "batch_seconds", "engine")
+_TOKENIZE_FIELDS = _fields(TokenizeOptions)
 
 
 def tokenize_options_from_args(args: argparse.Namespace) -> TokenizeOptions:
