@@ -53,7 +53,7 @@ from .shards import (
     remove_stale_tmp,
     shard_path,
 )
-from .sources import LoadedSource, load_source, parse_source_spec
+from .sources import LoadedSource, load_source, parse_source_spec, read_clip
 
 log = get_logger("prepare")
 
@@ -131,13 +131,8 @@ class AudioWorker:
             try:
                 data = item.get("audio_bytes")
                 if data is None and item.get("audio_file"):
-                    data = Path(item["audio_file"]).read_bytes()
+                    data = read_clip(item["audio_file"])
                 results.append(process_clip(data or b"", item, self.options, self.conditioner))
-            except FileNotFoundError:
-                results.append(Reject(item["path"], item["dialect"], "missing_file"))
-            except OSError as error:  # a folder, or no permission: the row is bad, not the run
-                results.append(Reject(item["path"], item["dialect"], "unreadable_file",
-                                      error.strerror or ""))
             except AudioDecodeError as error:
                 results.append(Reject(item["path"], item["dialect"], error.reason, error.detail))
         return results

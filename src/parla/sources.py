@@ -149,13 +149,20 @@ def _load_cv_release(spec: SourceSpec) -> LoadedSource:
     return source
 
 
+def read_clip(file: str | os.PathLike) -> bytes:
+    """A clip file's bytes; a missing or unreadable file is a bad row (AudioDecodeError), not a
+    failed run."""
+    try:
+        return Path(file).read_bytes()
+    except FileNotFoundError:
+        raise AudioDecodeError("missing_file") from None
+    except OSError as error:  # a folder, or no permission
+        raise AudioDecodeError("unreadable_file", error.strerror or "") from None
+
+
 def _probe_file(file: Path, path: str, source: LoadedSource) -> float:
     try:
-        return probe_duration(file.read_bytes())
-    except FileNotFoundError:
-        source.rejects.append(Reject(path, "", "missing_file"))
-    except OSError as error:  # a folder, or no permission: the row is bad, the run goes on
-        source.rejects.append(Reject(path, "", "unreadable_file", error.strerror or ""))
+        return probe_duration(read_clip(file))
     except AudioDecodeError as error:
         source.rejects.append(Reject(path, "", error.reason, error.detail))
     return math.nan
