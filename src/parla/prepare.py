@@ -246,6 +246,8 @@ class _ConfigWriter:
 # --- the stage -------------------------------------------------------------------------------
 
 STATE_FILE = ".parla_prepare_state.json"  # what a resumed run must match
+# options that say how and where a run goes, not what it writes: not in the card or fingerprint
+_RUN_SETTINGS = ("output_dir", "overwrite", "dry_run", "cache_dir", "num_workers", "engine")
 # conditioning measurements of every kept clip, a line each as it is processed, so statistics
 # survive an interruption (rows of finished shards are not processed again)
 MEASUREMENTS_FILE = ".parla_measurements.jsonl"
@@ -297,8 +299,7 @@ def _clear_output(out: Path) -> None:
 def _fingerprint(options: PrepareOptions, plan: _Plan) -> str:
     """Identifies a run's output: every option that changes bytes, and the planned rows."""
     settings = asdict(options)
-    for irrelevant in ("output_dir", "overwrite", "dry_run", "cache_dir", "num_workers",
-                       "engine", "save_speaker_metadata"):
+    for irrelevant in (*_RUN_SETTINGS, "save_speaker_metadata"):
         settings.pop(irrelevant, None)
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
     columns = ["source", "row", "path", "split", "dialect", "all_shard", "dialect_shard"]
@@ -397,7 +398,7 @@ def prepare(options: PrepareOptions) -> PrepareResult:
     position = 0
     try:
         for results in map_tasks(_tasks(todo, sources),
-                                 functools.partial(_build_worker, options),
+                                 functools.partial(AudioWorker, options),
                                  num_workers=options.workers,
                                  describe_task=lambda items: items[0]["path"]):
             for result in results:
@@ -485,15 +486,11 @@ def _kept_rows(out: Path) -> list[dict[str, Any]]:
     return kept
 
 
-def _build_worker(options: PrepareOptions, rank: int) -> AudioWorker:
-    return AudioWorker(options, rank)
-
-
 def _write_card(out: Path, options: PrepareOptions) -> None:
     from .hub import write_dataset_card
 
     parameters = asdict(options)
-    for private in ("output_dir", "overwrite", "dry_run", "cache_dir", "num_workers", "engine"):
+    for private in _RUN_SETTINGS:
         parameters.pop(private, None)
     write_dataset_card(out, kind="prepared", parameters=parameters)
 
