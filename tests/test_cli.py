@@ -157,7 +157,7 @@ def test_prepare_then_overwrite_gives_the_same_bytes(speech_release: Path, tmp_p
     code, printed, _ = run(capsys, *args)
     assert code == 0 and f"wrote {out}" in printed
     shards = find_shards(out)
-    assert set(shards) == {"all", "central", "balear"}
+    assert set(shards) == {"central", "balear"}  # `all` is the card's union of the two
     first = {p.name: p.read_bytes() for s in shards.values() for ps in s.values() for p in ps}
 
     code, _, _ = run(capsys, *args, "--overwrite")
@@ -171,8 +171,8 @@ def test_demo_runs(tmp_path: Path, capsys) -> None:
     out = tmp_path / "demo"
     code, printed, _ = run(capsys, "demo", out, "--num_workers", "1")
     assert code == 0
-    assert f"datasets.load_dataset({str(out)!r}, 'all'" in printed
-    assert set(find_shards(out)) == {"all", "alacanti", "balear", "central", "nord_occidental",
+    assert f"datasets.load_dataset({str(out)!r}, split='train'" in printed
+    assert set(find_shards(out)) == {"alacanti", "balear", "central", "nord_occidental",
                                      "septentrional", "tortosi", "valencia"}
     rejected = (out / REJECTS_FILE).read_text()
     for clip in ("common_voice_ca_40474485.mp3", "common_voice_ca_41442110.mp3",

@@ -1,4 +1,5 @@
-"""Both engines: results in task order, one worker per process, a dead worker reported."""
+"""Both engines: every task answered once with its own result, one worker per process, a dead
+worker reported, a dead Ray actor retried."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import os
 import pytest
 
 from parla.engines import get_engine
-from parla.engines.local import WorkerDied, map_tasks
-from parla.errors import UsageError
+from parla.engines.local import map_tasks
+from parla.errors import UsageError, WorkerDied
 
 
 class Doubler:
@@ -34,14 +35,16 @@ class DiesOn:
 
 
 def test_single_worker_runs_in_process():
-    results = list(map_tasks(range(5), Doubler, num_workers=1))
-    assert [r[0] for r in results] == [0, 2, 4, 6, 8]
-    assert {r[2] for r in results} == {os.getpid()}
+    pairs = list(map_tasks(range(5), Doubler, num_workers=1))
+    assert [(task, r[0]) for task, r in pairs] == [(i, 2 * i) for i in range(5)]
+    assert {r[2] for _, r in pairs} == {os.getpid()}
 
 
-def test_two_workers_keep_task_order_and_build_each_worker_once():
-    results = list(map_tasks(range(40), Doubler, num_workers=2, max_in_flight=6))
-    assert [r[0] for r in results] == [2 * i for i in range(40)]
+def test_two_workers_answer_every_task_once_and_build_each_worker_once():
+    pairs = list(map_tasks(range(40), Doubler, num_workers=2))
+    assert sorted(task for task, _ in pairs) == list(range(40))
+    assert all(result[0] == 2 * task for task, result in pairs)  # each result with its task
+    results = [result for _, result in pairs]
     ranks_by_pid = {}
     for _, rank, pid in results:
         ranks_by_pid.setdefault(pid, set()).add(rank)
@@ -71,11 +74,43 @@ def test_ray_engine_matches_local():
         tests_dir = os.path.dirname(__file__)
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {"PYTHONPATH": tests_dir}})
-        ray_results = [r[0] for r in get_engine("ray")(range(12), Doubler, num_workers=2,
-                                                      max_in_flight=3)]
+        ray_results = sorted((task, r[0]) for task, r in get_engine("ray")(
+            range(12), Doubler, num_workers=2, max_in_flight=3))
     finally:
         ray.shutdown()
-    assert ray_results == [r[0] for r in map_tasks(range(12), Doubler, num_workers=1)]
+    assert ray_results == [(task, r[0]) for task, r in map_tasks(range(12), Doubler,
+                                                                 num_workers=1)]
+
+
+class DiesOnceOn:
+    """Kills its own process the first time it meets ``fatal_task`` (a marker file remembers),
+    as the OOM killer or a lost node would; the retried task then succeeds."""
+
+    def __init__(self, fatal_task: int, marker: str, rank: int) -> None:
+        self.fatal_task, self.marker = fatal_task, marker
+
+    def __call__(self, task: int) -> int:
+        if task == self.fatal_task and not os.path.exists(self.marker):
+            open(self.marker, "w").close()
+            os._exit(9)
+        return task * 2
+
+
+@pytest.mark.ray
+def test_a_killed_ray_worker_has_its_task_retried(tmp_path):
+    pytest.importorskip("ray")
+    import ray
+
+    marker = tmp_path / "killed-once"
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": os.path.dirname(__file__)}})
+        pairs = list(get_engine("ray")(range(8), functools.partial(DiesOnceOn, 5, str(marker)),
+                                       num_workers=2))
+    finally:
+        ray.shutdown()
+    assert marker.exists()  # the worker really died
+    assert sorted(pairs) == [(i, 2 * i) for i in range(8)]
 
 
 class CannotBuild:

@@ -28,7 +28,9 @@ from conftest import (
 )
 from parla.errors import UsageError
 from parla.options import PrepareOptions
-from parla.prepare import _plan, prepare, process_clip
+from parla.planning import plan_shards, split_dialects
+from parla.prepare import prepare
+from parla.prepare_worker import process_clip
 from parla.reports import REJECTS_FILE, SPEAKERS_FILE, STATISTICS_FILE
 from parla.shards import find_shards
 
@@ -51,7 +53,11 @@ def shard_bytes(folder: Path) -> dict[str, bytes]:
 
 
 def read_config(folder: Path, config: str, split: str = "train") -> pa.Table:
-    return pa.concat_tables([pq.read_table(p) for p in find_shards(folder)[config][split]])
+    """One config's split; ``all`` is the union of the dialect configs, as the card defines it."""
+    shards = find_shards(folder)
+    configs = sorted(shards) if config == "all" else [config]
+    return pa.concat_tables([pq.read_table(p) for c in configs
+                             for p in shards[c].get(split, [])])
 
 
 def read_rejects(folder: Path) -> list[dict]:
@@ -91,13 +97,15 @@ def prepared(base_release, tmp_path_factory) -> Path:
 
 def test_layout(prepared: Path) -> None:
     shards = find_shards(prepared)
-    assert {config: sorted(splits) for config, splits in shards.items()} == {
-        "all": ["train", "validation"], "balear": ["train"], "central": ["train"]}
+    assert set(shards) == {"balear", "central"}  # each clip stored once: no `all` folder
+    assert all(set(splits) <= {"train", "validation"} for splits in shards.values())
+    assert any("validation" in splits for splits in shards.values())
     assert all(len(paths) == 1 and paths[0].name.endswith("-00000-of-00001.parquet")
                for splits in shards.values() for paths in splits.values())
     visible = {p.name for p in prepared.iterdir() if not p.name.startswith(".")}
     assert visible == {"data", "README.md", REJECTS_FILE, STATISTICS_FILE}
-    assert "config_name: central" in (prepared / "README.md").read_text()
+    card = (prepared / "README.md").read_text()
+    assert "config_name: central" in card and "config_name: all" in card
     assert read_rejects(prepared) == []
     assert not list(prepared.rglob("*.tmp"))
 
@@ -107,9 +115,10 @@ def test_load_dataset_round_trip(prepared: Path, base_release: Path, tmp_path: P
                             dtype=str,
                             keep_default_na=False).set_index("path")
     listed = pd.read_csv(base_release / "clip_durations.tsv", sep="\t").set_index("clip")
-    rows = {config: load_prepared(prepared, config, "train", tmp_path / "cache")
+    rows = {config: [row for split in ("train", "validation")
+                     for row in load_prepared(prepared, config, split, tmp_path / "cache")]
             for config in ("central", "balear", "all")}
-    everything = rows["all"] + load_prepared(prepared, "all", "validation", tmp_path / "cache")
+    everything = rows["all"]
     assert len(everything) == len(validated) - 1 == 24
     assert set(r["source_path"] for r in everything) < set(validated.index)
     per_speaker = Counter(r["speaker_id"] for r in everything)
@@ -143,17 +152,20 @@ def test_all_config_is_speaker_disjoint(prepared: Path) -> None:
 def assert_statistics_match_shards(folder: Path, worker_rejects: dict[str, int]) -> None:
     statistics = json.loads((folder / STATISTICS_FILE).read_text())
     shards = find_shards(folder)
-    assert set(statistics["dialects"]) == set(shards) - {"all"}
+    assert set(statistics["dialects"]) == set(shards)
     for dialect, entry in statistics["dialects"].items():
-        table = read_config(folder, dialect).to_pandas()
+        table = pd.concat([read_config(folder, dialect, split).to_pandas()
+                           for split in shards[dialect]])
         output = entry["output"]
         assert output["rows"] == len(table)
         assert output["speakers"] == table["speaker_id"].nunique()
         assert output["hours"] == pytest.approx(table["duration"].sum() / 3600, abs=1e-4)
         assert output["mean_duration"] == pytest.approx(table["duration"].mean(), abs=1e-3)
         assert entry["steps"][0]["step"] == "input"
-        # every selected row is either in the output or rejected by a worker
-        assert entry["steps"][-1]["rows"] - len(table) == worker_rejects.get(dialect, 0)
+        # every selected row is in the output or rejected by a worker and replaced by a spare
+        # of its speaker when it has one (back-fill)
+        assert entry["steps"][-1]["rows"] - len(table) == (worker_rejects.get(dialect, 0)
+                                                           - output["backfilled"])
     train = read_config(folder, "all", "train").to_pandas()
     validation = read_config(folder, "all", "validation").to_pandas()
     total = statistics["total"]
@@ -175,11 +187,15 @@ def test_rows_per_shard(base_release: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     prepare(options(base_release, out, rows_per_shard=4))
     shards = find_shards(out)
-    central = shards["central"]["train"]
-    assert [p.name for p in central] == [f"train-{i:05d}-of-00004.parquet" for i in range(4)]
-    assert [pq.read_metadata(p).num_rows for p in central] == [4, 4, 4, 3]  # 15 central clips
-    assert sum(pq.read_metadata(p).num_rows for p in shards["all"]["train"] +
-               shards["all"]["validation"]) == 25
+    total = 0
+    for splits in shards.values():
+        for split, paths in splits.items():
+            sizes = [pq.read_metadata(p).num_rows for p in paths]
+            assert [p.name for p in paths] == [f"{split}-{i:05d}-of-{len(paths):05d}.parquet"
+                                               for i in range(len(paths))]
+            assert max(sizes) <= 4 and len(paths) == -(-sum(sizes) // 4)
+            total += sum(sizes)
+    assert total == 25 and len(shards["central"]["train"]) >= 3
 
 
 # --- determinism -----------------------------------------------------------------------------
@@ -205,14 +221,14 @@ def test_a_speaker_in_two_dialects_is_on_one_side_only(seed: int) -> None:
         return pd.DataFrame([{"source": "s", "row": i, "client_id": name, "dialect": dialect,
                               "path": f"{dialect}{i}.mp3"}
                              for i, name in enumerate(n for n, k in speakers.items()
-                                                      for _ in range(k))])
+                                                      for _ in range(k))]).assign(selected=True)
     selected = {"central": rows("central", {"shared": 3, "c1": 3, "c2": 4, "c3": 3}),
                 "balear": rows("balear", {"shared": 3, "b1": 3, "b2": 5})}
-    plan = _plan(selected, PrepareOptions(datasets=("x",), output_dir="o", seed=seed,
-                                          validation_fraction=0.3))
-    by_split = plan.order.groupby("split")["client_id"].agg(set)
+    order = split_dialects(selected, PrepareOptions(datasets=("x",), output_dir="o", seed=seed,
+                                                    validation_fraction=0.3))
+    by_split = order.groupby("split")["client_id"].agg(set)
     assert by_split["train"].isdisjoint(by_split["validation"])
-    assert len(plan.order) == 24
+    assert len(order) == 24
 
 
 
@@ -221,15 +237,16 @@ def test_many_small_dialects_still_get_the_validation_fraction(seed: int) -> Non
     """Seven dialects of 3 speakers x 4 clips: 10% of one dialect is under one speaker, yet the
     `all` config must hold about 10% of the rows out, not none."""
     selected = {dialect: pd.DataFrame([{"source": "s", "row": i, "client_id": f"{dialect}{i % 3}",
-                                        "dialect": dialect, "path": f"{dialect}{i}.mp3"}
+                                        "dialect": dialect, "path": f"{dialect}{i}.mp3",
+                                        "selected": True}
                                        for i in range(12)])
                 for dialect in ("alacanti", "balear", "central", "nord_occidental",
                                 "septentrional", "tortosi", "valencia")}
-    plan = _plan(selected, PrepareOptions(datasets=("x",), output_dir="o", seed=seed,
-                                          validation_fraction=0.1))
-    validation = plan.order[plan.order["split"] == "validation"]
+    order = split_dialects(selected, PrepareOptions(datasets=("x",), output_dir="o", seed=seed,
+                                                    validation_fraction=0.1))
+    validation = order[order["split"] == "validation"]
     assert 4 <= len(validation) <= 12  # 8.4 wanted, in whole speakers of 4 rows
-    by_split = plan.order.groupby("split")["client_id"].agg(set)
+    by_split = order.groupby("split")["client_id"].agg(set)
     assert by_split["train"].isdisjoint(by_split["validation"])
 
 # --- bad inputs ------------------------------------------------------------------------------
@@ -282,7 +299,8 @@ def test_bad_inputs_become_rejects_and_the_run_goes_on(release: Path, tmp_path: 
     rejects = read_rejects(out)
     assert {r["source_path"]: r["reason"] for r in rejects} == expected
     assert len(rejects) == len(expected) and {r["dialect"] for r in rejects} == {"central"}
-    kept = read_config(out, "central")["source_path"].to_pylist()
+    kept = [path for split in find_shards(out)["central"]
+            for path in read_config(out, "central", split)["source_path"].to_pylist()]
     assert len(kept) == 15 and not set(kept) & set(expected)
     # rejected before selection (no usable length or no text) or by a worker (decoding)
     before = {"missing_sentence", "missing_client_id", "empty_file"} | (
@@ -323,12 +341,12 @@ def test_a_non_empty_output_needs_overwrite(base_release: Path, tmp_path: Path) 
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"from an older run")
     (out / "README.md").write_text("an older card")
-    with pytest.raises(UsageError, match="not empty; pass --overwrite"):
+    with pytest.raises(UsageError, match="did not write.*pass --overwrite"):
         prepare(options(base_release, out))
     assert stale.read_bytes() == b"from an older run"
     prepare(options(base_release, out, overwrite=True, max_samples_per_speaker=3))
     assert not stale.parent.exists()
-    assert set(find_shards(out)) == {"all", "central", "balear"}
+    assert set(find_shards(out)) == {"central", "balear"}
     assert "an older card" not in (out / "README.md").read_text()
 
 

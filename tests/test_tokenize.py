@@ -293,7 +293,7 @@ def test_a_dead_worker_names_its_shard_and_keeps_finished_ones(mini_corpus, snac
                      "--device", "cpu", "--num_cpu_workers", "2", "-q"])
     assert code == 1
     message = capsys.readouterr().err
-    assert "worker process died" in message
+    assert "worker process exited with code 3" in message
     assert "Unfinished: shard central/train-00000-of-00001" in message
     assert sorted(p.name for p in out.glob("data/*/*.parquet")) == [
         "train-00000-of-00001.parquet", "validation-00000-of-00001.parquet"]  # all/*

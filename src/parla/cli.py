@@ -16,6 +16,7 @@ from .errors import ParlaError, UsageError
 from .options import (
     ENGINES,
     RESAMPLERS,
+    SELECT_BY,
     VAD_BACKENDS,
     ConditioningOptions,
     PrepareOptions,
@@ -68,7 +69,8 @@ def add_prepare_arguments(parser: argparse.ArgumentParser, require_sources: bool
     _flag(io, "overwrite", action="store_true", help="replace a non-empty output folder")
     _flag(io, "cache_dir", help="datasets cache folder for Hub/local sources")
     _flag(io, "rows_per_shard", type=int, default=defaults.rows_per_shard,
-          help="rows per output parquet shard (default %(default)s)")
+          help="rows per output parquet shard, the unit of work and of resume "
+               "(default %(default)s)")
     _flag(io, "save_speaker_metadata", action="store_true",
           help="also write speaker_metadata.json")
     _flag(io, "dry_run", action="store_true",
@@ -89,8 +91,17 @@ def add_prepare_arguments(parser: argparse.ArgumentParser, require_sources: bool
     _flag(sel, "max_samples_per_speaker", type=int, default=defaults.max_samples_per_speaker,
           help="clips kept per speaker when balancing (default %(default)s)")
     _flag(sel, "samples_per_dialect", type=int, help="cap on clips per dialect")
+    _flag(sel, "select_by", choices=SELECT_BY, default=defaults.select_by,
+          help="which of a speaker's clips fill its quota: random (the first clips in seeded "
+               "order that pass every check; a rejected clip is replaced by the next) or "
+               "quality (every candidate is decoded and scored, the best kept: DNSMOS with "
+               "--dnsmos, else SNR; slower) (default %(default)s)")
+    _flag(sel, "max_candidates_per_speaker", type=int,
+          default=defaults.max_candidates_per_speaker,
+          help="clips of one speaker considered at most: spares that replace rejected clips, "
+               "or what --select_by quality decodes and ranks (default %(default)s)")
     _flag(sel, "validation_fraction", type=float, default=defaults.validation_fraction,
-          help="share of speakers held out in the 'all' config's validation split "
+          help="share of each dialect's speakers held out in its validation split "
                "(default %(default)s)")
     _flag(sel, "seed", type=int, default=defaults.seed, help="seed of every random choice")
 

@@ -1,7 +1,9 @@
 """Exceptions and the record of a dropped row.
 
-Only a named set of errors is tolerated per row (`AudioDecodeError`); anything else is a bug and
-propagates. `UsageError` is bad input from the user: the CLI prints it on one line and exits 2.
+Only one error is tolerated per row (`RowRejected`); anything else is a bug and propagates.
+`UsageError` is bad input from the user: the CLI prints it on one line and exits 2.
+`EnvironmentFailure` is the machine or the network failing (a dead worker, an unreachable Ray
+cluster): one line and exit 1; the output is kept and a rerun resumes.
 """
 
 from __future__ import annotations
@@ -21,8 +23,17 @@ class SourceError(UsageError):
     """A `--datasets` entry that cannot be read."""
 
 
-class AudioDecodeError(ParlaError):
-    """A clip that cannot be decoded or is not valid audio; the row is rejected, the run goes on."""
+class EnvironmentFailure(ParlaError):
+    """The machine or the network failed; finished output is kept and a rerun resumes."""
+
+
+class WorkerDied(EnvironmentFailure):
+    """A worker process died (killed, out of memory, crashed in native code)."""
+
+
+class RowRejected(ParlaError):
+    """A row that cannot be training data (bad audio, bad text, a quality rule): it is skipped,
+    counted and listed in rejects.jsonl with ``reason``, and the run goes on."""
 
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
@@ -41,3 +52,6 @@ class Reject:
 
     def to_dict(self) -> dict[str, str]:
         return asdict(self)
+
+
+AudioDecodeError = RowRejected  # the former name, kept for code written against it

@@ -16,7 +16,7 @@ import importlib
 import json
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ import yaml
 
 from .dialects import ALL_CONFIG, DIALECTS
 from .errors import ParlaError, UsageError
+from .files import write_text_atomic
 from .options import PublishOptions
 from .progress import get_logger
 from .shards import find_shards, shard_glob
@@ -38,7 +39,7 @@ CARD_FILE = "README.md"
 KINDS = ("prepared", "tokenized")
 REPO_TYPE = "dataset"
 # what an upload leaves out: half-written shards and huggingface_hub's own resume bookkeeping
-UPLOAD_IGNORE_PATTERNS = ["*.tmp", ".cache/**", ".parla-write-test", ".parla_*"]
+UPLOAD_IGNORE_PATTERNS = ["*.tmp", ".cache/**", ".parla-write-test", ".parla_*", ".parla.lock"]
 TOKENS_URL = "https://huggingface.co/settings/tokens"
 _STAT_COLUMNS = ("speaker_id", "duration")
 _STATE_RE = re.compile(r"^<!-- parla-card (?P<state>\{.*\}) -->$", re.MULTILINE)
@@ -137,17 +138,32 @@ def _config_order(config: str) -> tuple[int, int, str]:
     return (1, known.index(config), config) if config in known else (2, 0, config)
 
 
-def folder_statistics(folder: str | os.PathLike) -> tuple[dict[str, dict[str, str]],
+def folder_statistics(folder: str | os.PathLike) -> tuple[dict[str, dict[str, Any]],
                                                           list[SplitStats]]:
-    """The `data_files` pattern and the numbers of every config and split found in a folder."""
+    """The `data_files` patterns and the numbers of every config and split found in a folder.
+
+    Each clip is stored once, in its dialect's config; ``all`` is the union of the dialect
+    configs' files, defined only in the card, so it costs no storage and no second encode.
+    """
     shards = find_shards(folder)
-    configs: dict[str, dict[str, str]] = {}
+    configs: dict[str, dict[str, Any]] = {}
     stats: list[SplitStats] = []
+    dialects = [config for config in sorted(shards, key=_config_order) if config in DIALECTS]
+    if dialects and ALL_CONFIG not in shards:
+        for split in _ordered_splits({s for d in dialects for s in shards[d]}):
+            members = [d for d in dialects if split in shards[d]]
+            configs.setdefault(ALL_CONFIG, {})[split] = [shard_glob(d, split) for d in members]
+            stats.append(split_stats(ALL_CONFIG, split,
+                                     [p for d in members for p in shards[d][split]]))
     for config in sorted(shards, key=_config_order):
-        splits = sorted(shards[config], key=lambda s: (s != "train", s != "validation", s))
-        configs[config] = {split: shard_glob(config, split) for split in splits}
-        stats.extend(split_stats(config, split, shards[config][split]) for split in splits)
+        for split in _ordered_splits(shards[config]):
+            configs.setdefault(config, {})[split] = shard_glob(config, split)
+            stats.append(split_stats(config, split, shards[config][split]))
     return configs, stats
+
+
+def _ordered_splits(splits: Iterable[str]) -> list[str]:
+    return sorted(splits, key=lambda s: (s != "train", s != "validation", s))
 
 
 def _first_schema(folder: Path) -> list[tuple[str, str]]:
@@ -272,13 +288,17 @@ def render_card(configs: Mapping[str, Mapping[str, str]], table_rows: Sequence[S
                else dialect_configs[0] if dialect_configs else ALL_CONFIG)
     lines = [f"# {metadata['pretty_name']}", ""]
     lines += _intro(kind, parameters, dialect_configs)
-    all_splits = list(configs.get(ALL_CONFIG, {}))
-    combined = (f" and `{ALL_CONFIG}`, every dialect together (the default config), with "
-                + ("`train` and `validation` splits that share no speaker"
-                   if "validation" in all_splits else "a `train` split")) if all_splits else ""
+    has_validation = "validation" in configs.get(ALL_CONFIG, {})
+    splits_text = ("`train` and `validation` splits that share no speaker" if has_validation
+                   else "a `train` split")
+    combined = (f", and `{ALL_CONFIG}`: every dialect together, the default config, so "
+                f"`load_dataset(repo, split=\"train\")` gives every dialect. Each clip is "
+                f"stored once; `{ALL_CONFIG}` lists the dialects' files"
+                ) if ALL_CONFIG in configs else ""
     lines += ["", "## Configs and statistics", "",
-              f"One config per dialect (split `train`){combined}. The numbers are computed from "
-              "the data files.", "",
+              f"One config per dialect, with {splits_text}{combined}. Rows are grouped by "
+              "dialect and speaker, not shuffled: shuffle when training (the `datasets` "
+              "Trainer does). The numbers are computed from the data files.", "",
               "| config | dialect | split | rows | speakers | hours | mean duration (s) |",
               "|---|---|---|---:|---:|---:|---:|"]
     for stats in table_rows:
@@ -303,6 +323,7 @@ def render_card(configs: Mapping[str, Mapping[str, str]], table_rows: Sequence[S
         lines.append("Not recorded.")
     lines += ["", "## How to load it", "", "```python", "from datasets import load_dataset", "",
               f'ds = load_dataset("{repo}", "{example}")  # one dialect',
+              f'ds = load_dataset("{repo}", split="train")  # every dialect (the default config)',
               f'ds = load_dataset("{repo}", "{ALL_CONFIG}")  # every dialect: train + validation',
               "```"]
     if kind == "prepared":
@@ -359,12 +380,6 @@ def _tokenization_notes(parameters: Mapping[str, Any]) -> list[str]:
     return [text, ""]
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def write_dataset_card(folder: str | os.PathLike, *, kind: str, parameters: Mapping[str, Any],
                        repo_id: str | None = None) -> Path:
     """Write ``<folder>/README.md`` from the shards found there; stages call this last."""
@@ -376,7 +391,7 @@ def write_dataset_card(folder: str | os.PathLike, *, kind: str, parameters: Mapp
                        columns=_first_schema(folder))
     path = folder / CARD_FILE
     if not path.is_file() or path.read_text(encoding="utf-8") != text:
-        _write_text_atomic(path, text)
+        write_text_atomic(path, text)
     return path
 
 

@@ -19,6 +19,7 @@ DEFAULT_TEXT_TOKENIZER = "canopylabs/orpheus-3b-0.1-pretrained"
 RESAMPLERS = ("soxr", "scipy")
 ENGINES = ("local", "ray")
 VAD_BACKENDS = ("auto", "energy", "silero")
+SELECT_BY = ("random", "quality")
 
 
 def _check(condition: bool, message: str) -> None:
@@ -69,11 +70,16 @@ class PrepareOptions:
     balance_speakers: bool = True
     max_samples_per_speaker: int = 50
     samples_per_dialect: int | None = None
+    # random: each speaker's first clips in seeded order that pass every check; quality: every
+    # candidate is decoded and scored, the best are kept (DNSMOS when scored, else SNR)
+    select_by: str = "random"
+    # clips of one speaker considered at most: spares for back-fill, or what quality ranks
+    max_candidates_per_speaker: int = 100
     validation_fraction: float = 0.1
     seed: int = 42
     resampler: str = "soxr"
     num_workers: int | None = None  # None: every core
-    rows_per_shard: int = 1000
+    rows_per_shard: int = 256  # the unit of work and of resume (docs/PERFORMANCE.md)
     save_speaker_metadata: bool = False
     dry_run: bool = False
     overwrite: bool = False
@@ -97,6 +103,8 @@ class PrepareOptions:
         _check(self.max_samples_per_speaker >= 1, "--max_samples_per_speaker must be >= 1")
         _check(self.samples_per_dialect is None or self.samples_per_dialect >= 1,
                "--samples_per_dialect must be >= 1")
+        _check(self.select_by in SELECT_BY, f"--select_by must be one of {', '.join(SELECT_BY)}")
+        _check(self.max_candidates_per_speaker >= 1, "--max_candidates_per_speaker must be >= 1")
         _check(0 <= self.validation_fraction < 1, "--validation_fraction must be in [0, 1)")
         _check(self.resampler in RESAMPLERS, f"--resampler must be one of {', '.join(RESAMPLERS)}")
         _check(self.num_workers is None or self.num_workers >= 1, "--num_workers must be >= 1")

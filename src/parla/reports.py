@@ -1,14 +1,21 @@
-"""Reports written next to the data: statistics, speaker metadata, rejects, and the summary."""
+"""Reports written next to the data: statistics, speaker metadata, rejects, and the summary.
+
+Every report is rebuilt from the shards' footer records (and the sources' early rejects), so a
+resumed run writes the same reports as an uninterrupted one.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 from collections.abc import Iterable, Mapping
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from .errors import Reject
+import pandas as pd
+
+from .files import write_json, write_jsonl
+
+__all__ = ["write_json"]  # stages write their JSON reports through this module
 
 STATISTICS_FILE = "dialect_statistics.json"
 SPEAKERS_FILE = "speaker_metadata.json"
@@ -16,63 +23,32 @@ REJECTS_FILE = "rejects.jsonl"
 REPORT_FILES = (STATISTICS_FILE, SPEAKERS_FILE, REJECTS_FILE, "README.md")
 
 
-def write_json(path: str | os.PathLike, data: Any) -> Path:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False) + "\n",
-                   encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+def sort_rejects(rejects: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per rejected row, in a fixed order (the file must not depend on scheduling)."""
+    first = ("source_path", "dialect", "reason", "detail")  # a line reads in this order
+    unique = {json.dumps(dict(r), sort_keys=True, ensure_ascii=False):
+              {key: r[key] for key in first if key in r} | {k: v for k, v in r.items()
+                                                              if k not in first}
+              for r in rejects}
+    return sorted(unique.values(), key=lambda r: (r.get("dialect") or "", r["source_path"],
+                                                  r.get("config") or "", r["reason"],
+                                                  r.get("detail") or ""))
 
 
-class RejectLog:
-    """Appends one JSON line per dropped row as it happens, and counts reasons per dialect."""
+def count_rejects(rejects: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, int]]:
+    """Rejects per dialect and reason."""
+    counts: dict[str, dict[str, int]] = {}
+    for reject in rejects:
+        by_reason = counts.setdefault(reject.get("dialect") or "unknown", {})
+        by_reason[reject["reason"]] = by_reason.get(reject["reason"], 0) + 1
+    return counts
 
-    def __init__(self, path: str | os.PathLike | None, append: bool = False) -> None:
-        self.path = Path(path) if path else None
-        # line-buffered: a line reaches the file before the row's shard can be finished, so a
-        # run killed at any moment never loses the reject of a row it will not process again
-        self._handle: IO[str] | None = (open(path, "a" if append else "w", encoding="utf-8",
-                                             buffering=1) if path else None)
-        self.counts: dict[str, dict[str, int]] = {}
 
-    def add(self, reject: Reject) -> None:
-        by_reason = self.counts.setdefault(reject.dialect or "unknown", {})
-        by_reason[reject.reason] = by_reason.get(reject.reason, 0) + 1
-        if self._handle is not None:
-            self._handle.write(json.dumps(reject.to_dict(), ensure_ascii=False) + "\n")
-
-    def extend(self, rejects: Iterable[Reject]) -> None:
-        for reject in rejects:
-            self.add(reject)
-
-    def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
-
-    def finalize(self) -> None:
-        """Rewrite the file with one line per rejected clip, sorted, and recount from it.
-
-        A resumed run meets some clips again; the file must not depend on how often it was.
-        """
-        self.close()
-        if self.path is None or not self.path.exists():
-            return
-        lines = sorted(set(self.path.read_text(encoding="utf-8").splitlines()) - {""},
-                       key=lambda line: (json.loads(line)["dialect"],
-                                         json.loads(line)["source_path"], line))
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-        os.replace(tmp, self.path)
-        self.counts = {}
-        for line in lines:
-            record = json.loads(line)
-            by_reason = self.counts.setdefault(record["dialect"] or "unknown", {})
-            by_reason[record["reason"]] = by_reason.get(record["reason"], 0) + 1
-
-    def total(self) -> int:
-        return sum(sum(reasons.values()) for reasons in self.counts.values())
+def write_rejects(path: str | os.PathLike, rejects: Iterable[Mapping[str, Any]]) -> int:
+    """rejects.jsonl, sorted, one line per rejected row; returns how many."""
+    ordered = sort_rejects(rejects)
+    write_jsonl(path, ordered)
+    return len(ordered)
 
 
 def format_counts_table(title: str, steps: Iterable[Mapping[str, Any]]) -> str:
@@ -100,3 +76,111 @@ def format_summary(statistics: Mapping[str, Any]) -> str:
               f"all: {total['train_rows']} train / {total['validation_rows']} validation rows, "
               f"{total['validation_speakers']} validation speakers (none in train)", "=" * 72]
     return "\n".join(lines)
+
+
+# --- prepare statistics ----------------------------------------------------------------------
+
+def _output_counts(rows: pd.DataFrame) -> dict[str, Any]:
+    speakers = int(rows["speaker_id"].nunique()) if len(rows) else 0
+    hours = float(rows["duration"].sum()) / 3600 if len(rows) else 0.0
+    return {"rows": len(rows), "speakers": speakers,
+            "samples_per_speaker": round(len(rows) / speakers, 2) if speakers else 0.0,
+            "hours": round(hours, 4),
+            "mean_duration": round(float(rows["duration"].mean()), 3) if len(rows) else 0.0}
+
+
+def conditioning_effect(rows: pd.DataFrame, removed: Mapping[str, float]) -> dict[str, Any]:
+    """Before/after figures of conditioning on kept rows, and the hours each rule removed
+    (``removed``: seconds of the rejected clips per reason)."""
+    def mean(column: str) -> float | None:
+        values = rows[column].dropna() if column in rows else pd.Series(dtype=float)
+        return round(float(values.mean()), 4) if len(values) else None
+
+    def spread(column: str) -> float | None:
+        values = rows[column].dropna() if column in rows else pd.Series(dtype=float)
+        return round(float(values.std(ddof=0)), 3) if len(values) else None
+
+    hours_removed: dict[str, float] = {}
+    if "duration_s_before" in rows and "duration_s_after" in rows:
+        trimmed = (rows["duration_s_before"] - rows["duration_s_after"]).sum()
+        hours_removed["trimming"] = round(float(trimmed) / 3600, 4)
+    for reason, seconds in removed.items():
+        hours_removed[reason] = hours_removed.get(reason, 0.0) + seconds / 3600
+    return {
+        "leading_silence_s": {"before": mean("leading_silence_s_before"),
+                              "after": mean("leading_silence_s_after")},
+        "trailing_silence_s": {"before": mean("trailing_silence_s_before"),
+                               "after": mean("trailing_silence_s_after")},
+        "lufs_std": {"before": spread("lufs_before"), "after": spread("lufs_after")},
+        "mean_snr_db": mean("snr_db"),
+        "hours_removed": {reason: round(hours, 4) for reason, hours in
+                          sorted(hours_removed.items())},
+    }
+
+
+def clips_table(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """Every kept clip of the run, one row each, from the shards' records (no audio read)."""
+    parts = [pd.DataFrame(record["clips"]).assign(dialect=record["config"],
+                                                  split=record["split"])
+             for record in records if record["rows"]]
+    columns = ["dialect", "split", "source_path", "speaker_id", "gender", "age", "duration",
+               "backfilled"]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
+
+
+def _sum_removed(records: Iterable[Mapping[str, Any]]) -> dict[str, float]:
+    removed: dict[str, float] = {}
+    for record in records:
+        for reason, seconds in record["removed_seconds"].items():
+            removed[reason] = removed.get(reason, 0.0) + seconds
+    return removed
+
+
+def build_statistics(parameters: Mapping[str, Any], counts: Mapping[str, list[Any]],
+                     records: list[Mapping[str, Any]], rejects: list[Mapping[str, Any]],
+                     rows_without_dialect: int, elapsed: float) -> dict[str, Any]:
+    """dialect_statistics.json: selection steps, rejects, output and conditioning per dialect.
+
+    ``counts`` are the selection steps per dialect, ``records`` the shards' footer records,
+    ``rejects`` every rejected row (the sources' and the shards').
+    """
+    clips = clips_table(records)
+    by_reason = count_rejects(rejects)
+    dialects = {}
+    for dialect, steps in counts.items():
+        mine = clips[clips["dialect"] == dialect]
+        own = [r for r in records if r["config"] == dialect]
+        dialects[dialect] = {
+            "steps": [s.to_dict() for s in steps],
+            "rejected": dict(sorted(by_reason.get(dialect, {}).items())),
+            "output": _output_counts(mine) | {
+                "backfilled": int(mine["backfilled"].sum()) if len(mine) else 0,
+                "speakers_short_of_quota": sum(r["short_speakers"] for r in own),
+                "quality_dropped": sum(len(r["quality_dropped"]) for r in own)},
+            "conditioning": conditioning_effect(mine, _sum_removed(own)),
+        }
+    validation = clips[clips["split"] == "validation"]
+    total = _output_counts(clips) | {
+        "conditioning": conditioning_effect(clips, _sum_removed(records)),
+        "clips_measured": int(clips["duration_s_after"].notna().sum())
+        if "duration_s_after" in clips else 0,
+        "backfilled": int(clips["backfilled"].sum()) if len(clips) else 0,
+        "rejected": len(rejects),
+        "train_rows": int((clips["split"] == "train").sum()),
+        "validation_rows": len(validation),
+        "validation_speakers": int(validation["speaker_id"].nunique()),
+        "rows_without_dialect": rows_without_dialect,
+        "elapsed_seconds": round(elapsed, 2)}
+    return {"parameters": dict(parameters), "dialects": dialects, "total": total}
+
+
+def speaker_metadata(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """speaker_metadata.json: dialect, gender, age, split, clips and seconds of each speaker."""
+    speakers: dict[str, dict[str, Any]] = {}
+    for row in clips_table(records).to_dict("records"):
+        entry = speakers.setdefault(row["speaker_id"], {
+            "dialect": row["dialect"], "gender": row["gender"], "age": row["age"],
+            "split": row["split"], "clips": 0, "seconds": 0.0})
+        entry["clips"] += 1
+        entry["seconds"] = round(entry["seconds"] + float(row["duration"]), 3)
+    return dict(sorted(speakers.items()))

@@ -68,16 +68,25 @@ def filter_min_samples_per_speaker(table: pd.DataFrame, min_samples: int) -> pd.
     return table[sizes.to_numpy() >= min_samples]
 
 
+def speaker_ranks(table: pd.DataFrame, max_samples: int, rng: np.random.Generator) -> np.ndarray:
+    """Each row's place in its speaker's seeded order of candidates (0 = first choice).
+
+    Only a speaker with more than ``max_samples`` clips is shuffled; the others keep their
+    order (every one of their clips is chosen). Speakers are drawn in sorted order, each one's
+    positions ascending, so the draws do not depend on how rows are grouped.
+    """
+    ranks = np.zeros(len(table), dtype=np.int64)
+    for _, positions in sorted(table.groupby("client_id", sort=False).indices.items()):
+        positions = np.sort(positions)
+        order = rng.permutation(positions) if len(positions) > max_samples else positions
+        ranks[order] = np.arange(len(order))
+    return ranks
+
+
 def balance_speakers(table: pd.DataFrame, max_samples: int,
                      rng: np.random.Generator) -> pd.DataFrame:
     """Keep at most ``max_samples`` randomly chosen clips per speaker."""
-    keep = np.ones(len(table), dtype=bool)
-    # speakers in sorted order, each one's positions ascending: the draws do not depend on
-    # how rows are grouped, and one pass over the groups scales with the rows
-    for _, positions in sorted(table.groupby("client_id", sort=False).indices.items()):
-        if len(positions) > max_samples:
-            keep[rng.permutation(np.sort(positions))[max_samples:]] = False
-    return table[keep]
+    return table[speaker_ranks(table, max_samples, rng) < max_samples]
 
 
 def cap_rows(table: pd.DataFrame, max_rows: int | None, rng: np.random.Generator) -> pd.DataFrame:
@@ -88,9 +97,15 @@ def cap_rows(table: pd.DataFrame, max_rows: int | None, rng: np.random.Generator
     return table.iloc[chosen]
 
 
-def select_dialect(table: pd.DataFrame, options: PrepareOptions,
-                   dialect: str) -> tuple[pd.DataFrame, list[StepCount]]:
-    """Every selection step, in the original scripts' order, with the counts after each."""
+def select_candidates(table: pd.DataFrame, options: PrepareOptions,
+                      dialect: str) -> tuple[pd.DataFrame, list[StepCount]]:
+    """Every selection step, in the original scripts' order, with the counts after each.
+
+    Returns every clip that may be used, with ``selected`` (the first choices, what the counts
+    describe) and ``rank`` (the clip's place in its speaker's seeded order). A speaker's other
+    clips are its spares: when a chosen clip is rejected while processing, the next spare takes
+    its place (back-fill), so a speaker with enough good clips ends with its full quota.
+    """
     # a stable order first, so the random steps see the same rows in the same order every run
     table = table.sort_values(["source", "row"], kind="stable")
     counts = [count(table, "input")]
@@ -103,15 +118,26 @@ def select_dialect(table: pd.DataFrame, options: PrepareOptions,
     counts.append(count(table, "sentence_and_speaker"))
     table = filter_min_samples_per_speaker(table, options.min_samples_per_speaker)
     counts.append(count(table, "min_samples_per_speaker"))
+    table = table.assign(rank=np.arange(len(table)), selected=True)
     if options.balance_speakers:
-        table = balance_speakers(table, options.max_samples_per_speaker,
-                                 rng_for(options.seed, "balance", dialect))
-        counts.append(count(table, "balance_speakers"))
+        ranks = speaker_ranks(table, options.max_samples_per_speaker,
+                              rng_for(options.seed, "balance", dialect))
+        table = table.assign(rank=ranks, selected=ranks < options.max_samples_per_speaker)
+        counts.append(count(table[table["selected"]], "balance_speakers"))
     if options.samples_per_dialect is not None:
-        table = cap_rows(table, options.samples_per_dialect,
-                         rng_for(options.seed, "samples_per_dialect", dialect))
-        counts.append(count(table, "samples_per_dialect"))
+        chosen = table[table["selected"]]
+        capped = cap_rows(chosen, options.samples_per_dialect,
+                          rng_for(options.seed, "samples_per_dialect", dialect))
+        table = table.assign(selected=table.index.isin(capped.index))
+        counts.append(count(capped, "samples_per_dialect"))
     return table, counts
+
+
+def select_dialect(table: pd.DataFrame, options: PrepareOptions,
+                   dialect: str) -> tuple[pd.DataFrame, list[StepCount]]:
+    """The first-choice rows of a dialect (no spares) and the counts after each step."""
+    candidates, counts = select_candidates(table, options, dialect)
+    return candidates[candidates["selected"]].drop(columns=["rank", "selected"]), counts
 
 
 def split_by_speaker(table: pd.DataFrame, validation_fraction: float,

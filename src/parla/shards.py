@@ -1,8 +1,8 @@
 """The one module that names, writes and finds output shards (Hub layout).
 
-Layout: ``<out>/data/<config>/<split>-00000-of-00004.parquet``. Every shard is written to a
-temporary name in the same folder and renamed into place, so a shard that exists is complete and a
-rerun can skip it (resume); an interrupted write leaves only a ``.tmp`` file, which is ignored.
+Layout: ``<out>/data/<config>/<split>-00000-of-00004.parquet``. Every shard is written atomically
+(`files.atomic_path`) with a self-describing record in its footer, so a shard that exists is
+complete and a rerun can trust it (resume); an interrupted write leaves only a temporary file.
 """
 
 from __future__ import annotations
@@ -13,13 +13,15 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .files import atomic_path
+
 DATA_DIR = "data"
 _SHARD_RE = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.parquet$")
-TMP_SUFFIX = ".tmp"
 
 
 def shard_name(split: str, index: int, count: int) -> str:
@@ -57,27 +59,41 @@ def find_shards(folder: str | os.PathLike) -> dict[str, dict[str, list[Path]]]:
     return found
 
 
-def write_table_atomic(path: str | os.PathLike, table: pa.Table, row_group_size: int = 256) -> Path:
-    """Write a parquet file so that it either exists whole or not at all."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
-    pq.write_table(table, tmp, row_group_size=row_group_size, compression="zstd")
-    with open(tmp, "rb") as handle:  # the data must be on disk before the name says it is done
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    return path
+def write_table_atomic(path: str | os.PathLike, table: pa.Table, row_group_size: int = 64,
+                       record: Mapping[str, Any] | None = None, stage: str = "") -> Path:
+    """Write a parquet shard so that it either exists whole or not at all.
+
+    ``record`` (with ``stage``) is the shard's self-description, stored in the parquet footer:
+    the settings that made it, its statistics and its rejects. A rerun trusts a shard whose
+    record matches, and rebuilds every report from the records.
+    """
+    if record is not None:
+        metadata = dict(table.schema.metadata or {})
+        metadata[record_key(stage)] = json.dumps(record, sort_keys=True).encode()
+        table = table.replace_schema_metadata(metadata)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, row_group_size=max(row_group_size, 1), compression="zstd")
+    return Path(path)
 
 
-def remove_stale_tmp(folder: str | os.PathLike) -> int:
-    """Delete temporary files left by an interrupted run; returns how many."""
-    count = 0
-    data = Path(folder) / DATA_DIR
-    if data.is_dir():
-        for tmp in data.rglob(f".*{TMP_SUFFIX}"):
-            tmp.unlink(missing_ok=True)
-            count += 1
-    return count
+def record_key(stage: str) -> bytes:
+    return f"parla_{stage}".encode()
+
+
+def read_shard_record(path: str | os.PathLike, stage: str) -> dict[str, Any] | None:
+    """The record in a shard's footer; None for a file that ``stage`` did not write."""
+    try:
+        metadata = pq.read_schema(path).metadata or {}
+    except (OSError, pa.ArrowInvalid):
+        return None
+    raw = metadata.get(record_key(stage))
+    if raw is None:
+        return None
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def read_shard(path: str | os.PathLike, columns: Iterable[str] | None = None) -> pa.Table:
@@ -102,79 +118,43 @@ PREPARED_COLUMNS: dict[str, pa.DataType] = {
 }
 
 
+# with --dnsmos, every row also carries its scores
+DNSMOS_COLUMNS: dict[str, pa.DataType] = {"dnsmos_sig": pa.float32(), "dnsmos_bak": pa.float32(),
+                                          "dnsmos_ovrl": pa.float32()}
+
+
 def _value_feature(dtype: pa.DataType) -> dict[str, str]:
     return {"dtype": "float32" if dtype == pa.float32() else "string", "_type": "Value"}
 
 
+def _prepared_columns(dnsmos: bool) -> dict[str, pa.DataType]:
+    return PREPARED_COLUMNS | DNSMOS_COLUMNS if dnsmos else PREPARED_COLUMNS
+
+
 @functools.lru_cache(maxsize=8)
-def prepared_schema(sample_rate: int) -> pa.Schema:
+def prepared_schema(sample_rate: int, dnsmos: bool = False) -> pa.Schema:
     features: dict[str, dict] = {}
-    for name, dtype in PREPARED_COLUMNS.items():
+    columns = _prepared_columns(dnsmos)
+    for name, dtype in columns.items():
         if name == "audio":
             features[name] = {"sampling_rate": sample_rate, "_type": "Audio"}
         else:
             features[name] = _value_feature(dtype)
     metadata = {"huggingface": json.dumps({"info": {"features": features}})}
-    return pa.schema(list(PREPARED_COLUMNS.items()), metadata=metadata)
+    return pa.schema(list(columns.items()), metadata=metadata)
 
 
-def prepared_table(rows: list[Mapping], sample_rate: int) -> pa.Table:
-    """A prepared shard from row dicts (``audio`` given as FLAC bytes)."""
-    schema = prepared_schema(sample_rate)
-    columns: dict[str, list] = {name: [] for name in PREPARED_COLUMNS}
+def prepared_table(rows: list[Mapping], sample_rate: int, dnsmos: bool = False) -> pa.Table:
+    """A prepared shard from row dicts (``audio`` given as FLAC bytes; with ``dnsmos``, the
+    scores are read from each row's ``measurements``)."""
+    schema = prepared_schema(sample_rate, dnsmos)
+    columns: dict[str, list] = {name: [] for name in schema.names}
     for row in rows:
-        for name in PREPARED_COLUMNS:
+        for name in schema.names:
             if name == "audio":
                 columns[name].append({"bytes": row["audio"], "path": row.get("audio_path")})
+            elif name in DNSMOS_COLUMNS:
+                columns[name].append(row["measurements"].get(name))
             else:
                 columns[name].append(row.get(name))
     return pa.table(columns, schema=schema)
-
-
-class ShardWriter:
-    """Writes one shard in row groups as rows arrive (bounded memory), then renames it into place.
-
-    Until `close` the data sits under a temporary name, so an interrupted run never leaves a
-    shard that looks finished.
-    """
-
-    def __init__(self, path: str | os.PathLike, schema: pa.Schema,
-                 row_group_size: int = 64) -> None:
-        self.path = Path(path)
-        self.schema = schema
-        self.row_group_size = row_group_size
-        self.rows_written = 0
-        self._pending: list[pa.Table] = []
-        self._pending_rows = 0
-        self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}{TMP_SUFFIX}")
-        self._writer: pq.ParquetWriter | None = None
-
-    def write(self, table: pa.Table) -> None:
-        self._pending.append(table)
-        self._pending_rows += table.num_rows
-        if self._pending_rows >= self.row_group_size:
-            self._flush()
-
-    def _flush(self) -> None:
-        if self._writer is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._writer = pq.ParquetWriter(self._tmp, self.schema, compression="zstd")
-        if self._pending:
-            table = pa.concat_tables(self._pending)
-            self._writer.write_table(table, row_group_size=max(table.num_rows, 1))
-            self.rows_written += table.num_rows
-        self._pending, self._pending_rows = [], 0
-
-    def close(self) -> Path:
-        self._flush()
-        assert self._writer is not None
-        self._writer.close()
-        with open(self._tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(self._tmp, self.path)
-        return self.path
-
-    def abort(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-        self._tmp.unlink(missing_ok=True)

@@ -295,3 +295,34 @@ def _assign_dialects(source: LoadedSource) -> None:
     source.rows_without_dialect = unknown
     if unknown:
         source.metadata = metadata[metadata["dialect"] != ""].reset_index(drop=True)
+
+
+# --- reading clips in the workers ------------------------------------------------------------
+
+@dataclass
+class ClipReader:
+    """Reads one source's clip bytes inside a worker, so the driver never carries audio.
+
+    It pickles small: a clips folder, or a `datasets.Dataset` backed by memory-mapped Arrow
+    files (pickled as their paths), which every worker opens itself.
+    """
+
+    clips_dir: Path | None = None
+    dataset: Any = None
+
+    def read(self, row: int, path: str) -> bytes:
+        if self.clips_dir is not None:
+            return read_clip(self.clips_dir / path)
+        import pyarrow as pa
+
+        data = self.dataset.data
+        table = data.table if hasattr(data, "table") else data
+        item = table.column("audio").take(pa.array([row], type=pa.int64()))[0].as_py()
+        if not item or not item.get("bytes"):
+            raise AudioDecodeError("missing_audio", "the row has no audio bytes")
+        return item["bytes"]
+
+
+def clip_reader(source: LoadedSource) -> ClipReader:
+    return ClipReader(clips_dir=source.clips_dir,
+                      dataset=None if source.clips_dir is not None else source.dataset)

@@ -40,19 +40,27 @@ from .codec import (
     resolve_snac,
     resolve_text_tokenizer,
 )
-from .dialects import ALL_CONFIG
+from .dialects import ALL_CONFIG, DIALECTS
 from .engines import get_engine
-from .engines.local import WorkerDied
-from .errors import AudioDecodeError, Reject, UsageError
+from .errors import AudioDecodeError, Reject, UsageError, WorkerDied
+from .files import lock_folder, remove_stale_tmp
 from .options import TokenizeOptions
 from .progress import get_logger, progress
-from .reports import REJECTS_FILE, write_json
-from .shards import DATA_DIR, find_shards, read_shard, remove_stale_tmp, write_table_atomic
+from .reports import REJECTS_FILE, write_json, write_rejects
+from .shards import (
+    DATA_DIR,
+    find_shards,
+    read_shard,
+    read_shard_record,
+    record_key,
+    write_table_atomic,
+)
 
 log = get_logger("tokenize")
 
 STATS_FILE = "tokenization_stats.json"
-METADATA_KEY = b"parla_tokenize"  # parquet footer key holding a shard's settings and statistics
+STAGE = "tokenize"
+METADATA_KEY = record_key(STAGE)  # parquet footer key holding a shard's settings and statistics
 INPUT_COLUMNS = ("audio", "text", "dialect", "speaker_id", "duration", "source_path")
 CODE_COLUMNS = ("codes_0", "codes_1", "codes_2")
 ROW_COLUMNS = ("text", "dialect", "speaker_id", "duration")
@@ -306,8 +314,7 @@ class ShardTokenizer:
                                           fmt=settings.fmt, dedupe=settings.dedupe,
                                           max_length=settings.max_length)
         record = shard_record(task, settings.fingerprint, stats, rejects)
-        metadata = {METADATA_KEY: json.dumps(record, sort_keys=True).encode()}
-        write_table_atomic(task.output_path, out.replace_schema_metadata(metadata))
+        write_table_atomic(task.output_path, out, record=record, stage=STAGE)
         return record
 
 
@@ -320,20 +327,10 @@ def shard_record(task: ShardTask, fingerprint: Mapping[str, Any],
             "rejects": [reject.to_dict() for reject in rejects]}
 
 
-def read_shard_record(path: str | os.PathLike) -> dict[str, Any] | None:
+def read_tokenized_record(path: str | os.PathLike) -> dict[str, Any] | None:
     """The record in a tokenized shard's footer; None for a shard parla tokenize did not write."""
-    try:
-        metadata = pq.read_schema(path).metadata or {}
-    except (OSError, pa.ArrowInvalid):
-        return None
-    raw = metadata.get(METADATA_KEY)
-    if raw is None:
-        return None
-    try:
-        record = json.loads(raw)
-    except ValueError:
-        return None
-    return record if isinstance(record, dict) and "stats" in record else None
+    record = read_shard_record(path, STAGE)
+    return record if record is not None and "stats" in record else None
 
 
 # --- planning ----------------------------------------------------------------------------------
@@ -346,7 +343,12 @@ def pick_devices(options: TokenizeOptions) -> tuple[tuple[str, ...], int]:
     import torch
 
     wanted = options.device
-    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if options.engine == "ray":  # the cluster's GPUs, not only this machine's
+        from .engines.ray import cluster_gpus
+
+        gpus = cluster_gpus()
+    else:
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if wanted == "cpu" or (wanted == "auto" and gpus == 0):
         if wanted == "auto":
             log.warning("no CUDA GPU found: encoding on the CPU, which is far slower "
@@ -423,7 +425,7 @@ def _plan(found: Mapping[str, Mapping[str, list[Path]]], input_dir: Path, out: P
                                  path.stat().st_size)
                 tasks.append(task)
                 if target.is_file():
-                    record = read_shard_record(target)
+                    record = read_tokenized_record(target)
                     if record is None:
                         raise UsageError(f"{target} exists but was not written by parla "
                                          "tokenize; pass --overwrite or another --output_dir")
@@ -457,16 +459,6 @@ def _clear_output(out: Path) -> None:
         (out / name).unlink(missing_ok=True)
 
 
-def _remove_interrupted_writes(out: Path) -> int:
-    """Temporary files of writes a killed run left behind (shards, reports, the card)."""
-    removed = remove_stale_tmp(out)
-    for name in (STATS_FILE, REJECTS_FILE, "README.md"):
-        for tmp in out.glob(f".{name}*.tmp"):
-            tmp.unlink(missing_ok=True)
-            removed += 1
-    return removed
-
-
 # --- reports -----------------------------------------------------------------------------------
 
 def aggregate(records: Sequence[Mapping[str, Any]], sample_rate: int, sequences: bool,
@@ -497,18 +489,82 @@ def aggregate(records: Sequence[Mapping[str, Any]], sample_rate: int, sequences:
     }
 
 
-def _write_rejects(path: Path, records: Sequence[Mapping[str, Any]]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        for record in records:
-            for reject in record["rejects"]:  # same key order as prepare's rejects.jsonl
-                row = {**Reject(**reject).to_dict(), "config": record["config"],
-                       "split": record["split"]}
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+def _rejects(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Every skipped row of the run, with the config and split of its shard."""
+    return [{**Reject(**reject).to_dict(), "config": record["config"], "split": record["split"]}
+            for record in records for reject in record["rejects"]]
 
 
 # --- the stage ---------------------------------------------------------------------------------
+
+def _select_configs(found: dict[str, dict[str, list[Path]]], options: TokenizeOptions,
+                    input_dir: Path) -> dict[str, dict[str, list[Path]]]:
+    """The input configs to tokenize: every one by default; `all` stands for every dialect."""
+    if options.configs is None:
+        return found
+    wanted = [config for name in options.configs
+              for config in ([c for c in found if c in DIALECTS]
+                             if name == ALL_CONFIG and ALL_CONFIG not in found else [name])]
+    unknown = sorted(set(wanted) - set(found))
+    if unknown:
+        raise UsageError(f"--configs {', '.join(unknown)}: not in {input_dir} (it has "
+                         f"{', '.join(sorted(found))})")
+    return {config: found[config] for config in sorted(set(wanted))}
+
+
+def _fingerprint(options: TokenizeOptions, snac_files: SnacFiles, snac_config: Mapping[str, Any],
+                 tokenizer_path: Path | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(parameters shown in the card and statistics, settings every shard's record must match)."""
+    sample_rate = int(snac_config.get("sampling_rate", 24000))
+    parameters = {"snac_model": options.snac_model, "format": options.format,
+                  "target_sample_rate": sample_rate}
+    fingerprint: dict[str, Any] = {"format": options.format,
+                                   "snac_config": json.dumps(snac_config, sort_keys=True),
+                                   "snac_weights_sha256": _file_digest(snac_files.weights)}
+    if options.format == "orpheus":
+        parameters |= {"text_tokenizer": options.text_tokenizer,
+                       "dedupe_frames": options.dedupe_frames, "max_length": options.max_length}
+        fingerprint |= {"dedupe_frames": options.dedupe_frames,
+                        "max_length": options.max_length,
+                        "tokenizer_sha256": _file_digest(tokenizer_path)}
+    return parameters, fingerprint
+
+
+def _worker_settings(options: TokenizeOptions, snac_files: SnacFiles,
+                     tokenizer_path: Path | None, devices: tuple[str, ...], num_workers: int,
+                     fingerprint: Mapping[str, Any]) -> WorkerSettings:
+    cpu_count = os.cpu_count() or 1
+    on_gpu = devices[0] != "cpu"
+    return WorkerSettings(
+        snac=snac_files, tokenizer_path=str(tokenizer_path) if tokenizer_path else None,
+        devices=devices, fmt=options.format, dedupe=options.dedupe_frames,
+        max_length=options.max_length, batch_seconds=options.batch_seconds,
+        workers_per_device=options.workers_per_gpu if on_gpu else 1,
+        # a GPU worker's CPU time goes to decoding; a CPU worker's to the model itself
+        decode_threads=max(2, min(8, cpu_count // max(1, num_workers) - 1)) if on_gpu else 1,
+        torch_threads=None if (on_gpu or num_workers == 1) else max(1, cpu_count // num_workers),
+        fingerprint=fingerprint)
+
+
+def _encode_shards(todo: list[ShardTask], settings: WorkerSettings, options: TokenizeOptions,
+                   num_workers: int, bar: Any) -> dict[str, dict]:
+    """Run the workers over the shards not done yet; their records by output path."""
+    done: dict[str, dict] = {}
+    on_gpu = settings.devices[0] != "cpu"
+    map_tasks = get_engine(options.engine)
+    try:
+        for task, record in map_tasks(
+                todo, functools.partial(ShardTokenizer, settings), num_workers=num_workers,
+                num_gpus_per_worker=(1 / options.workers_per_gpu) if on_gpu else 0,
+                describe_task=ShardTask.describe):
+            done[task.output_path] = record
+            bar.update(task.rows)
+    except WorkerDied as error:
+        # the engine names the task it lost; the shards without output are the sure list
+        unfinished = [task.describe() for task in todo if not Path(task.output_path).is_file()]
+        raise WorkerDied(f"{error}. Unfinished: {'; '.join(unfinished)}") from error
+    return done
+
 
 def tokenize(options: TokenizeOptions) -> dict[str, Any]:
     """Run the tokenize stage; returns the statistics written to tokenization_stats.json."""
@@ -522,89 +578,55 @@ def tokenize(options: TokenizeOptions) -> dict[str, Any]:
     if not found:
         raise UsageError(f"--input_dir {input_dir} holds no prepared shards "
                          f"({DATA_DIR}/<config>/<split>-*.parquet); run `parla prepare` first")
-    if options.configs is not None:
-        unknown = sorted(set(options.configs) - set(found))
-        if unknown:
-            raise UsageError(f"--configs {', '.join(unknown)}: not in {input_dir} (it has "
-                             f"{', '.join(sorted(found))})")
-        found = {config: found[config] for config in options.configs}
+    found = _select_configs(found, options, input_dir)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--output_dir {out} exists and is not a folder")
 
     # the model and tokenizer are found before any data is read: a missing one fails in seconds
     snac_files, snac_config, tokenizer_path = resolve_models(options)
     devices, num_workers = pick_devices(options)
-
-    sample_rate = int(snac_config.get("sampling_rate", 24000))
-    parameters = {"snac_model": options.snac_model, "format": options.format,
-                  "target_sample_rate": sample_rate}
-    fingerprint: dict[str, Any] = {"format": options.format,
-                                   "snac_config": json.dumps(snac_config, sort_keys=True),
-                                   "snac_weights_sha256": _file_digest(snac_files.weights)}
-    if options.format == "orpheus":
-        parameters |= {"text_tokenizer": options.text_tokenizer,
-                       "dedupe_frames": options.dedupe_frames, "max_length": options.max_length}
-        fingerprint |= {"dedupe_frames": options.dedupe_frames,
-                        "max_length": options.max_length,
-                        "tokenizer_sha256": _file_digest(tokenizer_path)}
-
+    parameters, fingerprint = _fingerprint(options, snac_files, snac_config, tokenizer_path)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UsageError(f"--output_dir {out} cannot be created ({error.strerror})") from None
-    if options.overwrite:
-        _clear_output(out)
-    removed = _remove_interrupted_writes(out)
-    if removed:
-        log.info("removed %d half-written file(s) of an interrupted run", removed)
-    tasks, done = _plan(found, input_dir, out, fingerprint)
-    todo = [task for task in tasks if task.output_path not in done]
-    if done:
-        log.info("resuming: %d of %d shards already tokenized", len(done), len(tasks))
-
-    cpu_count = os.cpu_count() or 1
-    on_gpu = devices[0] != "cpu"
-    settings = WorkerSettings(
-        snac=snac_files, tokenizer_path=str(tokenizer_path) if tokenizer_path else None,
-        devices=devices, fmt=options.format, dedupe=options.dedupe_frames,
-        max_length=options.max_length, batch_seconds=options.batch_seconds,
-        workers_per_device=options.workers_per_gpu if on_gpu else 1,
-        # a GPU worker's CPU time goes to decoding; a CPU worker's to the model itself
-        decode_threads=max(2, min(8, cpu_count // max(1, num_workers) - 1)) if on_gpu else 1,
-        torch_threads=None if (on_gpu or num_workers == 1) else max(1, cpu_count // num_workers),
-        fingerprint=fingerprint)
-    workers = min(num_workers, len(todo)) if todo else 0
-    log.info("tokenizing %d shard(s) (%d rows) on %s with %d worker(s)", len(todo),
-             sum(t.rows for t in todo), ", ".join(devices), workers)
-
-    map_tasks = get_engine(options.engine)
-    bar = progress(desc="tokenize", total=sum(t.rows for t in tasks),
-                   initial=sum(t.rows for t in tasks if t.output_path in done))
-    try:
-        if todo:
-            results = map_tasks(todo, functools.partial(ShardTokenizer, settings),
-                                num_workers=workers,
-                                num_gpus_per_worker=(1 / options.workers_per_gpu) if on_gpu else 0,
-                                describe_task=ShardTask.describe)
-            for task, record in zip(todo, results, strict=True):
-                done[task.output_path] = record
-                bar.update(task.rows)
-    except WorkerDied as error:
-        # the engine names the first pending task; the shards without output are the sure list
-        unfinished = [task.describe() for task in todo if not Path(task.output_path).is_file()]
-        raise WorkerDied(f"{error}. Unfinished: {'; '.join(unfinished)}") from error
-    finally:
-        bar.close()
-
-    records = [done[task.output_path] for task in tasks]
-    statistics = aggregate(records, sample_rate, options.format == "orpheus", parameters)
-    write_json(out / STATS_FILE, statistics)
-    _write_rejects(out / REJECTS_FILE, records)
-    from .hub import write_dataset_card
-
-    write_dataset_card(out, kind="tokenized", parameters=parameters)
+    with lock_folder(out):
+        if options.overwrite:
+            _clear_output(out)
+        if remove_stale_tmp(out):
+            log.info("removed the half-written files of an interrupted run")
+        tasks, done = _plan(found, input_dir, out, fingerprint)
+        todo = [task for task in tasks if task.output_path not in done]
+        if done:
+            log.info("resuming: %d of %d shards already tokenized", len(done), len(tasks))
+        workers = min(num_workers, len(todo))
+        log.info("tokenizing %d shard(s) (%d rows) on %s with %d worker(s)", len(todo),
+                 sum(t.rows for t in todo), ", ".join(devices), workers)
+        settings = _worker_settings(options, snac_files, tokenizer_path, devices,
+                                    max(workers, 1), fingerprint)
+        bar = progress(desc="tokenize", total=sum(t.rows for t in tasks),
+                       initial=sum(t.rows for t in tasks if t.output_path in done))
+        try:
+            if todo:
+                done |= _encode_shards(todo, settings, options, workers, bar)
+        finally:
+            bar.close()
+        statistics = _write_reports(out, [done[task.output_path] for task in tasks],
+                                    settings, parameters)
     elapsed = time.perf_counter() - started
     total = statistics["total"]
     log.info("tokenized %d rows (%d skipped, %.1f s of audio) in %.1f s; wrote %s", total["rows"],
              total["rows_skipped"], total["audio_hours"] * 3600, elapsed, out)
+    return statistics
+
+
+def _write_reports(out: Path, records: list[dict], settings: WorkerSettings,
+                   parameters: Mapping[str, Any]) -> dict[str, Any]:
+    from .hub import write_dataset_card
+
+    sample_rate = int(parameters["target_sample_rate"])
+    statistics = aggregate(records, sample_rate, settings.fmt == "orpheus", parameters)
+    write_json(out / STATS_FILE, statistics)
+    write_rejects(out / REJECTS_FILE, _rejects(records))
+    write_dataset_card(out, kind="tokenized", parameters=parameters)
     return statistics

@@ -1,47 +1,116 @@
-"""Local engine: a pool of spawned worker processes, each building its worker once.
+"""Local engine: spawned worker processes, each building its worker once, one task at a time.
 
-Results come back in task order with a bounded number of tasks in flight, so memory stays flat
-however long the stream, and output order (hence bytes) does not depend on scheduling.
+Each worker has its own pipe and gets its next task only when it has answered the last one, so
+neither side can block the other and memory stays flat however long the stream. Workers die
+with the main process: they ask the kernel for SIGKILL when their parent dies (Linux) and check
+their parent as they start; SIGINT is left to the main process, which stops them itself.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import multiprocessing as mp
-from collections import deque
+import os
+import signal
+import sys
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from ..errors import ParlaError
+from ..errors import WorkerDied
 from . import WorkerFactory
 
-_worker: Any = None  # the per-process worker, built once by the pool initializer
-_build_error: BaseException | None = None  # why it could not be built
+_PR_SET_PDEATHSIG = 1
+_STOP_SECONDS = 5.0  # how long a worker may take to exit before it is killed
 
 
-def _init_worker(worker_factory: WorkerFactory, ranks: Any) -> None:
-    global _worker, _build_error
+def _die_with_parent(parent_pid: int) -> None:
+    """SIGKILL this process when its parent dies; exit now if it already has."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the parent died before the request above took effect
+        os._exit(1)
+
+
+def _worker_main(worker_factory: WorkerFactory, rank: int, conn: Connection,
+                 parent_pid: int) -> None:
+    _die_with_parent(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides what Ctrl-C ends
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     try:
-        _worker = worker_factory(ranks.get())
-    except Exception as error:  # raised from each task instead: an initializer that raises
-        _build_error = error  # only breaks the pool, and the reason would be lost
+        worker = worker_factory(rank)
+    except BaseException as error:  # sent back: the reason must reach the user
+        conn.send(("error", _picklable(error)))
+        return
+    conn.send(("ready", None))
+    while True:
+        task = conn.recv()
+        if task is None:
+            return
+        try:
+            result = worker(task)
+        except BaseException as error:
+            conn.send(("error", _picklable(error)))
+            return
+        conn.send(("result", result))
 
 
-def _call_worker(task: Any) -> Any:
-    if _build_error is not None:
-        raise _build_error
-    return _worker(task)
+def _picklable(error: BaseException) -> BaseException:
+    import pickle
+
+    try:
+        pickle.loads(pickle.dumps(error))
+        return error
+    except Exception:
+        return RuntimeError(f"{type(error).__name__}: {error}")
 
 
-class WorkerDied(ParlaError):
-    """A worker process died (killed, out of memory, crashed in native code)."""
+def _bootstrap_hint() -> str:
+    main = sys.modules.get("__main__")
+    script = getattr(main, "__file__", None)
+    if script and "parla" not in os.path.basename(os.path.dirname(os.path.abspath(script))):
+        return (f"; if {os.path.basename(script)} calls parla at its top level, put the call "
+                "under `if __name__ == \"__main__\":` (workers are spawned, and each one "
+                "imports the main script again)")
+    return ""
+
+
+class _Worker:
+    def __init__(self, context: Any, worker_factory: WorkerFactory, rank: int) -> None:
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=_worker_main, name=f"parla-worker-{rank}",
+                                       args=(worker_factory, rank, child, os.getpid()),
+                                       daemon=True)
+        self.process.start()
+        child.close()
+        self.ready = False
+        self.task: Any = None  # the task it is working on
+        self.busy = False
+
+    def send(self, task: Any) -> None:
+        self.task, self.busy = task, True
+        self.conn.send(task)
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            if self.process.is_alive() and self.ready and not self.busy:
+                self.conn.send(None)
+        self.process.join(_STOP_SECONDS if self.ready and not self.busy else 0)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(_STOP_SECONDS)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        self.conn.close()
 
 
 def map_tasks(tasks: Iterable[Any], worker_factory: WorkerFactory, *, num_workers: int = 1,
-              max_in_flight: int | None = None, start_method: str = "spawn",
-              num_gpus_per_worker: float = 0, describe_task: Any = repr) -> Iterator[Any]:
-    """Run ``worker_factory(rank)(task)`` for every task; yield results in task order.
+              start_method: str = "spawn", num_gpus_per_worker: float = 0,
+              describe_task: Any = repr, **_: Any) -> Iterator[tuple[Any, Any]]:
+    """Run ``worker_factory(rank)(task)`` for every task; yield ``(task, result)`` as they finish.
 
     With one worker everything runs in this process (no pickling, easy to debug). Several workers
     are spawned processes (safe with CUDA and threads). ``describe_task`` names a task in the
@@ -51,32 +120,73 @@ def map_tasks(tasks: Iterable[Any], worker_factory: WorkerFactory, *, num_worker
     if num_workers <= 1:
         worker = worker_factory(0)
         for task in tasks:
-            yield worker(task)
+            yield task, worker(task)
         return
 
     context = mp.get_context(start_method)
-    ranks = context.Queue()  # handed over at process start (initargs), so no manager is needed
-    for rank in range(num_workers):
-        ranks.put(rank)
-    in_flight_limit = max_in_flight or 2 * num_workers
-    pending: deque[tuple[Any, Future]] = deque()
-    with ProcessPoolExecutor(num_workers, mp_context=context, initializer=_init_worker,
-                             initargs=(worker_factory, ranks)) as pool:
-        try:
-            for task in tasks:
-                pending.append((task, pool.submit(_call_worker, task)))
-                if len(pending) >= in_flight_limit:
-                    yield _result(*pending.popleft(), describe_task)
-            while pending:
-                yield _result(*pending.popleft(), describe_task)
-        finally:
-            for _, future in pending:
-                future.cancel()
-
-
-def _result(task: Any, future: Future, describe_task: Any) -> Any:
+    pending = iter(tasks)
+    workers: list[_Worker] = []
+    # SIGINT stays blocked while workers start, and they inherit the mask: a Ctrl-C during
+    # start-up reaches only this process, which then stops them cleanly
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
-        return future.result()
-    except BrokenProcessPool as error:
-        raise WorkerDied(f"a worker process died while processing {describe_task(task)}; "
-                         "finished output is kept, rerun to resume") from error
+        workers = [_Worker(context, worker_factory, rank) for rank in range(num_workers)]
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    try:
+        exhausted = False
+        while True:
+            for worker in workers:
+                if worker.ready and not worker.busy and not exhausted:
+                    task = next(pending, _END)
+                    if task is _END:
+                        exhausted = True
+                    else:
+                        worker.send(task)
+            live = [w for w in workers if w.busy or not w.ready]
+            if exhausted and not live:
+                return
+            by_handle = {}
+            for worker in live:
+                by_handle[worker.conn] = worker
+                by_handle[worker.process.sentinel] = worker
+            for handle in wait(list(by_handle)):
+                worker = by_handle[handle]
+                message = _receive(worker)
+                if message is None:
+                    raise _died(worker, describe_task)
+                kind, payload = message
+                if kind == "error":
+                    raise payload
+                if kind == "ready":
+                    worker.ready = True
+                else:
+                    task, worker.task, worker.busy = worker.task, None, False
+                    yield task, payload
+    finally:
+        for worker in workers:
+            worker.stop()
+
+
+_END = object()
+
+
+def _receive(worker: _Worker) -> tuple[str, Any] | None:
+    """The worker's next message, or None when it died without one."""
+    try:
+        if worker.conn.poll():
+            return worker.conn.recv()
+    except (EOFError, OSError):
+        pass
+    return None
+
+
+def _died(worker: _Worker, describe_task: Any) -> WorkerDied:
+    worker.process.join(1)
+    code = worker.process.exitcode
+    how = f"was killed by signal {-code}" if code is not None and code < 0 else \
+        f"exited with code {code}"
+    if not worker.ready:
+        return WorkerDied(f"a worker process {how} while starting{_bootstrap_hint()}")
+    return WorkerDied(f"a worker process {how} while processing {describe_task(worker.task)}; "
+                      "finished output is kept, rerun to resume")

@@ -1,8 +1,9 @@
 """Ray engine: the same `map_tasks` protocol on a Ray cluster, one actor per worker.
 
-Each actor builds its worker once (``worker_factory(0)``: Ray assigns each actor its own GPU and
-sets CUDA_VISIBLE_DEVICES, so ``cuda:0`` inside an actor is that GPU). Resources are declared here,
-at the call: one CPU per actor and ``num_gpus_per_worker`` GPUs. Results come back in task order.
+Each actor builds its worker once (``worker_factory(rank)``; with GPUs Ray gives each actor its
+own and sets CUDA_VISIBLE_DEVICES, so the factory is called with rank 0 and ``cuda:0`` is that
+GPU). A task is one output shard written atomically, so running it again is harmless: an actor
+that dies is restarted and its task retried, and the run ends as an uninterrupted one would.
 Paths in tasks must be visible to every node (a shared filesystem), as they are for local runs.
 """
 
@@ -12,9 +13,10 @@ import os
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from ..errors import UsageError
+from ..errors import EnvironmentFailure, UsageError, WorkerDied
 from . import WorkerFactory
-from .local import WorkerDied
+
+MAX_RETRIES = 3  # restarts of a dead actor, and retries of the task it was running
 
 
 def _import_ray() -> Any:
@@ -25,48 +27,73 @@ def _import_ray() -> Any:
     return ray
 
 
+def connect() -> Any:
+    """The ray module, connected to ``RAY_ADDRESS`` when set, else to a local instance."""
+    ray = _import_ray()
+    if not ray.is_initialized():
+        address = os.environ.get("RAY_ADDRESS") or None
+        try:
+            # log_to_driver: what the workers log reaches this process's log
+            ray.init(address=address, include_dashboard=False, log_to_driver=True,
+                     ignore_reinit_error=True, logging_level="WARNING")
+        except (ConnectionError, TimeoutError, RuntimeError) as error:
+            where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise EnvironmentFailure(f"cannot connect to {where} ({type(error).__name__}: "
+                                     f"{first[:200]}); check RAY_ADDRESS and that the head "
+                                     "node is running") from None
+    return ray
+
+
+def cluster_gpus() -> int:
+    """GPUs in the whole cluster (not only on this machine)."""
+    return int(connect().cluster_resources().get("GPU", 0))
+
+
 class _TaskRunner:
     """The actor body: holds one worker for the actor's lifetime."""
 
     def __init__(self, worker_factory: WorkerFactory, rank: int) -> None:
         self.worker = worker_factory(rank)
 
-    def run(self, task: Any) -> Any:
-        return self.worker(task)
+    def run(self, index: int, task: Any) -> tuple[int, Any]:
+        return index, self.worker(task)
 
 
 def map_tasks(tasks: Iterable[Any], worker_factory: WorkerFactory, *, num_workers: int = 1,
               num_gpus_per_worker: float = 0, max_in_flight: int | None = None,
-              describe_task: Any = repr, **_: Any) -> Iterator[Any]:
-    """Run every task on a pool of Ray actors; yield results in task order.
-
-    Connects to ``RAY_ADDRESS`` when set, else starts a local Ray instance.
-    """
-    ray = _import_ray()
+              describe_task: Any = repr, **_: Any) -> Iterator[tuple[Any, Any]]:
+    """Run every task on a pool of Ray actors; yield ``(task, result)`` as they finish."""
+    ray = connect()
     from ray.util import ActorPool
 
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS") or None, include_dashboard=False,
-                 log_to_driver=False, ignore_reinit_error=True)
-    runner = ray.remote(num_cpus=1, num_gpus=num_gpus_per_worker)(_TaskRunner)
+    runner = ray.remote(num_cpus=1, num_gpus=num_gpus_per_worker, max_restarts=MAX_RETRIES,
+                        max_task_retries=MAX_RETRIES)(_TaskRunner)
     actors = [runner.remote(worker_factory, 0 if num_gpus_per_worker else rank)
               for rank in range(max(num_workers, 1))]
     pool = ActorPool(actors)
     in_flight_limit = max_in_flight or 2 * len(actors)
-    submitted: list[Any] = []  # tasks not yet answered, oldest first (to name a failed one)
+    submitted: dict[int, Any] = {}  # tasks not yet answered, by index
     try:
-        for task in tasks:  # bounded in flight: ActorPool.map would queue every task at once
-            pool.submit(lambda actor, item: actor.run.remote(item), task)
-            submitted.append(task)
+        for index, task in enumerate(tasks):  # bounded: ActorPool.map would queue every task
+            pool.submit(lambda actor, item: actor.run.remote(*item), (index, task))
+            submitted[index] = task
             if len(submitted) >= in_flight_limit:
-                yield pool.get_next()
-                submitted.pop(0)
+                done, result = pool.get_next_unordered()
+                yield submitted.pop(done), result
         while pool.has_next():
-            yield pool.get_next()
-            submitted.pop(0)
+            done, result = pool.get_next_unordered()
+            yield submitted.pop(done), result
+    except ray.exceptions.RayTaskError as error:  # the worker raised: the same error here
+        cause = getattr(error, "cause", None)
+        if isinstance(cause, BaseException):
+            raise cause from None
+        raise
     except ray.exceptions.RayActorError as error:
-        raise WorkerDied(f"a Ray worker died while processing {describe_task(submitted[0])}; "
-                         "finished output is kept, rerun to resume") from error
+        first = next(iter(submitted.values()), None)
+        raise WorkerDied(f"a Ray worker died {MAX_RETRIES + 1} times while processing "
+                         f"{describe_task(first)}; finished output is kept, rerun to "
+                         "resume") from error
     finally:
         for actor in actors:
-            ray.kill(actor)
+            ray.kill(actor, no_restart=True)

@@ -1,0 +1,140 @@
+"""Turn the selected candidates into shard tasks: the split, the shards and what each one holds.
+
+Pure functions on the metadata table: every row's shard is fixed here, before any audio is
+decoded, so the output does not depend on the number of workers or the engine. A shard is one
+dialect's split; it holds whole speakers (each with its quota and its spare clips, so that
+back-fill never needs another shard), except a speaker with no spares, whose clips may be cut
+across shards. Rows are not shuffled across dialects: training shuffles them anyway.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .options import PrepareOptions
+from .selection import rng_for, split_by_speaker
+from .shards import shard_path
+
+SPLITS = ("train", "validation")
+# what a worker needs of each candidate clip; `source` with `row` or `path` finds its bytes
+CANDIDATE_FIELDS = ("source", "row", "path", "sentence", "client_id", "gender", "age",
+                    "dialect", "duration", "nominal_duration", "selected")
+
+
+@dataclass(frozen=True)
+class SpeakerGroup:
+    """One speaker's clips in one shard: keep ``quota`` of ``candidates``, in their order."""
+
+    speaker_id: str
+    quota: int
+    candidates: tuple[dict[str, Any], ...]  # first choices first, then spares, seeded order
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """One output shard: where it goes and the clips it is made from."""
+
+    config: str
+    split: str
+    index: int
+    count: int
+    path: str
+    groups: tuple[SpeakerGroup, ...]
+
+    @property
+    def rows(self) -> int:
+        return sum(group.quota for group in self.groups)
+
+    def digest(self) -> str:
+        """Identifies the shard's planned input: a changed corpus gives another digest."""
+        planned = [[group.speaker_id, group.quota,
+                    [[c["source"], int(c["row"]), c["path"]] for c in group.candidates]]
+                   for group in self.groups]
+        return hashlib.sha256(json.dumps(planned).encode()).hexdigest()
+
+    def describe(self) -> str:
+        return f"shard {self.config}/{Path(self.path).name}"
+
+
+def split_dialects(candidates: Mapping[str, pd.DataFrame],
+                   options: PrepareOptions) -> pd.DataFrame:
+    """Every candidate with its ``split``: speaker-disjoint train/validation per dialect.
+
+    Each dialect aims at the fraction of all rows so far less what is already held out, so
+    whole-speaker rounding does not add up across small dialects. A speaker recorded under two
+    dialects is held out in both, or the union of the dialects would not be speaker-disjoint.
+    """
+    held_out: set[str] = set()
+    rows_so_far = held_out_rows = 0
+    for dialect, table in candidates.items():
+        chosen = table[table["selected"]]
+        rows_so_far += len(chosen)
+        _, validation = split_by_speaker(
+            chosen, options.validation_fraction, rng_for(options.seed, "split", dialect),
+            target_rows=options.validation_fraction * rows_so_far - held_out_rows)
+        held_out_rows += len(validation)
+        held_out.update(validation["client_id"])
+    parts = [table.assign(split="train") for table in candidates.values()]
+    table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    if len(table):
+        table.loc[table["client_id"].isin(held_out), "split"] = "validation"
+    return table
+
+
+def _speaker_pieces(group: pd.DataFrame, rows_per_shard: int, room: int
+                    ) -> Iterator[tuple[int, pd.DataFrame]]:
+    """(quota, candidates) pieces of one speaker: whole if it has spares, else cut to fit."""
+    quota = int(group["selected"].sum())
+    if len(group) > quota or quota <= room:
+        yield quota, group
+        return
+    start = 0
+    while start < len(group):
+        size = room if start == 0 and room > 0 else rows_per_shard
+        piece = group.iloc[start:start + size]
+        yield len(piece), piece
+        start += size
+
+
+def _candidate_dicts(group: pd.DataFrame) -> tuple[dict[str, Any], ...]:
+    return tuple(group[list(CANDIDATE_FIELDS)].to_dict("records"))
+
+
+def plan_shards(table: pd.DataFrame, options: PrepareOptions,
+                out_dir: str | Path) -> list[ShardTask]:
+    """Every shard task of the run, in a fixed order (dialect, split, index)."""
+    tasks: list[ShardTask] = []
+    limit = max(options.max_candidates_per_speaker, 1)
+    for (dialect, split), rows in table.groupby(["dialect", "split"], sort=True):
+        speakers = sorted(set(rows["client_id"]))
+        order = rng_for(options.seed, "order", dialect, split).permutation(len(speakers))
+        by_speaker = {speaker: group for speaker, group in rows.groupby("client_id")}
+        shards: list[list[SpeakerGroup]] = [[]]
+        filled = 0
+        for position in order:
+            speaker = speakers[position]
+            group = by_speaker[speaker].sort_values(["selected", "rank"],
+                                                    ascending=[False, True], kind="stable")
+            quota = int(group["selected"].sum())
+            if quota == 0:
+                continue  # every clip of this speaker was dropped by the dialect cap
+            group = group.iloc[:max(quota, limit)]  # spares beyond the limit are not carried
+            for piece_quota, piece in _speaker_pieces(group, options.rows_per_shard,
+                                                      options.rows_per_shard - filled):
+                if filled and filled + piece_quota > options.rows_per_shard:
+                    shards.append([])
+                    filled = 0
+                shards[-1].append(SpeakerGroup(speaker, piece_quota, _candidate_dicts(piece)))
+                filled += piece_quota
+        shards = [groups for groups in shards if groups]
+        for index, groups in enumerate(shards):
+            path = shard_path(out_dir, dialect, split, index, len(shards))
+            tasks.append(ShardTask(dialect, split, index, len(shards), str(path), tuple(groups)))
+    return tasks
