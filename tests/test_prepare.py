@@ -28,7 +28,7 @@ from conftest import (
 )
 from parla.errors import UsageError
 from parla.options import PrepareOptions
-from parla.planning import plan_shards, split_dialects
+from parla.planning import split_dialects
 from parla.prepare import prepare
 from parla.prepare_worker import process_clip
 from parla.reports import REJECTS_FILE, SPEAKERS_FILE, STATISTICS_FILE
