@@ -260,7 +260,9 @@ def _write_split(out: Path, split: str, paths: Sequence[Path], pack_length: int,
     count = max(1, -(-len(rows) // per_shard))  # an empty split still gets a shard: its counts
     record = {"config": PACKED_CONFIG, "split": split, "settings": dict(settings),
               "shards": count, "summary": summary}
-    metadata = {METADATA_KEY: json.dumps(record, sort_keys=True).encode()}
+    # keys in insertion order: a summary read back from a footer equals a fresh one, key order
+    # included, so the statistics file is the same whether the packed shards were trusted
+    metadata = {METADATA_KEY: json.dumps(record).encode()}
     for index in range(count):
         columns = pack_rows(tokens, offsets, rows[index * per_shard:(index + 1) * per_shard],
                             pack_length)
