@@ -357,9 +357,11 @@ def _packed_section(packed: Mapping[str, Any]) -> list[str]:
              "collator can batch them at any batch size. Columns: `input_ids` (the examples, "
              f"then {PAD_TOKEN} up to {n}), `labels` (-100 on the padding and on each example's "
              "first token), `attention_mask` (0 on the padding) and `position_ids` (restarting "
-             "at 0 for every example). To keep the examples of a row from attending to each "
-             "other, drop `attention_mask`: transformers then separates them by "
-             "`position_ids` (flash-attention at batch size 1; sdpa at any).", "",
+             "at 0 for every example). Use one of the last two: without `attention_mask`, "
+             "transformers keeps the examples of a row apart by their `position_ids` "
+             "(flash-attention 2 at batch size 1; sdpa and eager at any, with `use_cache` "
+             "off); without `position_ids`, each example attends to those before it in its "
+             "row, as in Orpheus's pretraining. See parla's docs/TRAINING.md.", "",
              "| split | rows | examples | examples per row (mean, min–max) | fill ratio | "
              f"examples over {n} tokens (skipped) |", "|---|---:|---:|---:|---:|---:|"]
     for split, numbers in packed["splits"].items():
