@@ -195,7 +195,7 @@ def add_tokenize_settings(parser: argparse.ArgumentParser, group: Any) -> None:
                "preparation (default on; --no_dedupe_frames to keep every frame)")
     _flag(group, "max_length", type=int, default=defaults.max_length,
           help="skip (and count) rows whose sequence is longer; never truncated. A second "
-               "of speech is about 82 audio tokens, plus the text (default %(default)s)")
+               "of speech is about 83 audio tokens, plus the text (default %(default)s)")
     _flag(group, "pack_length", type=int, metavar="N",
           help="also write the `packed` config (train and validation): whole examples "
                "concatenated into rows of exactly N tokens, padded and masked, for batches "
