@@ -153,6 +153,22 @@ def test_position_ids_keep_packed_examples_apart(tokenized, tmp_path):
     assert float(mixed) != pytest.approx(total / predicted, rel=1e-3)
 
 
+def test_packed_rows_match_transformers_flattening_collator(tokenized):
+    """A packed row, padding cut off, is what DataCollatorWithFlattening makes of the same
+    examples: same ids, same -100 on each first label, same restarting position_ids."""
+    from transformers import DataCollatorWithFlattening
+
+    path = next((tokenized / "data/packed").glob("train-*.parquet"))
+    for row in pq.read_table(path).to_pylist():
+        real = sum(row["attention_mask"])
+        starts = [i for i in range(real) if row["position_ids"][i] == 0] + [real]
+        features = [{"input_ids": row["input_ids"][a:b]} for a, b in zip(starts, starts[1:],
+                                                                          strict=False)]
+        flat = DataCollatorWithFlattening(return_tensors="np")(features)
+        for column in ("input_ids", "labels", "position_ids"):
+            assert flat[column][0].tolist() == row[column][:real]
+
+
 # --- the stage side: --pack_length and the length budget -------------------------------------
 
 def test_packed_config_statistics_and_card(tokenized, tmp_path):
