@@ -184,6 +184,9 @@ def add_tokenize_arguments(parser: argparse.ArgumentParser) -> None:
           help="folder to write (same configs and shard names as the input); a rerun resumes")
     _flag(io, "overwrite", action="store_true", help="redo every shard instead of resuming")
     add_tokenize_settings(parser, io)
+    _flag(io, "seed", type=int, default=TokenizeOptions("in", "out").seed,
+          help="seed of the example order in the `packed` config (default %(default)s; "
+               "`parla run` uses prepare's --seed)")
     _flag(parser, "engine", choices=ENGINES, default=TokenizeOptions("in", "out").engine,
           help="local processes or a Ray cluster")
 
@@ -202,8 +205,12 @@ def add_tokenize_settings(parser: argparse.ArgumentParser, group: Any) -> None:
                "drop a frame whose first code repeats the last kept frame's, as Orpheus's data "
                "preparation (default on; --no_dedupe_frames to keep every frame)")
     _flag(group, "max_length", type=int, default=defaults.max_length,
-          help="skip (and count) rows whose sequence is longer; never truncated "
-               "(default %(default)s)")
+          help="skip (and count) rows whose sequence is longer; never truncated. A second "
+               "of speech is about 83 audio tokens, plus the text (default %(default)s)")
+    _flag(group, "pack_length", type=int, metavar="N",
+          help="also write the `packed` config (train and validation): whole examples "
+               "concatenated into rows of exactly N tokens, padded and masked, for batches "
+               "larger than 1 (e.g. 2048 or 8192; see docs/TRAINING.md)")
 
     mod = parser.add_argument_group("models")
     _flag(mod, "snac_model", default=defaults.snac_model,

@@ -30,6 +30,7 @@ from .dialects import ALL_CONFIG, DIALECTS
 from .errors import ParlaError, UsageError
 from .files import write_text_atomic
 from .options import PublishOptions
+from .packing import PACKED_CONFIG, read_packed_summary
 from .progress import get_logger
 from .shards import find_shards, shard_glob
 
@@ -167,7 +168,9 @@ def _ordered_splits(splits: Iterable[str]) -> list[str]:
 
 
 def _first_schema(folder: Path) -> list[tuple[str, str]]:
-    for splits in find_shards(folder).values():
+    """Columns of the first shard of the examples' configs (`packed` has its own section)."""
+    shards = find_shards(folder)
+    for splits in [s for c, s in shards.items() if c != PACKED_CONFIG] or shards.values():
         for paths in splits.values():
             schema = pq.read_schema(paths[0])
             return [(field.name, str(field.type)) for field in schema]
@@ -272,18 +275,20 @@ def read_card_state(text: str) -> tuple[str, dict[str, Any]] | None:
 
 def render_card(configs: Mapping[str, Mapping[str, str]], table_rows: Sequence[SplitStats],
                 parameters: Mapping[str, Any], kind: str, *, repo_id: str | None = None,
-                columns: Sequence[tuple[str, str]] = ()) -> str:
+                columns: Sequence[tuple[str, str]] = (),
+                packed: Mapping[str, Any] | None = None) -> str:
     """The dataset card's text: YAML metadata (configs and splits) and a body made for people.
 
     ``configs`` maps config -> split -> data_files pattern; ``table_rows`` are the numbers shown;
-    ``columns`` are (name, type) of the shards. Pure: same inputs, same text.
+    ``columns`` are (name, type) of the shards; ``packed`` the `packed` config's numbers
+    (`packing.read_packed_summary`). Pure: same inputs, same text.
     """
     if kind not in KINDS:
         raise UsageError(f"unknown card kind {kind!r}; expected one of {', '.join(KINDS)}")
     metadata = _metadata(configs, _total_rows(table_rows), kind, parameters)
     front = yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True, width=1000)
     repo = repo_id or _REPO_PLACEHOLDER
-    dialect_configs = [c for c in configs if c != ALL_CONFIG]
+    dialect_configs = [c for c in configs if c not in (ALL_CONFIG, PACKED_CONFIG)]
     example = ("central" if "central" in dialect_configs
                else dialect_configs[0] if dialect_configs else ALL_CONFIG)
     lines = [f"# {metadata['pretty_name']}", ""]
@@ -303,11 +308,14 @@ def render_card(configs: Mapping[str, Mapping[str, str]], table_rows: Sequence[S
               "|---|---|---|---:|---:|---:|---:|"]
     for stats in table_rows:
         dialect = DIALECTS[stats.config].display_name if stats.config in DIALECTS else (
-            "all dialects" if stats.config == ALL_CONFIG else stats.config)
+            "all dialects" if stats.config == ALL_CONFIG
+            else "all dialects, packed" if stats.config == PACKED_CONFIG else stats.config)
         speakers = "—" if stats.speakers is None else str(stats.speakers)
         lines.append(f"| {stats.config} | {dialect} | {stats.split} | {stats.rows} | "
                      f"{speakers} | {_number(stats.hours, 3)} | "
                      f"{_number(stats.mean_duration, 2)} |")
+    if packed is not None:
+        lines += _packed_section(packed)
     if columns:
         lines += ["", "## Columns", ""]
         for name, dtype in columns:
@@ -325,6 +333,8 @@ def render_card(configs: Mapping[str, Mapping[str, str]], table_rows: Sequence[S
               f'ds = load_dataset("{repo}", "{example}")  # one dialect',
               f'ds = load_dataset("{repo}", split="train")  # every dialect (the default config)',
               f'ds = load_dataset("{repo}", "{ALL_CONFIG}")  # every dialect: train + validation',
+              *([f'ds = load_dataset("{repo}", "{PACKED_CONFIG}")  # rows of '
+                 f'{packed["pack_length"]} tokens: batch size > 1'] if packed is not None else []),
               "```"]
     if kind == "prepared":
         lines += ["", "Decoding `audio` to arrays needs `torchcodec` (datasets 4 and later); to "
@@ -358,6 +368,34 @@ def _intro(kind: str, parameters: Mapping[str, Any], dialects: Sequence[str]) ->
     return [text]
 
 
+def _packed_section(packed: Mapping[str, Any]) -> list[str]:
+    from .orpheus import PAD_TOKEN  # numpy only
+
+    n = packed["pack_length"]
+    lines = ["", "## Packed config", "",
+             f"`packed` holds the same examples as whole sequences concatenated into rows of "
+             f"exactly {n} tokens (seed {packed['seed']}), so that transformers' default "
+             "collator can batch them at any batch size. Columns: `input_ids` (the examples, "
+             f"then {PAD_TOKEN} up to {n}), `labels` (-100 on the padding and on each example's "
+             "first token), `attention_mask` (0 on the padding) and `position_ids` (restarting "
+             "at 0 for every example). Use one of the last two: without `attention_mask`, "
+             "transformers keeps the examples of a row apart by their `position_ids` "
+             "(flash-attention 2 at batch size 1; sdpa and eager at any, with `use_cache` "
+             "off); without `position_ids`, each example attends to those before it in its "
+             "row, as in Orpheus's pretraining. See parla's docs/TRAINING.md.", "",
+             "| split | rows | examples | examples per row (mean, min–max) | fill ratio | "
+             f"examples over {n} tokens (skipped) |", "|---|---:|---:|---:|---:|---:|"]
+    for split, numbers in packed["splits"].items():
+        per_row = numbers["examples_per_row"]
+        spread = (f"{per_row['mean']:.2f} ({per_row['min']}–{per_row['max']})"
+                  if per_row["mean"] is not None else "—")
+        fill = _number(None if numbers["fill_ratio"] is None else 100 * numbers["fill_ratio"], 1)
+        lines.append(f"| {split} | {numbers['rows']} | {numbers['examples']} | {spread} | "
+                     f"{fill}{'' if fill == '—' else ' %'} | "
+                     f"{numbers['examples_skipped_too_long']} |")
+    return lines
+
+
 def _tokenization_notes(parameters: Mapping[str, Any]) -> list[str]:
     from . import orpheus  # numpy only
 
@@ -388,7 +426,7 @@ def write_dataset_card(folder: str | os.PathLike, *, kind: str, parameters: Mapp
     if not configs:
         raise UsageError(f"no shards under {folder / 'data'}: nothing to describe")
     text = render_card(configs, table_rows, dict(parameters), kind, repo_id=repo_id,
-                       columns=_first_schema(folder))
+                       columns=_first_schema(folder), packed=read_packed_summary(folder))
     path = folder / CARD_FILE
     if not path.is_file() or path.read_text(encoding="utf-8") != text:
         write_text_atomic(path, text)

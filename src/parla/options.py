@@ -130,6 +130,9 @@ class TokenizeOptions:
     format: str = "orpheus"  # orpheus | codes
     dedupe_frames: bool = True
     max_length: int = 8192
+    # also write the `packed` config: whole examples in rows of exactly this many tokens
+    pack_length: int | None = None
+    seed: int = 42  # order of the examples in `packed`
     # configs to tokenize (None: every config of the input). `all` alone halves the GPU time
     # when only the combined config is trained on: dialect configs repeat its rows.
     configs: tuple[str, ...] | None = None
@@ -151,6 +154,9 @@ class TokenizeOptions:
         _check(self.num_cpu_workers >= 1, "--num_cpu_workers must be >= 1")
         _check(self.batch_seconds is None or self.batch_seconds > 0, "--batch_seconds must be > 0")
         _check(self.max_length >= 16, "--max_length must be >= 16")
+        _check(self.pack_length is None or self.pack_length >= 16, "--pack_length must be >= 16")
+        _check(self.pack_length is None or self.format == "orpheus",
+               "--pack_length needs --format orpheus (codes have no token sequences to pack)")
         _check(self.engine in ENGINES, f"--engine must be one of {', '.join(ENGINES)}")
         _check(os.path.abspath(self.input_dir) != os.path.abspath(self.output_dir),
                "--output_dir must differ from --input_dir")

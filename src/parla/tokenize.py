@@ -45,6 +45,7 @@ from .engines import get_engine
 from .errors import AudioDecodeError, Reject, UsageError, WorkerDied
 from .files import lock_folder, remove_stale_tmp
 from .options import TokenizeOptions
+from .packing import update_packed
 from .progress import get_logger, progress
 from .reports import REJECTS_FILE, write_json, write_rejects
 from .shards import (
@@ -65,6 +66,11 @@ INPUT_COLUMNS = ("audio", "text", "dialect", "speaker_id", "duration", "source_p
 CODE_COLUMNS = ("codes_0", "codes_1", "codes_2")
 ROW_COLUMNS = ("text", "dialect", "speaker_id", "duration")
 ORPHEUS_VQ_STRIDES = [4, 2, 1]
+# the length budget: context sizes rows are checked against (Orpheus-style fine-tuning setups
+# often train at 2048; Orpheus pretraining chained sequences to 8192), and the statistics' buckets
+CONTEXT_LIMITS = (2048, 8192)
+LENGTH_PERCENTILES = (50, 90, 95, 99)
+LENGTH_BUCKETS = (256, 512, 1024, 1536, 2048, 3072, 4096, 8192)
 
 
 # --- per-row work (pure) -----------------------------------------------------------------------
@@ -115,6 +121,8 @@ class GroupStats:
     max_sequence_length: int = 0
     duplicate_frames: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
+    # every kept row's sequence length, for the length budget; merges by concatenation
+    sequence_lengths: list[int] = field(default_factory=list)
 
     def add(self, other: GroupStats) -> None:
         self.rows += other.rows
@@ -126,17 +134,20 @@ class GroupStats:
         self.duplicate_frames += other.duplicate_frames
         for reason, count in other.skipped.items():
             self.skipped[reason] = self.skipped.get(reason, 0) + count
+        self.sequence_lengths.extend(other.sequence_lengths)
 
     def to_dict(self) -> dict[str, Any]:
         return {"rows": self.rows, "audio_samples": self.audio_samples, "codes": self.codes,
                 "audio_tokens": self.audio_tokens, "sequence_tokens": self.sequence_tokens,
                 "max_sequence_length": self.max_sequence_length,
                 "duplicate_frames": self.duplicate_frames,
-                "skipped": dict(sorted(self.skipped.items()))}
+                "skipped": dict(sorted(self.skipped.items())),
+                "sequence_lengths": list(self.sequence_lengths)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> GroupStats:
-        return cls(**{**data, "codes": list(data["codes"]), "skipped": dict(data["skipped"])})
+        return cls(**{**data, "codes": list(data["codes"]), "skipped": dict(data["skipped"]),
+                      "sequence_lengths": list(data.get("sequence_lengths", []))})
 
     def summary(self, sample_rate: int, sequences: bool) -> dict[str, Any]:
         """What tokenization_stats.json shows for a group of rows."""
@@ -155,7 +166,26 @@ class GroupStats:
             "audio_tokens_per_second": (round(self.audio_tokens / seconds, 2)
                                         if seconds and sequences else None),
             "duplicate_frames_removed": self.duplicate_frames if sequences else None,
+            "sequence_length_distribution": self.length_distribution() if sequences else None,
         }
+
+    def length_distribution(self) -> dict[str, Any] | None:
+        """Percentiles of the sequence lengths and the rows over common context limits (None
+        when a shard written before lengths were recorded is among the group's)."""
+        if len(self.sequence_lengths) != self.rows or not self.rows:
+            return None
+        lengths = np.asarray(self.sequence_lengths)
+        percentiles = {f"p{p}": int(np.percentile(lengths, p, method="higher"))
+                       for p in LENGTH_PERCENTILES}
+        buckets = np.histogram(lengths, bins=[0, *LENGTH_BUCKETS, np.inf])[0]
+        edges = [0, *LENGTH_BUCKETS]
+        return {**percentiles, "max": int(lengths.max()),
+                "rows_longer_than": {str(limit): int((lengths > limit).sum())
+                                     for limit in CONTEXT_LIMITS},
+                "histogram": {(f"{low + 1}-{high}" if i < len(LENGTH_BUCKETS) else f">{low}"):
+                              int(count) for i, (low, high, count) in
+                              enumerate(zip(edges, [*LENGTH_BUCKETS, None], buckets,
+                                            strict=True)) if count}}
 
 
 def _list_array(arrays: Sequence[np.ndarray], value_type: pa.DataType) -> pa.Array:
@@ -221,6 +251,7 @@ def build_shard(rows: Mapping[str, Sequence], results: Sequence[Any],
             group.audio_tokens += orpheus.TOKENS_PER_FRAME * kept_frames
             group.sequence_tokens += length
             group.max_sequence_length = max(group.max_sequence_length, length)
+            group.sequence_lengths.append(length)
             group.duplicate_frames += example["dropped_frames"]
 
     columns: dict[str, pa.Array] = {}
@@ -495,6 +526,24 @@ def _rejects(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             for record in records for reject in record["rejects"]]
 
 
+def warn_long_rows(statistics: Mapping[str, Any], max_length: int) -> None:
+    """One warning per common context limit (below --max_length) that some rows exceed."""
+    dialects = {d: s["sequence_length_distribution"] for d, s in statistics["dialects"].items()
+                if s.get("sequence_length_distribution")}
+    rows = sum(s["rows"] for s in statistics["dialects"].values())
+    for limit in CONTEXT_LIMITS:
+        if limit >= max_length:
+            continue  # longer rows were skipped and counted as too_long
+        over = {d: dist["rows_longer_than"][str(limit)] for d, dist in dialects.items()}
+        total = sum(over.values())
+        if total:
+            where = ", ".join(f"{d} {n}" for d, n in over.items() if n)
+            log.warning("%d of %d rows are longer than %d tokens (%s): a model trained with a "
+                        "%d-token context truncates or refuses them; --max_length %d skips "
+                        "them, --pack_length %d packs the rest (docs/TRAINING.md)", total, rows,
+                        limit, where, limit, limit, limit)
+
+
 # --- the stage ---------------------------------------------------------------------------------
 
 def _select_configs(found: dict[str, dict[str, list[Path]]], options: TokenizeOptions,
@@ -612,7 +661,7 @@ def tokenize(options: TokenizeOptions) -> dict[str, Any]:
         finally:
             bar.close()
         statistics = _write_reports(out, [done[task.output_path] for task in tasks],
-                                    settings, parameters)
+                                    settings, parameters, options.pack_length, options.seed)
     elapsed = time.perf_counter() - started
     total = statistics["total"]
     log.info("tokenized %d rows (%d skipped, %.1f s of audio) in %.1f s; wrote %s", total["rows"],
@@ -621,11 +670,17 @@ def tokenize(options: TokenizeOptions) -> dict[str, Any]:
 
 
 def _write_reports(out: Path, records: list[dict], settings: WorkerSettings,
-                   parameters: Mapping[str, Any]) -> dict[str, Any]:
+                   parameters: Mapping[str, Any], pack_length: int | None,
+                   seed: int) -> dict[str, Any]:
     from .hub import write_dataset_card
 
     sample_rate = int(parameters["target_sample_rate"])
     statistics = aggregate(records, sample_rate, settings.fmt == "orpheus", parameters)
+    warn_long_rows(statistics, settings.max_length)
+    # packing reads the finished tokenized shards; the card below then describes `packed` too
+    packed = update_packed(out, pack_length, seed)
+    if packed is not None:
+        statistics["packed"] = packed
     write_json(out / STATS_FILE, statistics)
     write_rejects(out / REJECTS_FILE, _rejects(records))
     write_dataset_card(out, kind="tokenized", parameters=parameters)
