@@ -336,17 +336,17 @@ def fake_hub(monkeypatch) -> FakeHub:
 def write_prepared_folder(folder: Path, dialects: dict[str, int], *, clips_per_speaker: int = 2,
                           sample_rate: int = 24000, validation_dialect: str | None = None,
                           card: bool = True) -> Path:
-    """A small prepared corpus in the Hub layout: ``dialects = {dialect: speakers}``.
+    """A small prepared corpus in the layout prepare writes: ``dialects = {dialect: speakers}``.
 
-    Every dialect config gets all its rows; ``all`` gets them too, with the last speaker of
-    ``validation_dialect`` (default: the first dialect) in its validation split. Clips are short
-    tones of different lengths, so hours and mean durations differ per config.
+    Each dialect config holds its rows in ``train``, except the last speaker of
+    ``validation_dialect`` (default: the first dialect), held out in its ``validation``; the
+    card defines ``all`` as their union. Clips are short tones of different lengths, so hours
+    and mean durations differ per config.
     """
     from parla.dialects import DIALECTS
     from parla.shards import prepared_table, shard_path, write_table_atomic
 
     validation_dialect = validation_dialect or next(iter(dialects))
-    train, validation = [], []
     for d_index, (dialect, speakers) in enumerate(dialects.items()):
         rows = []
         for s in range(speakers):
@@ -362,15 +362,12 @@ def write_prepared_folder(folder: Path, dialects: dict[str, int], *, clips_per_s
                              "speaker_id": speaker_id(f"{dialect}-{s}"), "gender": "",
                              "age": "", "duration": samples.size / sample_rate,
                              "source_path": f"{dialect}_{s}_{c}.mp3"})
-        write_table_atomic(shard_path(folder, dialect, "train", 0, 1),
-                           prepared_table(rows, sample_rate))
         held_out = speaker_id(f"{dialect}-{speakers - 1}") if dialect == validation_dialect else ""
-        train += [r for r in rows if r["speaker_id"] != held_out]
-        validation += [r for r in rows if r["speaker_id"] == held_out]
-    write_table_atomic(shard_path(folder, "all", "train", 0, 1), prepared_table(train, sample_rate))
-    if validation:
-        write_table_atomic(shard_path(folder, "all", "validation", 0, 1),
-                           prepared_table(validation, sample_rate))
+        write_table_atomic(shard_path(folder, dialect, "train", 0, 1), prepared_table(
+            [r for r in rows if r["speaker_id"] != held_out], sample_rate))
+        if held_out:
+            write_table_atomic(shard_path(folder, dialect, "validation", 0, 1), prepared_table(
+                [r for r in rows if r["speaker_id"] == held_out], sample_rate))
     if card:
         from parla.hub import write_dataset_card
 

@@ -57,8 +57,8 @@ def add_bad_rows_shard(folder: Path) -> None:
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    """central and balear (1 speaker, 2 clips each), all (train: balear, validation: central),
-    and a tortosi shard with bad rows: 5 input shards, 11 rows, ~6 s of audio to encode."""
+    """central (1 speaker, 2 clips, held out: an empty train shard and a validation one),
+    balear (1 speaker, 2 clips) and a tortosi shard with bad rows: 4 input shards, 7 rows."""
     folder = write_prepared_folder(tmp_path_factory.mktemp("corpus") / "prepared",
                                    {"central": 1, "balear": 1})
     add_bad_rows_shard(folder)
@@ -67,9 +67,10 @@ def corpus(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def mini_corpus(tmp_path_factory) -> Path:
-    """One speaker, one clip: central/train and all/validation (plus an empty all/train)."""
+    """One clip each: central/train, balear/validation (and an empty balear/train)."""
     folder = tmp_path_factory.mktemp("mini") / "prepared"
-    return write_prepared_folder(folder, {"central": 1}, clips_per_speaker=1, card=False)
+    return write_prepared_folder(folder, {"central": 1, "balear": 1}, clips_per_speaker=1,
+                                 validation_dialect="balear", card=False)
 
 
 def options(corpus: Path, out: Path, snac_dir: Path, tokenizer: Path, **kwargs) -> TokenizeOptions:
@@ -98,11 +99,11 @@ def read_rows(path: Path) -> list[dict]:
 
 def test_configs_limits_the_work_to_the_named_configs(corpus, reference, snac_dir,
                                                       text_tokenizer_file, tmp_path):
-    out = tmp_path / "only-all"
-    stage.tokenize(options(corpus, out, snac_dir, text_tokenizer_file, configs=("all",)))
+    out = tmp_path / "only-central"
+    stage.tokenize(options(corpus, out, snac_dir, text_tokenizer_file, configs=("central",)))
     written = output_files(out)
     assert {name for name in written if name.startswith("data/")} == {
-        name for name in output_files(reference) if name.startswith("data/all/")}
+        name for name in output_files(reference) if name.startswith("data/central/")}
     for name in written:  # the same shards, byte for byte, as tokenizing every config
         if name.startswith("data/"):
             assert written[name] == (reference / name).read_bytes()
@@ -115,7 +116,7 @@ def test_configs_limits_the_work_to_the_named_configs(corpus, reference, snac_di
 def test_output_mirrors_the_input_layout(corpus, reference):
     inputs = sorted(str(p.relative_to(corpus)) for p in (corpus / "data").rglob("*.parquet"))
     outputs = sorted(str(p.relative_to(reference)) for p in (reference / "data").rglob("*.parquet"))
-    assert inputs == outputs and len(inputs) == 5
+    assert inputs == outputs and len(inputs) == 4
     names = pq.read_schema(reference / "data/central/train-00000-of-00001.parquet").names
     assert names == ["input_ids", "labels", "attention_mask", "codes_0", "codes_1", "codes_2",
                      "text", "dialect", "speaker_id", "duration"]
@@ -149,8 +150,8 @@ def test_codes_equal_encoding_each_clip_alone(corpus, reference, snac_dir):
     from snac import SNAC
 
     model = SNAC.from_pretrained(str(snac_dir)).eval()  # as the original: weight norm unfolded
-    source = read_rows(corpus / "data/all/validation-00000-of-00001.parquet")
-    rows = read_rows(reference / "data/all/validation-00000-of-00001.parquet")
+    source = read_rows(corpus / "data/central/validation-00000-of-00001.parquet")
+    rows = read_rows(reference / "data/central/validation-00000-of-00001.parquet")
     for src, row in zip(source, rows, strict=True):
         samples, _ = sf.read(io.BytesIO(src["audio"]["bytes"]), dtype="float32")
         with torch.inference_mode():
@@ -175,13 +176,14 @@ def test_statistics(reference):
     stats = json.loads((reference / stage.STATS_FILE).read_text())
     assert sorted(stats["dialects"]) == ["balear", "central", "tortosi"]
     central = stats["dialects"]["central"]
-    assert central["rows"] == 2  # counted once, though `all` repeats every row
+    assert central["rows"] == 2
     levels = central["mean_tokens_per_level"]
     assert levels["codes_1"] == 2 * levels["codes_0"] and levels["codes_2"] == 4 * levels["codes_0"]
     assert 0 < central["audio_tokens_per_second"] <= 7 * 24000 / 2048 + 1e-9
     assert central["duplicate_frames_removed"] > 0  # a random SNAC repeats codes_0 a lot
     assert central["max_sequence_length"] >= central["mean_sequence_length"] > 0
-    assert stats["configs"]["all"]["validation"]["rows"] == 2
+    assert stats["configs"]["central"]["validation"]["rows"] == 2
+    assert stats["configs"]["central"]["train"]["rows"] == 0
     assert stats["total"]["rows"] == 5 and stats["total"]["rows_skipped"] == 2
     assert stats["parameters"]["format"] == "orpheus"
 
@@ -190,14 +192,14 @@ def test_load_dataset_round_trip(reference, tmp_path):
     from datasets import load_dataset
 
     train = load_dataset(str(reference), split="train", cache_dir=str(tmp_path / "cache"))
-    assert train.num_rows == 2  # the default config, `all`: balear's rows
+    assert train.num_rows == 3  # the default config, `all`: balear's and tortosi's train rows
     first = train[0]
     assert first["labels"] == first["input_ids"]
     assert len(first["attention_mask"]) == len(first["input_ids"])
     # what Orpheus's finetune/train.py hands the HF Trainer (default collator, batch of one)
     batch = {k: torch.tensor([first[k]]) for k in ("input_ids", "labels", "attention_mask")}
     assert batch["input_ids"].dtype == torch.int64 and batch["input_ids"].shape[0] == 1
-    central = load_dataset(str(reference), "central", split="train",
+    central = load_dataset(str(reference), "central", split="validation",
                            cache_dir=str(tmp_path / "cache"))
     assert central.num_rows == 2 and set(central["dialect"]) == {"central"}
 
@@ -296,7 +298,7 @@ def test_a_dead_worker_names_its_shard_and_keeps_finished_ones(mini_corpus, snac
     assert "worker process exited with code 3" in message
     assert "Unfinished: shard central/train-00000-of-00001" in message
     assert sorted(p.name for p in out.glob("data/*/*.parquet")) == [
-        "train-00000-of-00001.parquet", "validation-00000-of-00001.parquet"]  # all/*
+        "train-00000-of-00001.parquet", "validation-00000-of-00001.parquet"]  # balear/*
     assert not (out / "data/central").exists() or not any((out / "data/central").iterdir())
 
 

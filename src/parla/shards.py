@@ -72,7 +72,10 @@ def write_table_atomic(path: str | os.PathLike, table: pa.Table, row_group_size:
         metadata[record_key(stage)] = json.dumps(record, sort_keys=True).encode()
         table = table.replace_schema_metadata(metadata)
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, row_group_size=max(row_group_size, 1), compression="zstd")
+        if table.num_rows:
+            pq.write_table(table, tmp, row_group_size=max(row_group_size, 1), compression="zstd")
+        else:  # no row group at all: `datasets` cannot read a row group of 0 rows
+            pq.ParquetWriter(tmp, table.schema, compression="zstd").close()
     return Path(path)
 
 
