@@ -9,9 +9,9 @@ accents/variant.
 
 from __future__ import annotations
 
-import csv
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -74,7 +74,7 @@ class LoadedSource:
 
 
 def detect_kind(location: str) -> str:
-    path = Path(location)
+    path = Path(location).expanduser()
     if path.is_dir():
         if (path / "validated.tsv").is_file():
             return "cv_release"
@@ -86,6 +86,9 @@ def detect_kind(location: str) -> str:
                           "Voice release folder")
     parts = location.split("/")
     if len(parts) == 2 and all(parts) and not location.startswith((".", "~")):
+        if Path(parts[0]).is_dir():
+            # `data/my_central` next to a folder `data/`: a mistyped path, not a Hub id
+            raise SourceError(f"{location}: no such folder ({parts[0]}/ has no {parts[1]})")
         return "hub"
     raise SourceError(f"{location}: no such folder, and not a Hub dataset id (owner/name)")
 
@@ -103,32 +106,107 @@ def load_source(spec: SourceSpec, cache_dir: str | None = None) -> LoadedSource:
 
 
 def _fill_reject_dialects(source: LoadedSource) -> None:
-    """Rejects found before the dialects were known get their row's dialect (one lookup table)."""
+    """Rejects found before the dialects were known get their row's dialect (one lookup table);
+    a line that could not be read at all gets the source's dialect, when it has one."""
     if all(reject.dialect for reject in source.rejects):
         return
+    fallback = _source_dialect(source.spec)
     dialect_by_path = dict(zip(source.metadata["path"], source.metadata["dialect"], strict=True))
-    source.rejects = [replace(reject, dialect=dialect_by_path.get(reject.source_path, ""))
-                      if not reject.dialect else reject for reject in source.rejects]
+    source.rejects = [replace(reject, dialect=dialect_by_path.get(
+        reject.source_path, fallback.id if fallback else "")) if not reject.dialect else reject
+        for reject in source.rejects]
 
 
 # --- raw Common Voice release ----------------------------------------------------------------
 
+@dataclass(frozen=True)
+class BadLine:
+    """A TSV line that cannot be a row: ``reason`` is stable, ``detail`` says what is wrong."""
+
+    number: int  # 1-based, the header is line 1
+    reason: str  # extra_fields | missing_fields | bad_encoding
+    detail: str
+
+
+def read_tsv_lines(path: Path) -> tuple[pd.DataFrame, list[BadLine]]:
+    """A Common Voice TSV as strings, and the lines that are not rows.
+
+    The files are unquoted (a sentence may begin with a quote character), so a line is split on
+    its tabs and nothing else. Each line is decoded on its own: real releases hold lines with
+    stray tabs or bytes that are not UTF-8, and those are bad rows, not a bad file.
+    """
+    bad: list[BadLine] = []
+    with open(path, "rb") as handle:
+        try:
+            header = handle.readline().decode("utf-8").lstrip("\ufeff").rstrip("\r\n")
+        except UnicodeDecodeError:
+            raise SourceError(f"{path}: the header line is not UTF-8") from None
+        names = header.split("\t")
+        columns: list[list[str]] = [[] for _ in names]
+        for number, raw in enumerate(handle, start=2):
+            try:
+                line = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as error:
+                bad.append(BadLine(number, "bad_encoding", f"line {number}: byte "
+                                   f"0x{raw[error.start]:02x} at offset {error.start} is not "
+                                   "UTF-8"))
+                continue
+            if not line:
+                continue
+            fields = line.split("\t")
+            if len(fields) != len(names):
+                reason = "extra_fields" if len(fields) > len(names) else "missing_fields"
+                bad.append(BadLine(number, reason, f"line {number} has {len(fields)} "
+                                   f"tab-separated fields, the header {len(names)}"))
+                continue
+            for column, value in zip(columns, fields, strict=True):
+                column.append(value)
+    return pd.DataFrame(dict(zip(names, columns, strict=True)), dtype=str), bad
+
+
 def read_cv_tsv(path: Path) -> pd.DataFrame:
-    """Common Voice TSVs are unquoted: a sentence may begin with a quote character."""
-    return pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE, dtype=str, keep_default_na=False,
-                       na_filter=False, encoding="utf-8")
+    """The rows of a Common Voice TSV (unquoted); lines that are not rows are left out."""
+    table, bad = read_tsv_lines(path)
+    if bad:
+        log.debug("%s: %d lines that are not rows left out", path, len(bad))
+    return table
+
+
+def clips_outside(clips_dir: Path, paths: Sequence[str]) -> dict[str, str]:
+    """Paths (as written in the TSV) whose file is not inside ``clips_dir``, symlinks resolved,
+    each with what it resolves to. A path is data, not trust: ``../../x.mp3`` or ``/etc/passwd``
+    must never be opened.
+
+    A plain file name cannot leave the folder unless it is a symlink, so only names with a
+    folder part and the folder's symlinks (one directory listing) are resolved one by one.
+    """
+    root = Path(os.path.realpath(clips_dir))
+    try:
+        links = {entry.name for entry in os.scandir(clips_dir) if entry.is_symlink()}
+    except OSError:
+        links = set()
+    outside: dict[str, str] = {}
+    for path in dict.fromkeys(paths):
+        if "/" not in path and "\\" not in path and path not in ("", ".", "..") and \
+                path not in links:
+            continue
+        resolved = Path(os.path.realpath(clips_dir / path))
+        if resolved == root or root not in resolved.parents:
+            outside[path] = str(resolved)
+    return outside
 
 
 def _load_cv_release(spec: SourceSpec) -> LoadedSource:
-    folder = Path(spec.location)
-    table = read_cv_tsv(folder / "validated.tsv")
+    folder = Path(spec.location).expanduser()
+    tsv = folder / "validated.tsv"
+    table, bad_lines = read_tsv_lines(tsv)
     missing = [c for c in ("client_id", "path", "sentence") if c not in table.columns]
     if missing:
-        raise SourceError(f"{folder / 'validated.tsv'}: missing column(s) {', '.join(missing)}")
+        raise SourceError(f"{tsv}: missing column(s) {', '.join(missing)}")
     durations: dict[str, float] = {}
     durations_file = folder / "clip_durations.tsv"
     if durations_file.is_file():
-        clip_durations = read_cv_tsv(durations_file)
+        clip_durations = read_cv_tsv(durations_file)  # a bad line here: that clip is probed
         ms_column = next((c for c in clip_durations.columns if c.startswith("duration")), None)
         if ms_column is not None and "clip" in clip_durations.columns:
             values = pd.to_numeric(clip_durations[ms_column], errors="coerce") / 1000.0
@@ -139,14 +217,39 @@ def _load_cv_release(spec: SourceSpec) -> LoadedSource:
     clips_dir = folder / "clips"
     metadata = _standardise(table, spec)
     source = LoadedSource(spec, "cv_release", metadata, clips_dir=clips_dir)
+    source.rejects += [Reject(f"{tsv.name}:{line.number}", "", line.reason, line.detail)
+                       for line in bad_lines]
+    _reject_paths_outside_clips(source)
+    metadata = source.metadata
     duration_values = metadata["path"].map(durations).astype(float)
     unknown = np.flatnonzero(np.isnan(duration_values.to_numpy()))
-    for index in progress(unknown, desc=f"probing {spec.name}", unit="clips",
+    # counts the clips clip_durations.tsv does not list: their length is read from the file
+    for index in progress(unknown, desc=f"probing {spec.name} (clips not in "
+                                        "clip_durations.tsv)", unit="clips",
                           disable=len(unknown) == 0):
         path = metadata.at[index, "path"]
         duration_values.iat[index] = _probe_file(clips_dir / path, path, source)
     metadata["duration"] = duration_values
     return source
+
+
+def _reject_paths_outside_clips(source: LoadedSource) -> None:
+    """Rows whose clip path leaves the release's clips/ folder are rejects, and leave the
+    metadata before any file is opened."""
+    assert source.clips_dir is not None
+    metadata = source.metadata
+    outside = clips_outside(source.clips_dir, metadata["path"].tolist())
+    if not outside:
+        return
+    dialect = _source_dialect(source.spec)
+    bad = metadata["path"].isin(list(outside))
+    for path, accents, variant in metadata.loc[bad, ["path", "accents", "variant"]].itertuples(
+            index=False):
+        found = dialect or dialect_from_accent(f"{accents}|{variant}")
+        source.rejects.append(Reject(path, found.id if found else "", "path_outside_clips",
+                                     f"resolves to {outside[path]}, outside "
+                                     f"{source.clips_dir}"))
+    source.metadata = metadata[~bad].reset_index(drop=True)
 
 
 def read_clip(file: str | os.PathLike) -> bytes:
@@ -271,9 +374,14 @@ def _reject_rows_without_text(source: LoadedSource) -> None:
                 source.rejects.append(Reject(path, dialect, reason))
 
 
+def _source_dialect(spec: SourceSpec) -> Dialect | None:
+    """The one dialect of a whole source, when NAME=SOURCE or its name says it."""
+    return spec.dialect or find_dialect(spec.name)
+
+
 def _assign_dialects(source: LoadedSource) -> None:
     metadata = source.metadata
-    dialect = source.spec.dialect or find_dialect(source.spec.name)
+    dialect = _source_dialect(source.spec)
     if dialect is not None:
         metadata["dialect"] = dialect.id
         return
