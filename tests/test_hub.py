@@ -256,7 +256,7 @@ def test_access_is_checked_before_anything_is_uploaded(fake_hub, prepared_folder
 
 
 @pytest.mark.parametrize(("route", "status", "message"), [
-    ("create_repo", 500, r"server error \(HTTP 500\) while uploading"),
+    ("create_repo", 500, r"server error \(HTTP 500\) while creating the repo tester/cv_ca;"),
     ("commit", 502, r"server error \(HTTP 502\) while uploading"),
     ("commit", "drop", r"no answer from the Hub at .* while uploading"),
     ("preupload", 403, r"refused write access .* \(HTTP 403\) while uploading"),
