@@ -9,9 +9,10 @@ accents/variant.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -276,14 +277,25 @@ def _probe_file(file: Path, path: str, source: LoadedSource) -> float:
 def _load_datasets_source(spec: SourceSpec, kind: str, cache_dir: str | None) -> LoadedSource:
     import datasets
 
+    unreachable = None
+    if kind == "hub" and not _hub_offline():
+        from .hub import hub_unreachable
+
+        # about a second, where the HTTP clients' retries take 25 s before they give up
+        unreachable = hub_unreachable()
     try:
-        if kind == "disk":
-            loaded = datasets.load_from_disk(spec.location)
-        else:
-            loaded = datasets.load_dataset(spec.location, cache_dir=cache_dir)
+        with _offline_mode(unreachable is not None):  # a cached copy may still be there
+            if kind == "disk":
+                loaded = datasets.load_from_disk(spec.location)
+            else:
+                loaded = datasets.load_dataset(spec.location, cache_dir=cache_dir)
     except Exception as error:  # datasets raises many types; all mean "this source is unreadable"
-        hint = (" (the Hub cannot be reached: download it first or pass a local copy)"
-                if kind == "hub" else "")
+        hint = ""
+        if kind == "hub":
+            why = f" ({unreachable})" if unreachable else ""
+            hint = (f" (the Hub cannot be reached{why} and there is no cached copy: download it "
+                    f"where there is network, `hf download {spec.location} --repo-type dataset "
+                    "--local-dir DIR`, and pass DIR)")
         raise SourceError(f"{spec.location}: cannot load ({type(error).__name__}: "
                           f"{str(error).splitlines()[0] if str(error) else ''}){hint}") from None
     if isinstance(loaded, datasets.DatasetDict):
@@ -310,6 +322,30 @@ def _load_datasets_source(spec: SourceSpec, kind: str, cache_dir: str | None) ->
     else:
         metadata["duration"] = _probe_dataset_durations(source)
     return source
+
+
+def _hub_offline() -> bool:
+    import datasets.config
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE or datasets.config.HF_HUB_OFFLINE)
+
+
+@contextlib.contextmanager
+def _offline_mode(on: bool) -> Iterator[None]:
+    """Both libraries read HF_HUB_OFFLINE once, at import: switch their copies for one call."""
+    if not on:
+        yield
+        return
+    import datasets.config
+    from huggingface_hub import constants
+
+    saved = constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = datasets.config.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE = saved
 
 
 def _audio_paths(dataset: Any) -> list[str]:
