@@ -41,3 +41,9 @@ class Reject:
 
     def to_dict(self) -> dict[str, str]:
         return asdict(self)
+
+
+class Terminated(BaseException):
+    """SIGTERM, turned into an exception by the CLI so the run unwinds (finally blocks close
+    files, engines stop their workers) and exits 143. A BaseException, like KeyboardInterrupt:
+    ``except Exception`` must not swallow it."""
