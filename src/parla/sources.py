@@ -22,7 +22,7 @@ import pandas as pd
 
 from .audio import probe_duration
 from .dialects import DIALECTS, Dialect, dialect_from_accent, find_dialect, resolve_dialect
-from .errors import AudioDecodeError, Reject, SourceError
+from .errors import AudioDecodeError, ParlaError, Reject, SourceError
 from .progress import get_logger, progress
 
 log = get_logger("sources")
@@ -33,6 +33,11 @@ METADATA_COLUMNS = ("source", "row", "client_id", "path", "sentence", "up_votes"
 _ALIASES = {"client_id": ("client_id", "speaker_id", "speaker"),
             "sentence": ("sentence", "text", "transcription", "original_text"),
             "path": ("path", "source_path", "file")}
+
+
+class HubUnreachableError(ParlaError):
+    """A Hub dataset id while the Hub cannot be reached and no cached copy exists: the
+    environment failed, not the input (exit 1)."""
 
 
 @dataclass(frozen=True)
@@ -296,8 +301,9 @@ def _load_datasets_source(spec: SourceSpec, kind: str, cache_dir: str | None) ->
             hint = (f" (the Hub cannot be reached{why} and there is no cached copy: download it "
                     f"where there is network, `hf download {spec.location} --repo-type dataset "
                     "--local-dir DIR`, and pass DIR)")
-        raise SourceError(f"{spec.location}: cannot load ({type(error).__name__}: "
-                          f"{str(error).splitlines()[0] if str(error) else ''}){hint}") from None
+        failure = HubUnreachableError if unreachable else SourceError
+        raise failure(f"{spec.location}: cannot load ({type(error).__name__}: "
+                      f"{str(error).splitlines()[0] if str(error) else ''}){hint}") from None
     if isinstance(loaded, datasets.DatasetDict):
         splits = [loaded[name] for name in sorted(loaded)]
         loaded = datasets.concatenate_datasets(splits) if len(splits) > 1 else splits[0]
