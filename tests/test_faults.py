@@ -342,6 +342,38 @@ def test_sigterm_during_an_upload_exits_143_and_keeps_the_folder(fake_hub, prepa
     assert snapshot(folder) == before
 
 
+# --- first-run frictions ---------------------------------------------------------------------
+
+def test_decoder_warnings_go_to_the_debug_log_not_the_terminal(capfd) -> None:
+    import io
+    import logging
+
+    import soundfile as sf
+
+    from parla.audio import decode_audio
+    from parla.errors import AudioDecodeError
+
+    buffer = io.BytesIO()
+    sf.write(buffer, tone(2.0), 48000, format="MP3")
+    cut = buffer.getvalue()[:int(len(buffer.getvalue()) * 0.9)]  # Xing size now off by 10%
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("parla.audio")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        with pytest.raises(AudioDecodeError, match="truncated"):
+            decode_audio(cut)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert "Xing" not in capfd.readouterr().err
+    assert any("Xing stream size off" in record.getMessage() for record in records)
+    assert all(record.levelno == logging.DEBUG for record in records)
+
+
 # --- engine rows: the lead adds them with issue 8 (workers write their own shards) -----------
 # - SIGINT while the workers start (about 3 s in): exit 130, one line, no process left, a rerun
 #   resumes byte for byte.
