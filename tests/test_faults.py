@@ -253,6 +253,7 @@ def test_a_hub_that_accepts_the_commit_and_never_answers(fake_hub, prepared_fold
     assert code == 1
     assert re.search(r"stopped answering while uploading .* \(no reply within 1 s", line), line
     assert resume_hint(folder) in line
+    assert fake_hub.calls.count("commit") == 1  # not sent again: one timeout, not six
     assert snapshot(folder) == before
     fake_hub.released.set()
     del fake_hub.fail["commit"]

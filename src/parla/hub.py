@@ -457,6 +457,11 @@ def read_timeout() -> float:
 _factory_timeout: float | None = None
 
 
+class HubStoppedAnswering(Exception):
+    """A request the Hub accepted and did not answer within the read timeout (not one of the
+    HTTP client's own errors, so huggingface_hub does not send it again)."""
+
+
 def use_timeouts() -> None:
     """Make huggingface_hub's shared HTTP client time out (connect, then each read)."""
     global _factory_timeout
@@ -472,9 +477,28 @@ def use_timeouts() -> None:
     except ImportError:
         httpx = importlib.import_module("httpx")
 
+    class NoSilentRetries(httpx.BaseTransport):
+        """A POST (preupload, commit) the Hub took and never answered is not sent again:
+        huggingface_hub would retry it five times, six read timeouts of silence, and the Hub may
+        have acted on it; parla reports it once and a rerun finishes the upload."""
+
+        def __init__(self) -> None:
+            self._inner = httpx.HTTPTransport()
+
+        def handle_request(self, request: Any) -> Any:
+            try:
+                return self._inner.handle_request(request)
+            except httpx.ReadTimeout as error:
+                if request.method != "POST":
+                    raise
+                raise HubStoppedAnswering(str(error) or "read timeout") from error
+
+        def close(self) -> None:
+            self._inner.close()
+
     def client_factory() -> Any:
         return httpx.Client(event_hooks={"request": [_http.hf_request_event_hook]},
-                            follow_redirects=True,
+                            follow_redirects=True, transport=NoSilentRetries(),
                             timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT_S))
 
     _http.set_client_factory(client_factory)
@@ -574,7 +598,8 @@ def _resolve_token(token: str | None, repo_id: str) -> str:
 def _network_errors() -> tuple[type[BaseException], ...]:
     """What a failed Hub call raises: HfHubHTTPError and ConnectionError are OSErrors; the HTTP
     client's transport errors (httpx2 in huggingface_hub 2, requests before) are named here."""
-    errors: list[type[BaseException]] = [OSError, *_malformed_reply_errors()]
+    errors: list[type[BaseException]] = [OSError, HubStoppedAnswering,
+                                         *_malformed_reply_errors()]
     for module, name in (("httpx2", "TransportError"), ("httpx", "TransportError"),
                          ("hf_xet", "XetAuthenticationError"),
                          ("hf_xet", "XetObjectNotFoundError")):
@@ -599,7 +624,7 @@ def _malformed_reply_errors() -> tuple[type[BaseException], ...]:
 
 
 def _timeout_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [TimeoutError, socket.timeout]
+    errors: list[type[BaseException]] = [TimeoutError, socket.timeout, HubStoppedAnswering]
     for module in ("httpx2", "httpx"):
         try:
             errors.append(importlib.import_module(module).TimeoutException)
