@@ -149,25 +149,44 @@ def read_tsv_lines(path: Path) -> tuple[pd.DataFrame, list[BadLine]]:
             raise SourceError(f"{path}: the header line is not UTF-8") from None
         names = header.split("\t")
         columns: list[list[str]] = [[] for _ in names]
-        for number, raw in enumerate(handle, start=2):
-            try:
-                line = raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError as error:
-                bad.append(BadLine(number, "bad_encoding", f"line {number}: byte "
-                                   f"0x{raw[error.start]:02x} at offset {error.start} is not "
-                                   "UTF-8"))
-                continue
-            if not line:
-                continue
-            fields = line.split("\t")
-            if len(fields) != len(names):
-                reason = "extra_fields" if len(fields) > len(names) else "missing_fields"
-                bad.append(BadLine(number, reason, f"line {number} has {len(fields)} "
-                                   f"tab-separated fields, the header {len(names)}"))
-                continue
-            for column, value in zip(columns, fields, strict=True):
-                column.append(value)
+        number = 1  # of the last line read
+        while chunk := handle.readlines(_TSV_CHUNK_BYTES):
+            first, number = number + 1, number + len(chunk)
+            try:  # the whole chunk at once; line by line only where it holds a bad byte
+                lines = b"".join(chunk).decode("utf-8").split("\n")[:len(chunk)]
+            except UnicodeDecodeError:
+                lines = [_decoded_line(raw, first + i, bad) for i, raw in enumerate(chunk)]
+            lines = [line.rstrip("\r\n") for line in lines]
+            good = []
+            for offset, line in enumerate(lines):
+                tabs = line.count("\t")
+                if tabs == len(names) - 1:
+                    good.append(line)
+                elif line:  # a blank line, or one already rejected for its bytes, is skipped
+                    line_number = first + offset
+                    reason = "extra_fields" if tabs >= len(names) else "missing_fields"
+                    bad.append(BadLine(line_number, reason, f"line {line_number} has "
+                                       f"{tabs + 1} tab-separated fields, the header "
+                                       f"{len(names)}"))
+            # every good line has exactly len(names) fields: split them all at once
+            fields = "\t".join(good).split("\t") if good else []
+            for index, column in enumerate(columns):
+                column.extend(fields[index::len(names)])
+    bad.sort(key=lambda line: line.number)
     return pd.DataFrame(dict(zip(names, columns, strict=True)), dtype=str), bad
+
+
+_TSV_CHUNK_BYTES = 32 << 20  # read and decoded in chunks: bounded memory, C-speed decoding
+
+
+def _decoded_line(raw: bytes, number: int, bad: list[BadLine]) -> str:
+    """One line decoded, or "" (and a bad_encoding reject) when it is not UTF-8."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        bad.append(BadLine(number, "bad_encoding", f"line {number}: byte "
+                           f"0x{raw[error.start]:02x} at offset {error.start} is not UTF-8"))
+        return ""
 
 
 def read_cv_tsv(path: Path) -> pd.DataFrame:
