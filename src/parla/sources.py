@@ -314,15 +314,19 @@ def _load_datasets_source(spec: SourceSpec, kind: str, cache_dir: str | None) ->
             else:
                 loaded = datasets.load_dataset(spec.location, cache_dir=cache_dir)
     except Exception as error:  # datasets raises many types; all mean "this source is unreadable"
-        hint = ""
-        if kind == "hub":
-            why = f" ({unreachable})" if unreachable else ""
-            hint = (f" (the Hub cannot be reached{why} and there is no cached copy: download it "
-                    f"where there is network, `hf download {spec.location} --repo-type dataset "
-                    "--local-dir DIR`, and pass DIR)")
-        failure = HubUnreachableError if unreachable else SourceError
-        raise failure(f"{spec.location}: cannot load ({type(error).__name__}: "
-                      f"{str(error).splitlines()[0] if str(error) else ''}){hint}") from None
+        download = (f"download it where there is network (`hf download {spec.location} "
+                    "--repo-type dataset --local-dir DIR`) and pass DIR")
+        if unreachable:
+            from .hub import hub_endpoint
+
+            raise HubUnreachableError(
+                f"{spec.location}: cannot load: not a local folder, the Hub at {hub_endpoint()} "
+                f"cannot be reached ({unreachable}) and no cached copy exists; {download}"
+            ) from None
+        hint = (f" (the Hub cannot be reached or has no such dataset, and no cached copy "
+                f"exists: {download})" if kind == "hub" else "")
+        raise SourceError(f"{spec.location}: cannot load ({type(error).__name__}: "
+                          f"{str(error).splitlines()[0] if str(error) else ''}){hint}") from None
     if isinstance(loaded, datasets.DatasetDict):
         splits = [loaded[name] for name in sorted(loaded)]
         loaded = datasets.concatenate_datasets(splits) if len(splits) > 1 else splits[0]
