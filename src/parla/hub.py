@@ -790,19 +790,31 @@ def publish(options: PublishOptions, token: str | None = None) -> str:
     api = _api(token)
     url = f"{hub_endpoint()}/datasets/{options.repo_id}"
     log.info("uploading %s to %s as %s", folder, url, user)
+    with contextlib.ExitStack() as stack:
+        upload_from = stack.enter_context(_staged(folder, card))  # a local failure: not the Hub's
+        stack.enter_context(_quiet_hub_library())
+        _upload_steps(api, options, upload_from, token, folder)
+    if card is not None:
+        refresh_dataset_card(folder, options.repo_id)  # the local card now matches the Hub's
+    log.info("published %s", url)
+    return url
+
+
+def _upload_steps(api: Any, options: PublishOptions, upload_from: Path, token: str,
+                  folder: Path) -> None:
+    """Create the repo (and branch), then upload; a failure is one HubError naming the step."""
     doing = f"creating the repo {options.repo_id}"
     try:
-        with _quiet_hub_library(), _staged(folder, card) as upload_from:
-            _with_retries(lambda: api.create_repo(options.repo_id, repo_type=REPO_TYPE,
-                                                  private=options.private, exist_ok=True,
-                                                  token=token), doing)
-            if options.revision and not options.revision.startswith("refs/"):
-                doing = f"creating the branch {options.revision} of {options.repo_id}"
-                _with_retries(lambda: api.create_branch(options.repo_id, branch=options.revision,
-                                                        repo_type=REPO_TYPE, exist_ok=True,
-                                                        token=token), doing)
-            doing = f"uploading {folder} to {options.repo_id}"
-            _upload(api, options, upload_from, token)
+        _with_retries(lambda: api.create_repo(options.repo_id, repo_type=REPO_TYPE,
+                                              private=options.private, exist_ok=True,
+                                              token=token), doing)
+        if options.revision and not options.revision.startswith("refs/"):
+            doing = f"creating the branch {options.revision} of {options.repo_id}"
+            _with_retries(lambda: api.create_branch(options.repo_id, branch=options.revision,
+                                                    repo_type=REPO_TYPE, exist_ok=True,
+                                                    token=token), doing)
+        doing = f"uploading {folder} to {options.repo_id}"
+        _upload(api, options, upload_from, token)
     except _network_errors() as error:
         failure = _failure(error, doing, options.repo_id, token)
         revision = f" --revision {options.revision}" if options.revision else ""
@@ -810,7 +822,3 @@ def publish(options: PublishOptions, token: str | None = None) -> str:
                   f"{options.repo_id}{revision}` again to finish (files already uploaded are "
                   f"not sent again)")
         raise type(failure)(f"{failure}{resume}") from None
-    if card is not None:
-        refresh_dataset_card(folder, options.repo_id)  # the local card now matches the Hub's
-    log.info("published %s", url)
-    return url
