@@ -137,7 +137,7 @@ def test_a_release_missing_columns(tmp_path) -> None:
 
 def test_bad_tsv_lines_are_rejects_with_their_line_number(tmp_path) -> None:
     (tmp_path / "t.tsv").write_bytes(
-        b"\xef\xbb\xbfa\tb\tc\n"  # a byte-order mark is not part of the first column's name
+        b"\xef\xbb\xbfa\tpath\tc\n"  # a byte-order mark is not part of the first column's name
         b"1\t2\t3\n"
         b"1\t2\t3\t4\n"
         b"1\t\xff2\t3\n"
@@ -145,12 +145,12 @@ def test_bad_tsv_lines_are_rejects_with_their_line_number(tmp_path) -> None:
         b"1\t2\n"
         b'"4\t5\t6\r\n')
     table, bad = read_tsv_lines(tmp_path / "t.tsv")
-    assert list(table.columns) == ["a", "b", "c"]
-    assert table.to_dict("records") == [{"a": "1", "b": "2", "c": "3"},
-                                        {"a": '"4', "b": "5", "c": "6"}]
+    assert list(table.columns) == ["a", "path", "c"]
+    assert table.to_dict("records") == [{"a": "1", "path": "2", "c": "3"},
+                                        {"a": '"4', "path": "5", "c": "6"}]
     assert [(line.number, line.reason) for line in bad] == [
         (3, "extra_fields"), (4, "bad_encoding"), (6, "missing_fields")]
-    assert bad[0].detail == "line 3 has 4 tab-separated fields, the header 3"
+    assert bad[0].detail == "line 3 has 4 tab-separated fields, the header 3 (path field: 2)"
     assert bad[1].detail == "line 4: byte 0xff at offset 2 is not UTF-8"
 
 

@@ -148,6 +148,7 @@ def read_tsv_lines(path: Path) -> tuple[pd.DataFrame, list[BadLine]]:
         except UnicodeDecodeError:
             raise SourceError(f"{path}: the header line is not UTF-8") from None
         names = header.split("\t")
+        path_index = names.index("path") if "path" in names else None
         columns: list[list[str]] = [[] for _ in names]
         number = 1  # of the last line read
         while chunk := handle.readlines(_TSV_CHUNK_BYTES):
@@ -165,9 +166,13 @@ def read_tsv_lines(path: Path) -> tuple[pd.DataFrame, list[BadLine]]:
                 elif line:  # a blank line, or one already rejected for its bytes, is skipped
                     line_number = first + offset
                     reason = "extra_fields" if tabs >= len(names) else "missing_fields"
+                    fields = line.split("\t")
+                    # the clip it probably names: stray tabs are usually in the sentence
+                    clip = (f" (path field: {fields[path_index]})" if path_index is not None
+                            and path_index < len(fields) else "")
                     bad.append(BadLine(line_number, reason, f"line {line_number} has "
                                        f"{tabs + 1} tab-separated fields, the header "
-                                       f"{len(names)}"))
+                                       f"{len(names)}{clip}"))
             # every good line has exactly len(names) fields: split them all at once
             fields = "\t".join(good).split("\t") if good else []
             for index, column in enumerate(columns):
