@@ -185,8 +185,11 @@ class FakeHub:
     commit; branches are not kept apart).
 
     ``fail[route] = status`` answers that HTTP status instead, every time; ``fail[route] =
-    "drop"`` closes the connection without answering. ``repos`` holds what was committed,
-    ``{repo_id: {path: bytes}}``; ``calls`` and ``paths`` list the routes and URL paths hit.
+    "drop"`` closes the connection without answering; ``"hang"`` reads the request and never
+    answers (until `close`); ``(status, headers, body)`` is sent as it is (a malformed reply, a
+    429 with Retry-After). A list of these is used one per request, then the route answers
+    normally. ``repos`` holds what was committed, ``{repo_id: {path: bytes}}``; ``calls`` and
+    ``paths`` list the routes and URL paths hit; ``waits`` the retry waits parla asked for.
     """
 
     def __init__(self, user: str = "tester", orgs: tuple[str, ...] = (), role: str = "write"):
@@ -200,6 +203,8 @@ class FakeHub:
         self.calls: list[str] = []
         self.paths: list[str] = []
         self.authorization_headers: list[str] = []
+        self.waits: list[float] = []
+        self.released = threading.Event()  # ends every "hang"
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _fake_hub_handler(self))
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
                                         daemon=True)
@@ -211,6 +216,7 @@ class FakeHub:
         return f"http://{host}:{port}"
 
     def close(self) -> None:
+        self.released.set()
         self._server.shutdown()
         self._server.server_close()
 
@@ -235,6 +241,15 @@ class FakeHub:
         self.authorization_headers.append(authorization)
         if route in self.fail:
             status = self.fail[route]
+            if isinstance(status, list):
+                status = status.pop(0)
+                if not self.fail[route]:
+                    del self.fail[route]
+            if status == "hang":
+                self.released.wait()
+                return None
+            if isinstance(status, tuple):
+                return status
             return None if status == "drop" else (int(status), {}, {"error": "injected"})
         if authorization != f"Bearer {self.token}":
             return 401, {"X-Error-Message": "Invalid credentials in Authorization header"}, {
@@ -297,7 +312,7 @@ def _fake_hub_handler(hub: FakeHub) -> type:
                 self.close_connection = True
                 return
             status, headers, payload = answer
-            data = json.dumps(payload).encode()
+            data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
             self.send_response(status)
             for key, value in {"Content-Type": "application/json", **headers}.items():
                 self.send_header(key, value)
@@ -329,6 +344,9 @@ def fake_hub(monkeypatch) -> FakeHub:
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # read once, at import
     # http_backoff sleeps 1-8 s between its 5 retries of a 5xx; only `time.sleep` is used there
     monkeypatch.setattr(_http, "time", types.SimpleNamespace(sleep=lambda seconds: None))
+    from parla import hub as parla_hub
+
+    monkeypatch.setattr(parla_hub, "_sleep", hub.waits.append)  # parla's own retries
     yield hub
     hub.close()
 

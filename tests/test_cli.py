@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from conftest import RAW_CONDITIONING_FLAGS, write_cv_release
-from parla.cli import EXIT_USAGE, build_parser, main, prepare_options_from_args
+from parla.cli import EXIT_USAGE, build_parser, main, prepare_options_from_args, run_command
 from parla.reports import REJECTS_FILE
 from parla.shards import find_shards
 
@@ -203,3 +207,98 @@ def test_prepare_by_dialect_script_takes_the_original_flags(tmp_path):
     assert statistics["parameters"]["samples_per_dialect"] == 6
     assert (out / "speaker_metadata.json").is_file()
     assert all(d["output"]["rows"] <= 6 for d in statistics["dialects"].values())
+
+
+# --- exit codes, --version, no abbreviations -------------------------------------------------
+
+def test_version(capsys) -> None:
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"parla {version('parla')}"
+
+
+@pytest.mark.parametrize("args", [
+    ["prepare", "--datasets", "central=/data/cv", "--output_dir", "o", "--max_dur", "5"],
+    ["publish", "folder", "--repo", "user/name"],
+    ["tokenize", "--input", "a", "--output_dir", "b"],
+])
+def test_abbreviated_flags_are_refused(args: list[str], capsys) -> None:
+    code, _, err = run(capsys, *args)
+    assert code == 2 and err.count("\n") == 1
+    assert "unrecognized arguments" in err or "required" in err
+
+
+@pytest.mark.parametrize("command", [[], ["prepare"], ["tokenize"], ["publish"], ["run"],
+                                     ["demo"]])
+def test_every_help_names_the_exit_codes(command: list[str], capsys) -> None:
+    with pytest.raises(SystemExit):
+        main([*command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "exit codes: 0 done; 1 the environment failed" in text
+    assert "130 interrupted (Ctrl-C); 143 terminated (SIGTERM)" in text
+
+
+@pytest.mark.parametrize(("error", "line"), [
+    (OSError(errno.ENOSPC, "No space left on device", "/out/data/x.parquet"),
+     "the disk is full (/out/data/x.parquet): No space left on device; free some space and run "
+     "the same command again to resume (finished shards are kept)"),
+    (OSError("Error writing bytes to file. Detail: [errno 27] File too large"),
+     "the disk is full: File too large; free some space and run the same command again to "
+     "resume (finished shards are kept)"),
+    (PermissionError(errno.EACCES, "Permission denied", "/out/rejects.jsonl"),
+     "cannot write (/out/rejects.jsonl): Permission denied; give a folder you may write to, or "
+     "fix its permissions"),
+    (ConnectionResetError(errno.ECONNRESET, "Connection reset by peer"),
+     "network failure: Connection reset by peer; check the connection and rerun"),
+    (OSError(errno.EIO, "Input/output error", "/out/x"), "Input/output error (/out/x)"),
+])
+def test_environment_failures_are_one_line_and_exit_1(error: OSError, line: str,
+                                                      capsys) -> None:
+    def fails() -> int:
+        raise error
+
+    def wrapped() -> int:  # an engine re-raising a worker's failure as its own error
+        raise RuntimeError("a worker failed") from error
+
+    for command in (fails, wrapped):
+        assert run_command("parla", command) == 1
+        assert capsys.readouterr().err == f"parla: {line}\n"
+
+
+def test_a_bug_keeps_its_traceback() -> None:
+    def buggy() -> int:
+        raise ValueError("not an environment failure")
+
+    with pytest.raises(ValueError, match="not an environment failure"):
+        run_command("parla", buggy)
+
+
+def test_sigterm_unwinds_the_command_and_exits_143(capsys) -> None:
+    cleaned = []
+    before = signal.getsignal(signal.SIGTERM)
+
+    def command() -> int:
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(100):  # the handler raises at the next bytecode
+                time.sleep(0.05)
+            return 0
+        finally:
+            cleaned.append(True)
+
+    assert run_command("parla", command) == 143
+    assert cleaned == [True]
+    assert capsys.readouterr().err == ("parla: terminated (SIGTERM); finished shards are kept, "
+                                       "rerun to resume\n")
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_interrupt_exits_130(capsys) -> None:
+    def command() -> int:
+        raise KeyboardInterrupt
+
+    assert run_command("parla", command) == 130
+    assert capsys.readouterr().err.count("\n") == 1

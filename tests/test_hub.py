@@ -261,7 +261,7 @@ def test_access_is_checked_before_anything_is_uploaded(fake_hub, prepared_folder
 
 
 @pytest.mark.parametrize(("route", "status", "message"), [
-    ("create_repo", 500, r"server error \(HTTP 500\) while uploading"),
+    ("create_repo", 500, r"server error \(HTTP 500\) while creating the repo tester/cv_ca;"),
     ("commit", 502, r"server error \(HTTP 502\) while uploading"),
     ("commit", "drop", r"no answer from the Hub at .* while uploading"),
     ("preupload", 403, r"refused write access .* \(HTTP 403\) while uploading"),
@@ -334,3 +334,33 @@ def test_cli_publish_in_a_subprocess_reads_the_endpoint_and_token_from_the_envir
     assert done.stdout.strip() == f"{fake_hub.url}/datasets/{REPO}"
     assert FAKE_TOKEN not in done.stdout + done.stderr
     assert set(fake_hub.repos[REPO]) == set(snapshot(folder))
+
+
+# --- timeouts, retries, reachability ---------------------------------------------------------
+
+def test_hub_unreachable_is_one_quick_connection(fake_hub, monkeypatch):
+    assert hub.hub_unreachable() is None  # the fake Hub listens
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{unused_port()}")
+    assert hub.hub_unreachable() == "Connection refused"
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    assert hub.hub_unreachable() is None  # behind a proxy only the proxy can tell
+
+
+@pytest.mark.parametrize(("status", "headers", "attempt", "wait"), [
+    (429, {"Retry-After": "30"}, 1, 30.0), (429, {"Retry-After": "9999"}, 1, 120.0),
+    (503, {}, 1, 1.0), (503, {}, 3, 4.0),
+    (502, {"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}, 2, 2.0),
+    (503, {}, 5, None), (404, {}, 1, None), (401, {}, 1, None),
+])
+def test_retry_waits(status, headers, attempt, wait):
+    import types
+
+    error = OSError("failed")
+    error.response = types.SimpleNamespace(status_code=status, headers=headers)
+    assert hub._retry_wait(error, attempt) == wait
+
+
+def test_a_bad_timeout_setting_is_a_usage_error(monkeypatch):
+    monkeypatch.setenv("PARLA_HUB_TIMEOUT", "soon")
+    with pytest.raises(hub.UsageError, match="PARLA_HUB_TIMEOUT='soon' is not a number"):
+        hub.read_timeout()

@@ -14,9 +14,11 @@ from parla.sources import (
     METADATA_COLUMNS,
     LoadedSource,
     SourceSpec,
+    clips_outside,
     detect_kind,
     load_source,
     parse_source_spec,
+    read_tsv_lines,
 )
 
 SPEAKERS = {"ana": ("Central", 3), "pau": ("Valencià", 2), "joan": ("Balear|Mallorquí", 3)}
@@ -133,6 +135,59 @@ def test_a_release_missing_columns(tmp_path) -> None:
         load(tmp_path)
 
 
+def test_bad_tsv_lines_are_rejects_with_their_line_number(tmp_path) -> None:
+    (tmp_path / "t.tsv").write_bytes(
+        b"\xef\xbb\xbfa\tpath\tc\n"  # a byte-order mark is not part of the first column's name
+        b"1\t2\t3\n"
+        b"1\t2\t3\t4\n"
+        b"1\t\xff2\t3\n"
+        b"\n"
+        b"1\t2\n"
+        b'"4\t5\t6\r\n')
+    table, bad = read_tsv_lines(tmp_path / "t.tsv")
+    assert list(table.columns) == ["a", "path", "c"]
+    assert table.to_dict("records") == [{"a": "1", "path": "2", "c": "3"},
+                                        {"a": '"4', "path": "5", "c": "6"}]
+    assert [(line.number, line.reason) for line in bad] == [
+        (3, "extra_fields"), (4, "bad_encoding"), (6, "missing_fields")]
+    assert bad[0].detail == "line 3 has 4 tab-separated fields, the header 3 (path field: 2)"
+    assert bad[1].detail == "line 4: byte 0xff at offset 2 is not UTF-8"
+
+
+def test_a_release_with_bad_lines_keeps_its_good_rows(cv_release) -> None:
+    folder = cv_release({"ana": ("Central", 3)}, name="cv_23_ca_central")
+    with open(folder / "validated.tsv", "ab") as handle:
+        handle.write(b"x\ty\n" + b"\t".join([b"z"] * 12) + b"\xfe\n")
+    source = load(folder)
+    assert len(source.metadata) == 3
+    assert [(r.source_path, r.dialect, r.reason) for r in source.rejects] == [
+        ("validated.tsv:5", "central", "missing_fields"),
+        ("validated.tsv:6", "central", "bad_encoding")]
+
+
+def test_clip_paths_leaving_clips_are_rejects_and_never_opened(cv_release, tmp_path) -> None:
+    folder = cv_release({"ana": ("Central", 3)})
+    (tmp_path / "secret.mp3").write_bytes(encode(tone(1.5)))
+    clips = folder / "clips"
+    (clips / "sub").mkdir()
+    (clips / "sub" / "ok.mp3").write_bytes(encode(tone(1.5)))
+    (clips / "escape.mp3").symlink_to(tmp_path / "secret.mp3")
+    (clips / "sub" / "escape.mp3").symlink_to(tmp_path / "secret.mp3")
+    (clips / "alias.mp3").symlink_to(clips / "sub" / "ok.mp3")  # stays inside: fine
+    paths = ["../../secret.mp3", "/etc/passwd", "../../../../etc/passwd", "escape.mp3",
+             "sub/escape.mp3", "sub/../../secret.mp3", "sub/ok.mp3", "alias.mp3"]
+    append_cv_rows(folder, [{"client_id": speaker_id("ana"), "path": p, "sentence": "Hola.",
+                             "accents": "Central"} for p in paths], {p: 1500 for p in paths})
+    outside = clips_outside(clips, paths)
+    assert set(outside) == set(paths[:6])
+    assert outside["/etc/passwd"] == "/etc/passwd"
+    source = load(folder)
+    assert reasons(source) == dict.fromkeys(paths[:6], "path_outside_clips")
+    assert {r.dialect for r in source.rejects} == {"central"}
+    kept = source.metadata["path"].tolist()
+    assert "sub/ok.mp3" in kept and "alias.mp3" in kept and not set(paths[:6]) & set(kept)
+
+
 # --- parsing and recognising entries ---------------------------------------------------------
 
 def test_parse_source_spec() -> None:
@@ -164,6 +219,15 @@ def test_detect_kind(tmp_path, cv_release) -> None:
         detect_kind(str(tmp_path / "file.tsv"))
     with pytest.raises(SourceError, match="no such folder"):
         detect_kind(str(tmp_path / "missing" / "cv"))
+
+
+def test_a_relative_path_that_is_not_there_is_not_a_hub_id(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    with pytest.raises(SourceError, match=r"^data/my_central: no such folder \(data/ has no "
+                                          r"my_central\)$"):
+        detect_kind("data/my_central")
+    assert detect_kind("xaviviro/cv_23_ca_central") == "hub"  # no folder xaviviro/ here
 
 
 def test_a_hub_id_offline_is_a_clear_source_error(tmp_path, monkeypatch) -> None:

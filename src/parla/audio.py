@@ -7,9 +7,13 @@ and carry on.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
+import os
 import re
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -210,7 +214,8 @@ SILENCE_PEAK = 1e-4  # below -80 dBFS everywhere: nothing was recorded
 
 
 def _decode_with_soundfile(data: bytes) -> tuple[np.ndarray, int]:
-    samples, sample_rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    with decoder_messages_to_log():
+        samples, sample_rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
     return samples, sample_rate
 
 
@@ -318,3 +323,48 @@ def decode_flac(data: bytes) -> tuple[np.ndarray, int]:
     """Inverse of `encode_flac` (mono float32)."""
     samples, sample_rate = sf.read(io.BytesIO(data), dtype="float32")
     return samples, sample_rate
+
+
+# --- what the C decoders print ---------------------------------------------------------------
+# libmpg123 (inside libsndfile) writes warnings such as "Warning: Xing stream size off by more
+# than 1%" with fprintf straight to file descriptor 2, under any progress bar. Around a decode,
+# fd 2 points at a per-process scratch file (a pipe could fill and block the decoder); what
+# landed there goes to the log at debug level.
+
+_scratch: tuple[int, int] | None = None  # (pid, fd): a spawned or forked child makes its own
+
+
+def _scratch_fd() -> int:
+    global _scratch
+    if _scratch is None or _scratch[0] != os.getpid():
+        handle = tempfile.TemporaryFile(prefix="parla-decoder-messages-")
+        _scratch = (os.getpid(), os.dup(handle.fileno()))
+        handle.close()
+    return _scratch[1]
+
+
+@contextlib.contextmanager
+def decoder_messages_to_log() -> Iterator[None]:
+    """``with decoder_messages_to_log(): sf.read(...)``: the C library's stderr lines are
+    logged at debug level (logger ``parla.audio``) instead of reaching the terminal."""
+    try:
+        scratch = _scratch_fd()
+        os.ftruncate(scratch, 0)
+        saved = os.dup(2)
+    except OSError:  # no fd 2, or no temporary folder: let the messages through
+        yield
+        return
+    os.dup2(scratch, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+    size = os.fstat(scratch).st_size
+    if size:
+        from .progress import get_logger
+
+        text = os.pread(scratch, min(size, 65536), 0).decode("utf-8", "replace")
+        for line in dict.fromkeys(text.splitlines()):
+            if line.strip():
+                get_logger("audio").debug("decoder: %s", line.strip())

@@ -111,7 +111,7 @@ class SnacFiles:
 
 
 _SNAC_HINT = ("Pass --snac_model a local folder holding config.json and pytorch_model.bin "
-              "(e.g. made with `huggingface-cli download hubertsiuzdak/snac_24khz --local-dir "
+              "(e.g. made with `hf download hubertsiuzdak/snac_24khz --local-dir "
               "snac_24khz` on a machine with internet).")
 
 
@@ -390,7 +390,7 @@ class SnacEncoder:
 # --- text tokenizer ----------------------------------------------------------------------------
 
 _TOKENIZER_HINT = ("Pass --text_tokenizer a local tokenizer.json or a folder holding one (e.g. "
-                   "`huggingface-cli download canopylabs/orpheus-3b-0.1-pretrained tokenizer.json "
+                   "`hf download canopylabs/orpheus-3b-0.1-pretrained tokenizer.json "
                    "--local-dir orpheus_tokenizer` on a machine with internet).")
 
 

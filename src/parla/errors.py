@@ -54,4 +54,10 @@ class Reject:
         return asdict(self)
 
 
+class Terminated(BaseException):
+    """SIGTERM, turned into an exception by the CLI so the run unwinds (finally blocks close
+    files, engines stop their workers) and exits 143. A BaseException, like KeyboardInterrupt:
+    ``except Exception`` must not swallow it."""
+
+
 AudioDecodeError = RowRejected  # the former name, kept for code written against it

@@ -12,14 +12,20 @@ login, handed to huggingface_hub, and never printed, logged or written anywhere.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
+import logging
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -45,6 +51,20 @@ TOKENS_URL = "https://huggingface.co/settings/tokens"
 _STAT_COLUMNS = ("speaker_id", "duration")
 _STATE_RE = re.compile(r"^<!-- parla-card (?P<state>\{.*\}) -->$", re.MULTILINE)
 _REPO_PLACEHOLDER = "<user>/<dataset>"
+
+# huggingface_hub 2 talks to the Hub with no timeout at all: a Hub that accepts a request and
+# never answers would hang `parla publish` for ever. PARLA_HUB_TIMEOUT (seconds) overrides the
+# read timeout, for slow links; connecting and the quick reachability probe stay short.
+CONNECT_TIMEOUT_S = 10.0
+READ_TIMEOUT_S = 60.0
+PROBE_TIMEOUT_S = 1.5
+# 429 and 5xx on the calls parla makes itself are retried: waits double from 1 s, or follow the
+# Hub's Retry-After; the upload's own requests are retried by huggingface_hub the same way
+RETRY_STATUSES = (408, 429, 500, 502, 503, 504)
+MAX_RETRIES = 4
+MAX_RETRY_WAIT_S = 120.0
+_sleep = time.sleep  # tests replace it to record the waits
+_T = TypeVar("_T")
 
 COMMON_VOICE_CITATION = """\
 @inproceedings{commonvoice:2020,
@@ -433,24 +453,41 @@ def write_dataset_card(folder: str | os.PathLike, *, kind: str, parameters: Mapp
     return path
 
 
-def refresh_dataset_card(folder: str | os.PathLike, repo_id: str | None = None) -> Path | None:
-    """Regenerate a parla card from the current shards (and name the repo in its examples).
+def updated_card(folder: str | os.PathLike, repo_id: str | None = None) -> str | None:
+    """The text a parla card of ``folder`` should hold now (regenerated from the current shards,
+    naming the repo in its examples), or None for a README that parla did not write.
 
-    A README that parla did not write is left alone (returns None); a missing one is written with
-    the kind guessed from the columns and no recorded parameters.
+    A missing card is made with the kind guessed from the columns and no recorded parameters.
     """
     folder = Path(folder)
     path = folder / CARD_FILE
     if path.is_file():
         state = read_card_state(path.read_text(encoding="utf-8"))
         if state is None:
-            log.warning("%s was not written by parla; uploading it unchanged", path)
             return None
         kind, parameters = state
     else:
         names = {name for name, _ in _first_schema(folder)}
         kind, parameters = ("tokenized" if "input_ids" in names else "prepared"), {}
-    return write_dataset_card(folder, kind=kind, parameters=parameters, repo_id=repo_id)
+    configs, table_rows = folder_statistics(folder)
+    if not configs:
+        raise UsageError(f"no shards under {folder / 'data'}: nothing to describe")
+    return render_card(configs, table_rows, dict(parameters), kind, repo_id=repo_id,
+                       columns=_first_schema(folder))
+
+
+def refresh_dataset_card(folder: str | os.PathLike, repo_id: str | None = None) -> Path | None:
+    """Regenerate a parla card in ``folder`` (see `updated_card`); a README that parla did not
+    write is left alone (returns None)."""
+    folder = Path(folder)
+    text = updated_card(folder, repo_id)
+    if text is None:
+        log.warning("%s was not written by parla; leaving it as it is", folder / CARD_FILE)
+        return None
+    path = folder / CARD_FILE
+    if not path.is_file() or path.read_text(encoding="utf-8") != text:
+        write_text_atomic(path, text)
+    return path
 
 
 # --- talking to the Hub ----------------------------------------------------------------------
@@ -462,10 +499,137 @@ def hub_endpoint() -> str:
     return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
 
 
+def read_timeout() -> float:
+    try:
+        return float(os.environ.get("PARLA_HUB_TIMEOUT") or READ_TIMEOUT_S)
+    except ValueError:
+        raise UsageError(f"PARLA_HUB_TIMEOUT={os.environ['PARLA_HUB_TIMEOUT']!r} is not a "
+                         "number of seconds") from None
+
+
+_factory_timeout: float | None = None
+
+
+class HubStoppedAnswering(Exception):
+    """A request the Hub accepted and did not answer within the read timeout (not one of the
+    HTTP client's own errors, so huggingface_hub does not send it again)."""
+
+
+def use_timeouts() -> None:
+    """Make huggingface_hub's shared HTTP client time out (connect, then each read)."""
+    global _factory_timeout
+    timeout = read_timeout()
+    if _factory_timeout == timeout:
+        return
+    from huggingface_hub.utils import _http
+
+    if not hasattr(_http, "set_client_factory"):
+        return  # huggingface_hub < 1 (requests): it sets its own timeouts
+    try:
+        httpx = importlib.import_module("httpx2")
+    except ImportError:
+        httpx = importlib.import_module("httpx")
+
+    class NoSilentRetries(httpx.BaseTransport):
+        """A POST (preupload, commit) the Hub took and never answered is not sent again:
+        huggingface_hub would retry it five times, six read timeouts of silence, and the Hub may
+        have acted on it; parla reports it once and a rerun finishes the upload."""
+
+        def __init__(self) -> None:
+            self._inner = httpx.HTTPTransport()
+
+        def handle_request(self, request: Any) -> Any:
+            try:
+                return self._inner.handle_request(request)
+            except httpx.ReadTimeout as error:
+                if request.method != "POST":
+                    raise
+                raise HubStoppedAnswering(str(error) or "read timeout") from error
+
+        def close(self) -> None:
+            self._inner.close()
+
+    def client_factory() -> Any:
+        return httpx.Client(event_hooks={"request": [_http.hf_request_event_hook]},
+                            follow_redirects=True, transport=NoSilentRetries(),
+                            timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT_S))
+
+    _http.set_client_factory(client_factory)
+    _factory_timeout = timeout
+
+
+def hub_unreachable(timeout: float = PROBE_TIMEOUT_S) -> str | None:
+    """Why the Hub cannot be reached now, or None if it can (or a proxy stands in the way).
+
+    One TCP connection, answered in about a second: offline, the HTTP clients' own retries take
+    25 s or more before they give up.
+    """
+    from urllib.parse import urlsplit
+
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY",
+                                            "http_proxy", "ALL_PROXY", "all_proxy")):
+        return None  # only the proxy knows
+    url = urlsplit(hub_endpoint())
+    host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
+    outcome: list[str | None] = []
+
+    def connect() -> None:  # in a thread: name resolution has no timeout of its own
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome.append(None)
+        except OSError as error:
+            outcome.append(error.strerror or str(error) or type(error).__name__)
+
+    thread = threading.Thread(target=connect, daemon=True, name="parla-hub-probe")
+    thread.start()
+    thread.join(timeout + 0.5)
+    return outcome[0] if outcome else f"no answer in {timeout:g} s"
+
+
 def _api(token: str) -> Any:
     from huggingface_hub import HfApi
 
+    use_timeouts()
     return HfApi(endpoint=hub_endpoint(), token=token, library_name="parla")
+
+
+def _retry_wait(error: BaseException, attempt: int) -> float | None:
+    """Seconds to wait before trying a failed call again, or None when it should not be."""
+    if _status(error) not in RETRY_STATUSES or attempt > MAX_RETRIES:
+        return None
+    headers = getattr(getattr(error, "response", None), "headers", None) or {}
+    retry_after = headers.get("Retry-After") if hasattr(headers, "get") else None
+    if retry_after is not None and str(retry_after).strip().isdigit():
+        return min(float(retry_after), MAX_RETRY_WAIT_S)
+    return min(2.0 ** (attempt - 1), MAX_RETRY_WAIT_S)
+
+
+def _with_retries(call: Callable[[], _T], doing: str) -> _T:
+    """``call()``, tried again after a 429 or a 5xx (Retry-After honoured)."""
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return call()
+        except _network_errors() as error:
+            wait = _retry_wait(error, attempt)
+            if wait is None:
+                raise
+            log.info("the Hub answered HTTP %s while %s; trying again in %g s (%d of %d)",
+                     _status(error), doing, wait, attempt, MAX_RETRIES)
+            _sleep(wait)
+
+
+@contextlib.contextmanager
+def _quiet_hub_library() -> Iterator[None]:
+    """huggingface_hub logs each retry as a raw warning line; parla says what failed itself."""
+    logger = logging.getLogger("huggingface_hub")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _resolve_token(token: str | None, repo_id: str) -> str:
@@ -487,12 +651,36 @@ def _resolve_token(token: str | None, repo_id: str) -> str:
 def _network_errors() -> tuple[type[BaseException], ...]:
     """What a failed Hub call raises: HfHubHTTPError and ConnectionError are OSErrors; the HTTP
     client's transport errors (httpx2 in huggingface_hub 2, requests before) are named here."""
-    errors: list[type[BaseException]] = [OSError]
+    errors: list[type[BaseException]] = [OSError, HubStoppedAnswering,
+                                         *_malformed_reply_errors()]
     for module, name in (("httpx2", "TransportError"), ("httpx", "TransportError"),
                          ("hf_xet", "XetAuthenticationError"),
                          ("hf_xet", "XetObjectNotFoundError")):
         try:
             errors.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            continue
+    return tuple(errors)
+
+
+def _malformed_reply_errors() -> tuple[type[BaseException], ...]:
+    """What huggingface_hub raises on a reply it cannot parse (a bad ``commitUrl``: HfUriError;
+    JSON that is not JSON, or lacks a key)."""
+    errors: list[type[BaseException]] = [json.JSONDecodeError, KeyError]
+    try:
+        from huggingface_hub.errors import HfUriError
+
+        errors.append(HfUriError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def _timeout_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [TimeoutError, socket.timeout, HubStoppedAnswering]
+    for module in ("httpx2", "httpx"):
+        try:
+            errors.append(importlib.import_module(module).TimeoutException)
         except (ImportError, AttributeError):
             continue
     return tuple(errors)
@@ -520,6 +708,9 @@ def _failure(error: BaseException, doing: str, repo_id: str, token: str | None
         return HubAccessError(
             f"the Hub refused write access to dataset {repo_id} (HTTP 403) while {doing}: use a "
             f"token with write access to it ({TOKENS_URL}) or another --repo_id")
+    if status == 429:
+        return HubError(f"the Hub kept rate-limiting parla (HTTP 429) while {doing}, after "
+                        f"{MAX_RETRIES} retries; wait a few minutes and try again")
     if status is not None and status >= 500:
         return HubError(f"the Hub had a server error (HTTP {status}) while {doing}; the "
                         f"problem is on the Hub's side, try again later")
@@ -531,7 +722,14 @@ def _failure(error: BaseException, doing: str, repo_id: str, token: str | None
 
     if isinstance(error, OfflineModeIsEnabled):
         return HubAccessError("HF_HUB_OFFLINE is set: unset it to publish")
-    reason = str(error).strip() or type(error).__name__
+    if isinstance(error, _timeout_errors()):
+        return HubError(f"the Hub at {hub_endpoint()} stopped answering while {doing} (no "
+                        f"reply within {read_timeout():g} s; PARLA_HUB_TIMEOUT sets the wait)")
+    if isinstance(error, _malformed_reply_errors()):
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        return HubError(_scrub(f"the Hub sent a reply parla cannot read while {doing} "
+                               f"({type(error).__name__}: {first[:200]})", token))
+    reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
     return HubError(_scrub(f"no answer from the Hub at {hub_endpoint()} while {doing} "
                            f"({reason})", token))
 
@@ -553,9 +751,14 @@ def check_write_access(repo_id: str, token: str | None = None) -> str:
     """
     PublishOptions(folder=".", repo_id=repo_id)  # the repo id's shape, as one clear UsageError
     token = _resolve_token(token, repo_id)
+    unreachable = hub_unreachable()
+    if unreachable:
+        raise HubError(f"no answer from the Hub at {hub_endpoint()} while checking the login "
+                       f"({unreachable}); check the network, or HF_ENDPOINT")
     api = _api(token)
     try:
-        identity = api.whoami(token=token)
+        with _quiet_hub_library():
+            identity = _with_retries(lambda: api.whoami(token=token), "checking the login")
     except _network_errors() as error:
         raise _failure(error, "checking the login", repo_id, token) from None
     user = str(identity.get("name", "?"))
@@ -564,7 +767,10 @@ def check_write_access(repo_id: str, token: str | None = None) -> str:
         raise HubAccessError(f"the Hugging Face token of {user} is read-only; create one with "
                              f"write access at {TOKENS_URL} and set HF_TOKEN to it")
     try:
-        api.auth_check(repo_id, repo_type=REPO_TYPE, token=token, write=True)
+        with _quiet_hub_library():
+            _with_retries(lambda: api.auth_check(repo_id, repo_type=REPO_TYPE, token=token,
+                                                 write=True),
+                          f"checking write access to {repo_id}")
         return user
     except _network_errors() as error:
         if _status(error) not in (401, 404):
@@ -596,11 +802,32 @@ def _upload(api: Any, options: PublishOptions, folder: Path, token: str) -> None
                       commit_message=options.commit_message or "Upload corpus with parla")
 
 
+@contextlib.contextmanager
+def _staged(folder: Path, card: str | None) -> Iterator[Path]:
+    """What to upload: ``folder`` itself, or (with a new card) a temporary tree of links to its
+    files plus the card, so that a failed upload leaves the user's folder exactly as it was."""
+    if card is None or (folder / CARD_FILE).is_file() and \
+            (folder / CARD_FILE).read_text(encoding="utf-8") == card:
+        yield folder
+        return
+    with tempfile.TemporaryDirectory(prefix="parla-publish-") as tmp:
+        stage = Path(tmp)
+        for path in sorted(folder.rglob("*")):
+            relative = path.relative_to(folder)
+            if path.is_dir() or relative == Path(CARD_FILE) or relative.parts[0] == ".cache":
+                continue
+            (stage / relative).parent.mkdir(parents=True, exist_ok=True)
+            (stage / relative).symlink_to(path.resolve())
+        (stage / CARD_FILE).write_text(card, encoding="utf-8")
+        yield stage
+
+
 def publish(options: PublishOptions, token: str | None = None) -> str:
     """Upload a prepared or tokenized folder (card regenerated first); returns the dataset URL.
 
     Creates the dataset repo if missing. Any failure raises one HubAccessError/HubError saying
-    what failed; the local folder is kept, and publishing it again finishes the upload.
+    what failed and how to finish; the local folder is not changed (the regenerated card is
+    written into it only once the upload succeeded), and publishing it again finishes the upload.
     """
     folder = Path(options.folder).expanduser()
     if not folder.is_dir():
@@ -610,18 +837,37 @@ def publish(options: PublishOptions, token: str | None = None) -> str:
                          f"`parla prepare` first)")
     token = _resolve_token(token, options.repo_id)
     user = check_write_access(options.repo_id, token)
-    refresh_dataset_card(folder, options.repo_id)
+    card = updated_card(folder, options.repo_id)
+    if card is None:
+        log.warning("%s was not written by parla; uploading it unchanged", folder / CARD_FILE)
     api = _api(token)
     url = f"{hub_endpoint()}/datasets/{options.repo_id}"
     log.info("uploading %s to %s as %s", folder, url, user)
-    doing = f"uploading {folder} to {options.repo_id}"
+    with contextlib.ExitStack() as stack:
+        upload_from = stack.enter_context(_staged(folder, card))  # a local failure: not the Hub's
+        stack.enter_context(_quiet_hub_library())
+        _upload_steps(api, options, upload_from, token, folder)
+    if card is not None:
+        refresh_dataset_card(folder, options.repo_id)  # the local card now matches the Hub's
+    log.info("published %s", url)
+    return url
+
+
+def _upload_steps(api: Any, options: PublishOptions, upload_from: Path, token: str,
+                  folder: Path) -> None:
+    """Create the repo (and branch), then upload; a failure is one HubError naming the step."""
+    doing = f"creating the repo {options.repo_id}"
     try:
-        api.create_repo(options.repo_id, repo_type=REPO_TYPE, private=options.private,
-                        exist_ok=True, token=token)
+        _with_retries(lambda: api.create_repo(options.repo_id, repo_type=REPO_TYPE,
+                                              private=options.private, exist_ok=True,
+                                              token=token), doing)
         if options.revision and not options.revision.startswith("refs/"):
-            api.create_branch(options.repo_id, branch=options.revision, repo_type=REPO_TYPE,
-                              exist_ok=True, token=token)
-        _upload(api, options, folder, token)
+            doing = f"creating the branch {options.revision} of {options.repo_id}"
+            _with_retries(lambda: api.create_branch(options.repo_id, branch=options.revision,
+                                                    repo_type=REPO_TYPE, exist_ok=True,
+                                                    token=token), doing)
+        doing = f"uploading {folder} to {options.repo_id}"
+        _upload(api, options, upload_from, token)
     except _network_errors() as error:
         failure = _failure(error, doing, options.repo_id, token)
         revision = f" --revision {options.revision}" if options.revision else ""
@@ -629,5 +875,3 @@ def publish(options: PublishOptions, token: str | None = None) -> str:
                   f"{options.repo_id}{revision}` again to finish (files already uploaded are "
                   f"not sent again)")
         raise type(failure)(f"{failure}{resume}") from None
-    log.info("published %s", url)
-    return url

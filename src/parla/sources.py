@@ -9,9 +9,10 @@ accents/variant.
 
 from __future__ import annotations
 
-import csv
+import contextlib
 import math
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import pandas as pd
 
 from .audio import probe_duration
 from .dialects import DIALECTS, Dialect, dialect_from_accent, find_dialect, resolve_dialect
-from .errors import AudioDecodeError, Reject, SourceError
+from .errors import AudioDecodeError, ParlaError, Reject, SourceError
 from .progress import get_logger, progress
 
 log = get_logger("sources")
@@ -32,6 +33,11 @@ METADATA_COLUMNS = ("source", "row", "client_id", "path", "sentence", "up_votes"
 _ALIASES = {"client_id": ("client_id", "speaker_id", "speaker"),
             "sentence": ("sentence", "text", "transcription", "original_text"),
             "path": ("path", "source_path", "file")}
+
+
+class HubUnreachableError(ParlaError):
+    """A Hub dataset id while the Hub cannot be reached and no cached copy exists: the
+    environment failed, not the input (exit 1)."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +80,7 @@ class LoadedSource:
 
 
 def detect_kind(location: str) -> str:
-    path = Path(location)
+    path = Path(location).expanduser()
     if path.is_dir():
         if (path / "validated.tsv").is_file():
             return "cv_release"
@@ -86,6 +92,9 @@ def detect_kind(location: str) -> str:
                           "Voice release folder")
     parts = location.split("/")
     if len(parts) == 2 and all(parts) and not location.startswith((".", "~")):
+        if Path(parts[0]).is_dir():
+            # `data/my_central` next to a folder `data/`: a mistyped path, not a Hub id
+            raise SourceError(f"{location}: no such folder ({parts[0]}/ has no {parts[1]})")
         return "hub"
     raise SourceError(f"{location}: no such folder, and not a Hub dataset id (owner/name)")
 
@@ -103,32 +112,131 @@ def load_source(spec: SourceSpec, cache_dir: str | None = None) -> LoadedSource:
 
 
 def _fill_reject_dialects(source: LoadedSource) -> None:
-    """Rejects found before the dialects were known get their row's dialect (one lookup table)."""
+    """Rejects found before the dialects were known get their row's dialect (one lookup table);
+    a line that could not be read at all gets the source's dialect, when it has one."""
     if all(reject.dialect for reject in source.rejects):
         return
+    fallback = _source_dialect(source.spec)
     dialect_by_path = dict(zip(source.metadata["path"], source.metadata["dialect"], strict=True))
-    source.rejects = [replace(reject, dialect=dialect_by_path.get(reject.source_path, ""))
-                      if not reject.dialect else reject for reject in source.rejects]
+    source.rejects = [replace(reject, dialect=dialect_by_path.get(
+        reject.source_path, fallback.id if fallback else "")) if not reject.dialect else reject
+        for reject in source.rejects]
 
 
 # --- raw Common Voice release ----------------------------------------------------------------
 
+@dataclass(frozen=True)
+class BadLine:
+    """A TSV line that cannot be a row: ``reason`` is stable, ``detail`` says what is wrong."""
+
+    number: int  # 1-based, the header is line 1
+    reason: str  # extra_fields | missing_fields | bad_encoding
+    detail: str
+
+
+def read_tsv_lines(path: Path) -> tuple[pd.DataFrame, list[BadLine]]:
+    """A Common Voice TSV as strings, and the lines that are not rows.
+
+    The files are unquoted (a sentence may begin with a quote character), so a line is split on
+    its tabs and nothing else. Each line is decoded on its own: real releases hold lines with
+    stray tabs or bytes that are not UTF-8, and those are bad rows, not a bad file.
+    """
+    bad: list[BadLine] = []
+    with open(path, "rb") as handle:
+        try:
+            header = handle.readline().decode("utf-8").lstrip("\ufeff").rstrip("\r\n")
+        except UnicodeDecodeError:
+            raise SourceError(f"{path}: the header line is not UTF-8") from None
+        names = header.split("\t")
+        path_index = names.index("path") if "path" in names else None
+        columns: list[list[str]] = [[] for _ in names]
+        number = 1  # of the last line read
+        while chunk := handle.readlines(_TSV_CHUNK_BYTES):
+            first, number = number + 1, number + len(chunk)
+            try:  # the whole chunk at once; line by line only where it holds a bad byte
+                lines = b"".join(chunk).decode("utf-8").split("\n")[:len(chunk)]
+            except UnicodeDecodeError:
+                lines = [_decoded_line(raw, first + i, bad) for i, raw in enumerate(chunk)]
+            lines = [line.rstrip("\r\n") for line in lines]
+            good = []
+            for offset, line in enumerate(lines):
+                tabs = line.count("\t")
+                if tabs == len(names) - 1:
+                    good.append(line)
+                elif line:  # a blank line, or one already rejected for its bytes, is skipped
+                    line_number = first + offset
+                    reason = "extra_fields" if tabs >= len(names) else "missing_fields"
+                    fields = line.split("\t")
+                    # the clip it probably names: stray tabs are usually in the sentence
+                    clip = (f" (path field: {fields[path_index]})" if path_index is not None
+                            and path_index < len(fields) else "")
+                    bad.append(BadLine(line_number, reason, f"line {line_number} has "
+                                       f"{tabs + 1} tab-separated fields, the header "
+                                       f"{len(names)}{clip}"))
+            # every good line has exactly len(names) fields: split them all at once
+            fields = "\t".join(good).split("\t") if good else []
+            for index, column in enumerate(columns):
+                column.extend(fields[index::len(names)])
+    bad.sort(key=lambda line: line.number)
+    return pd.DataFrame(dict(zip(names, columns, strict=True)), dtype=str), bad
+
+
+_TSV_CHUNK_BYTES = 32 << 20  # read and decoded in chunks: bounded memory, C-speed decoding
+
+
+def _decoded_line(raw: bytes, number: int, bad: list[BadLine]) -> str:
+    """One line decoded, or "" (and a bad_encoding reject) when it is not UTF-8."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        bad.append(BadLine(number, "bad_encoding", f"line {number}: byte "
+                           f"0x{raw[error.start]:02x} at offset {error.start} is not UTF-8"))
+        return ""
+
+
 def read_cv_tsv(path: Path) -> pd.DataFrame:
-    """Common Voice TSVs are unquoted: a sentence may begin with a quote character."""
-    return pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE, dtype=str, keep_default_na=False,
-                       na_filter=False, encoding="utf-8")
+    """The rows of a Common Voice TSV (unquoted); lines that are not rows are left out."""
+    table, bad = read_tsv_lines(path)
+    if bad:
+        log.debug("%s: %d lines that are not rows left out", path, len(bad))
+    return table
+
+
+def clips_outside(clips_dir: Path, paths: Sequence[str]) -> dict[str, str]:
+    """Paths (as written in the TSV) whose file is not inside ``clips_dir``, symlinks resolved,
+    each with what it resolves to. A path is data, not trust: ``../../x.mp3`` or ``/etc/passwd``
+    must never be opened.
+
+    A plain file name cannot leave the folder unless it is a symlink, so only names with a
+    folder part and the folder's symlinks (one directory listing) are resolved one by one.
+    """
+    root = Path(os.path.realpath(clips_dir))
+    try:
+        links = {entry.name for entry in os.scandir(clips_dir) if entry.is_symlink()}
+    except OSError:
+        links = set()
+    outside: dict[str, str] = {}
+    for path in dict.fromkeys(paths):
+        if "/" not in path and "\\" not in path and path not in ("", ".", "..") and \
+                path not in links:
+            continue
+        resolved = Path(os.path.realpath(clips_dir / path))
+        if resolved == root or root not in resolved.parents:
+            outside[path] = str(resolved)
+    return outside
 
 
 def _load_cv_release(spec: SourceSpec) -> LoadedSource:
-    folder = Path(spec.location)
-    table = read_cv_tsv(folder / "validated.tsv")
+    folder = Path(spec.location).expanduser()
+    tsv = folder / "validated.tsv"
+    table, bad_lines = read_tsv_lines(tsv)
     missing = [c for c in ("client_id", "path", "sentence") if c not in table.columns]
     if missing:
-        raise SourceError(f"{folder / 'validated.tsv'}: missing column(s) {', '.join(missing)}")
+        raise SourceError(f"{tsv}: missing column(s) {', '.join(missing)}")
     durations: dict[str, float] = {}
     durations_file = folder / "clip_durations.tsv"
     if durations_file.is_file():
-        clip_durations = read_cv_tsv(durations_file)
+        clip_durations = read_cv_tsv(durations_file)  # a bad line here: that clip is probed
         ms_column = next((c for c in clip_durations.columns if c.startswith("duration")), None)
         if ms_column is not None and "clip" in clip_durations.columns:
             values = pd.to_numeric(clip_durations[ms_column], errors="coerce") / 1000.0
@@ -139,14 +247,39 @@ def _load_cv_release(spec: SourceSpec) -> LoadedSource:
     clips_dir = folder / "clips"
     metadata = _standardise(table, spec)
     source = LoadedSource(spec, "cv_release", metadata, clips_dir=clips_dir)
+    source.rejects += [Reject(f"{tsv.name}:{line.number}", "", line.reason, line.detail)
+                       for line in bad_lines]
+    _reject_paths_outside_clips(source)
+    metadata = source.metadata
     duration_values = metadata["path"].map(durations).astype(float)
     unknown = np.flatnonzero(np.isnan(duration_values.to_numpy()))
-    for index in progress(unknown, desc=f"probing {spec.name}", unit="clips",
+    # counts the clips clip_durations.tsv does not list: their length is read from the file
+    for index in progress(unknown, desc=f"probing {spec.name} (clips not in "
+                                        "clip_durations.tsv)", unit="clips",
                           disable=len(unknown) == 0):
         path = metadata.at[index, "path"]
         duration_values.iat[index] = _probe_file(clips_dir / path, path, source)
     metadata["duration"] = duration_values
     return source
+
+
+def _reject_paths_outside_clips(source: LoadedSource) -> None:
+    """Rows whose clip path leaves the release's clips/ folder are rejects, and leave the
+    metadata before any file is opened."""
+    assert source.clips_dir is not None
+    metadata = source.metadata
+    outside = clips_outside(source.clips_dir, metadata["path"].tolist())
+    if not outside:
+        return
+    dialect = _source_dialect(source.spec)
+    bad = metadata["path"].isin(list(outside))
+    for path, accents, variant in metadata.loc[bad, ["path", "accents", "variant"]].itertuples(
+            index=False):
+        found = dialect or dialect_from_accent(f"{accents}|{variant}")
+        source.rejects.append(Reject(path, found.id if found else "", "path_outside_clips",
+                                     f"resolves to {outside[path]}, outside "
+                                     f"{source.clips_dir}"))
+    source.metadata = metadata[~bad].reset_index(drop=True)
 
 
 def read_clip(file: str | os.PathLike) -> bytes:
@@ -173,14 +306,30 @@ def _probe_file(file: Path, path: str, source: LoadedSource) -> float:
 def _load_datasets_source(spec: SourceSpec, kind: str, cache_dir: str | None) -> LoadedSource:
     import datasets
 
+    unreachable = None
+    if kind == "hub" and not _hub_offline():
+        from .hub import hub_unreachable
+
+        # about a second, where the HTTP clients' retries take 25 s before they give up
+        unreachable = hub_unreachable()
     try:
-        if kind == "disk":
-            loaded = datasets.load_from_disk(spec.location)
-        else:
-            loaded = datasets.load_dataset(spec.location, cache_dir=cache_dir)
+        with _offline_mode(unreachable is not None):  # a cached copy may still be there
+            if kind == "disk":
+                loaded = datasets.load_from_disk(spec.location)
+            else:
+                loaded = datasets.load_dataset(spec.location, cache_dir=cache_dir)
     except Exception as error:  # datasets raises many types; all mean "this source is unreadable"
-        hint = (" (the Hub cannot be reached: download it first or pass a local copy)"
-                if kind == "hub" else "")
+        download = (f"download it where there is network (`hf download {spec.location} "
+                    "--repo-type dataset --local-dir DIR`) and pass DIR")
+        if unreachable:
+            from .hub import hub_endpoint
+
+            raise HubUnreachableError(
+                f"{spec.location}: cannot load: not a local folder, the Hub at {hub_endpoint()} "
+                f"cannot be reached ({unreachable}) and no cached copy exists; {download}"
+            ) from None
+        hint = (f" (the Hub cannot be reached or has no such dataset, and no cached copy "
+                f"exists: {download})" if kind == "hub" else "")
         raise SourceError(f"{spec.location}: cannot load ({type(error).__name__}: "
                           f"{str(error).splitlines()[0] if str(error) else ''}){hint}") from None
     if isinstance(loaded, datasets.DatasetDict):
@@ -207,6 +356,30 @@ def _load_datasets_source(spec: SourceSpec, kind: str, cache_dir: str | None) ->
     else:
         metadata["duration"] = _probe_dataset_durations(source)
     return source
+
+
+def _hub_offline() -> bool:
+    import datasets.config
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE or datasets.config.HF_HUB_OFFLINE)
+
+
+@contextlib.contextmanager
+def _offline_mode(on: bool) -> Iterator[None]:
+    """Both libraries read HF_HUB_OFFLINE once, at import: switch their copies for one call."""
+    if not on:
+        yield
+        return
+    import datasets.config
+    from huggingface_hub import constants
+
+    saved = constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = datasets.config.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE = saved
 
 
 def _audio_paths(dataset: Any) -> list[str]:
@@ -271,9 +444,14 @@ def _reject_rows_without_text(source: LoadedSource) -> None:
                 source.rejects.append(Reject(path, dialect, reason))
 
 
+def _source_dialect(spec: SourceSpec) -> Dialect | None:
+    """The one dialect of a whole source, when NAME=SOURCE or its name says it."""
+    return spec.dialect or find_dialect(spec.name)
+
+
 def _assign_dialects(source: LoadedSource) -> None:
     metadata = source.metadata
-    dialect = source.spec.dialect or find_dialect(source.spec.name)
+    dialect = _source_dialect(source.spec)
     if dialect is not None:
         metadata["dialect"] = dialect.id
         return

@@ -1,0 +1,389 @@
+"""The fault matrix (issue 9): bad input and a failing environment give one clear line, the right
+exit code, their rejects, every good row, and no process left behind.
+
+Each test is one row of the issue's table. The CLI runs as a subprocess where the exit code and
+what reaches stderr matter (``python -m parla``, in its own session, so that any process it
+leaves behind can be found); the Hub rows run in-process where huggingface_hub's own retry
+sleeps must be skipped (the fake_hub fixture does that), and in a subprocess otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+import parla
+from conftest import CV_HEADER, FAKE_TOKEN, encode, speaker_id, tone, write_cv_release
+from parla import cli
+from parla.reports import REJECTS_FILE
+from parla.shards import find_shards
+
+SRC = str(Path(parla.__file__).resolve().parents[1])
+SPEAKERS = {"ana": ("Central", 4), "eva": ("Balear", 4)}  # 8 good rows
+GOOD_ROWS = 8
+PREPARE = ["prepare", "-q", "--num_workers", "1", "--no_condition_audio"]
+REPO = "tester/cv_ca"
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+def session_processes(session: int) -> list[str]:
+    """Live processes of a session (what a finished command must not leave behind)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2:].split()
+        if int(fields[3]) == session and fields[0] != "Z":
+            found.append(f"{stat.parent.name} {text[:text.rindex(')') + 1]}")
+    return found
+
+
+def no_process_left(session: int) -> bool:
+    """True once the session is empty; a process still exiting gets a few seconds."""
+    for _ in range(50):
+        if not session_processes(session):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def parla_cli(*args: str | Path, env: dict[str, str] | None = None, cwd: Path | None = None,
+              preexec=None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python -m parla ARGS`` in a new session; asserts it left no process behind."""
+    environment = os.environ | {"PYTHONPATH": SRC, "PARLA_DISABLE_PROGRESS": "1",
+                                "PYTHONDONTWRITEBYTECODE": "1"} | (env or {})
+    process = subprocess.Popen([sys.executable, "-m", "parla", *map(str, args)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=environment, cwd=cwd, start_new_session=True,
+                               preexec_fn=preexec)
+    try:
+        out, err = process.communicate(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert no_process_left(process.pid), session_processes(process.pid)
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def one_line(stderr: str) -> str:
+    """The single line a failed command prints: no traceback, nothing else."""
+    lines = stderr.splitlines()
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    return lines[0]
+
+
+def output_rows(out: Path) -> list[str]:
+    """source_path of every row of every dialect (the `all` config)."""
+    return sorted(path for splits in find_shards(out).values() for paths in splits.values()
+                  for p in paths
+                  for path in pq.read_table(p, columns=["source_path"]).column(
+                      "source_path").to_pylist())
+
+
+def rejects(out: Path) -> list[dict[str, str]]:
+    lines = (out / REJECTS_FILE).read_text(encoding="utf-8").splitlines()
+    assert len(lines) == len(set(lines)), "duplicate reject lines"
+    return [json.loads(line) for line in lines]
+
+
+def cv_line(**fields: str) -> str:
+    row = {key: "" for key in CV_HEADER} | {
+        "client_id": speaker_id("ana"), "sentence": "Bon dia a tothom.", "up_votes": "2",
+        "down_votes": "0", "accents": "Central", "locale": "ca"} | fields
+    return "\t".join(row[key] for key in CV_HEADER)
+
+
+@pytest.fixture
+def release(tmp_path) -> Path:
+    """A raw release with 8 good rows; `add_clip` puts a valid MP3 in its clips/."""
+    return write_cv_release(tmp_path / "releases" / "cv", SPEAKERS)
+
+
+def add_clip(release: Path, name: str) -> None:
+    (release / "clips" / name).write_bytes(encode(tone(1.6)))
+
+
+def append_lines(release: Path, *lines: bytes) -> None:
+    with open(release / "validated.tsv", "ab") as handle:
+        handle.writelines(line + b"\n" for line in lines)
+
+
+# --- every bad row is a reject: exit 0, the good rows kept -----------------------------------
+
+BAD_LINES = {
+    # row of the table: (the bad line, its reason)
+    "extra_tabs": (cv_line(path="bad.mp3", sentence="Bon\tdia\ta tothom.").encode(),
+                   "extra_fields"),
+    "not_utf8": (cv_line(path="bad.mp3", sentence="Caf@ amb llet.").encode().replace(
+        b"@", b"\xe9"), "bad_encoding"),
+    "missing_column": ("\t".join(cv_line(path="bad.mp3").split("\t")[:-2]).encode(),
+                       "missing_fields"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_LINES))
+def test_a_bad_tsv_line_is_a_reject_and_every_good_row_is_kept(case, release, tmp_path):
+    line, reason = BAD_LINES[case]
+    add_clip(release, "bad.mp3")
+    add_clip(release, "after.mp3")
+    # line 10 is bad; line 11, after it, is a good row
+    append_lines(release, line, cv_line(path="after.mp3").encode())
+    out = tmp_path / "out"
+    done = parla_cli(*PREPARE, "--datasets", release, "--output_dir", out)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr and done.stderr == ""
+    kept = output_rows(out)
+    assert len(kept) == GOOD_ROWS + 1 and "after.mp3" in kept and "bad.mp3" not in kept
+    [reject] = rejects(out)
+    assert (reject["source_path"], reject["reason"]) == ("validated.tsv:10", reason)
+    assert reject["detail"].startswith("line 10")
+
+
+def test_a_clip_path_leaving_clips_is_a_reject_and_never_read(release, tmp_path):
+    outside = release.parent / "outside"
+    outside.mkdir()
+    (outside / "x.mp3").write_bytes(encode(tone(1.6)))  # valid audio: it must still not be kept
+    (release / "clips" / "link.mp3").symlink_to(outside / "x.mp3")
+    add_clip(release, "inside.mp3")
+    escaping = ["../../outside/x.mp3", "/etc/passwd", "../../../../etc/passwd", "link.mp3"]
+    append_lines(release, *(cv_line(path=path).encode() for path in
+                            [*escaping, "inside.mp3"]))
+    out = tmp_path / "out"
+    done = parla_cli(*PREPARE, "--datasets", release, "--output_dir", out)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    kept = output_rows(out)
+    assert len(kept) == GOOD_ROWS + 1 and "inside.mp3" in kept
+    assert not set(escaping) & set(kept)
+    found = {r["source_path"]: (r["reason"], r["dialect"]) for r in rejects(out)}
+    assert found == {path: ("path_outside_clips", "central") for path in escaping}
+
+
+# --- the environment fails: one line, exit 1, resumable --------------------------------------
+
+def test_a_full_disk_is_one_line_and_a_rerun_resumes(release, tmp_path):
+    def small_disk() -> None:  # every file this process tree writes stops at 32 KiB
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (32 * 1024, resource.RLIM_INFINITY))
+
+    out = tmp_path / "out"
+    args = [*PREPARE, "--datasets", release, "--output_dir", out]
+    done = parla_cli(*args, preexec=small_disk)
+    assert done.returncode == 1
+    assert re.fullmatch(r"parla: the disk is full.*: File too large; free some space and run "
+                        r"the same command again to resume \(finished shards are kept\)",
+                        one_line(done.stderr))
+    again = parla_cli(*args)
+    assert again.returncode == 0, again.stderr
+    assert len(output_rows(out)) == GOOD_ROWS and rejects(out) == []
+
+
+def test_an_output_folder_that_cannot_be_created_is_one_line(release, tmp_path):
+    locked = Path("/sys/parla-faults-test")  # sysfs refuses new folders, even to root
+    if locked.exists() or os.access("/sys", os.W_OK) and not Path("/sys/kernel").is_dir():
+        pytest.skip("no folder here refuses to be created")
+    done = parla_cli(*PREPARE, "--datasets", release, "--output_dir", locked / "out")
+    assert done.returncode == 1  # the machine refused, before any clip was decoded
+    assert re.fullmatch(r"parla: cannot write \(/sys/parla-faults-test\): .*; give a folder "
+                        r"you may write to, or fix its permissions", one_line(done.stderr))
+    assert not locked.exists()
+
+
+# --- sources that are not there --------------------------------------------------------------
+
+def test_a_mistyped_relative_path_is_no_such_folder_not_a_hub_lookup(fake_hub, tmp_path):
+    (tmp_path / "data" / "my_centrall").mkdir(parents=True)
+    done = parla_cli(*PREPARE, "--datasets", "data/my_central", "--output_dir", "out",
+                     cwd=tmp_path)
+    assert done.returncode == 2
+    assert one_line(done.stderr) == ("parla: error: data/my_central: no such folder (data/ has "
+                                     "no my_central)")
+    assert fake_hub.calls == []  # the Hub was not asked
+
+
+@pytest.mark.parametrize("endpoint", ["refused", "no_such_host"])
+def test_an_unreachable_hub_is_one_line_without_retries(endpoint, tmp_path):
+    from test_hub import unused_port
+
+    url = (f"http://127.0.0.1:{unused_port()}" if endpoint == "refused"
+           else "http://hub.invalid")
+    done = parla_cli(*PREPARE, "--datasets", "nobody-here/cv_23_ca_central", "--output_dir",
+                     tmp_path / "out", "--cache_dir", tmp_path / "cache",
+                     env={"HF_ENDPOINT": url, "HF_HUB_OFFLINE": "0", "HF_DATASETS_OFFLINE": "0"})
+    assert done.returncode == 1
+    line = one_line(done.stderr)  # no "Retrying in Ns" lines
+    assert line.startswith("parla: nobody-here/cv_23_ca_central: cannot load")
+    assert "cannot be reached" in line and "no cached copy" in line and "hf download" in line
+    assert not (tmp_path / "out").exists()
+
+
+# --- publish ---------------------------------------------------------------------------------
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+def publish_in_process(folder: Path, capsys) -> tuple[int, str]:
+    code = cli.main(["publish", str(folder), "--repo_id", REPO, "-q"])
+    return code, one_line(capsys.readouterr().err)
+
+
+def resume_hint(folder: Path) -> str:
+    return f"run `parla publish {folder} --repo_id {REPO}` again to finish"
+
+
+def test_a_hub_that_accepts_the_commit_and_never_answers(fake_hub, prepared_folder, capsys,
+                                                         monkeypatch):
+    monkeypatch.setenv("PARLA_HUB_TIMEOUT", "1")
+    folder = prepared_folder()
+    before = snapshot(folder)
+    fake_hub.fail["commit"] = "hang"
+    code, line = publish_in_process(folder, capsys)
+    assert code == 1
+    assert re.search(r"stopped answering while uploading .* \(no reply within 1 s", line), line
+    assert resume_hint(folder) in line
+    assert fake_hub.calls.count("commit") == 1  # not sent again: one timeout, not six
+    assert snapshot(folder) == before
+    fake_hub.released.set()
+    del fake_hub.fail["commit"]
+    assert cli.main(["publish", str(folder), "--repo_id", REPO, "-q"]) == 0
+
+
+def test_a_malformed_hub_reply_is_one_line(fake_hub, prepared_folder):
+    folder = prepared_folder()
+    before = snapshot(folder)
+    fake_hub.fail["commit"] = (200, {}, {"commitUrl": "not a url", "commitOid": "0" * 40})
+    done = parla_cli("publish", folder, "--repo_id", REPO, "-q")
+    assert done.returncode == 1
+    line = one_line(done.stderr)
+    assert re.search(r"the Hub sent a reply parla cannot read while uploading .*HfUriError",
+                     line), line
+    assert resume_hint(folder) in line and FAKE_TOKEN not in done.stderr
+    assert snapshot(folder) == before
+
+
+def test_a_rate_limit_is_retried_after_the_wait_the_hub_asks_for(fake_hub, prepared_folder,
+                                                                 capsys):
+    folder = prepared_folder()
+    slow_down = (429, {"Retry-After": "7"}, {"error": "rate limited"})
+    fake_hub.fail["whoami"] = [slow_down, (503, {}, {"error": "busy"})]
+    fake_hub.fail["create_repo"] = [slow_down]
+    assert cli.main(["publish", str(folder), "--repo_id", REPO, "-q"]) == 0
+    assert fake_hub.waits == [7.0, 2.0, 7.0]  # Retry-After, else doubling from 1 s
+    assert "README.md" in fake_hub.repos[REPO]
+    capsys.readouterr()
+
+    fake_hub.fail["whoami"] = 429  # for ever: given up after the retries, one line
+    fake_hub.waits.clear()
+    code, line = publish_in_process(folder, capsys)
+    assert code == 1 and len(fake_hub.waits) == 4
+    assert "kept rate-limiting parla (HTTP 429) while checking the login" in line
+
+
+def test_a_failed_upload_leaves_the_folder_as_it_was(fake_hub, prepared_folder, capsys):
+    folder = prepared_folder()  # its card does not name the repo yet: publishing rewrites it
+    before = snapshot(folder)
+    fake_hub.fail["commit"] = 502
+    code, line = publish_in_process(folder, capsys)
+    assert code == 1 and "server error (HTTP 502) while uploading" in line
+    assert "the local folder is intact" in line and resume_hint(folder) in line
+    assert snapshot(folder) == before
+    del fake_hub.fail["commit"]
+    assert cli.main(["publish", str(folder), "--repo_id", REPO, "-q"]) == 0
+    card = (folder / "README.md").read_text(encoding="utf-8")
+    assert f'load_dataset("{REPO}", "central")' in card  # written once the upload succeeded
+    assert fake_hub.repos[REPO]["README.md"] == card.encode()
+
+
+def test_offline_publish_is_one_line_without_retries(fake_hub, prepared_folder, monkeypatch):
+    from test_hub import unused_port
+
+    folder = prepared_folder()
+    done = parla_cli("publish", folder, "--repo_id", REPO,
+                     env={"HF_ENDPOINT": f"http://127.0.0.1:{unused_port()}"})
+    assert done.returncode == 1
+    assert re.search(r"^parla: no answer from the Hub at http://127\.0\.0\.1:\d+ while "
+                     r"checking the login \(Connection refused\)", one_line(done.stderr))
+
+
+def test_sigterm_during_an_upload_exits_143_and_keeps_the_folder(fake_hub, prepared_folder):
+    folder = prepared_folder()
+    before = snapshot(folder)
+    fake_hub.fail["commit"] = "hang"
+    environment = os.environ | {"PYTHONPATH": SRC, "PARLA_HUB_TIMEOUT": "600"}
+    process = subprocess.Popen([sys.executable, "-m", "parla", "publish", str(folder),
+                                "--repo_id", REPO, "-q"], stderr=subprocess.PIPE, text=True,
+                               env=environment, start_new_session=True)
+    try:
+        for _ in range(600):  # until the commit request hangs in the fake Hub
+            if "commit" in fake_hub.calls or process.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert "commit" in fake_hub.calls
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 143
+    assert one_line(err) == (f"parla: upload terminated (SIGTERM); {folder} is intact: run "
+                             f"`parla publish {folder} --repo_id {REPO}` again to finish it")
+    assert no_process_left(process.pid)
+    assert snapshot(folder) == before
+
+
+# --- first-run frictions ---------------------------------------------------------------------
+
+def test_decoder_warnings_go_to_the_debug_log_not_the_terminal(capfd) -> None:
+    import io
+    import logging
+
+    import soundfile as sf
+
+    from parla.audio import decode_audio
+    from parla.errors import AudioDecodeError
+
+    buffer = io.BytesIO()
+    sf.write(buffer, tone(2.0), 48000, format="MP3")
+    cut = buffer.getvalue()[:int(len(buffer.getvalue()) * 0.9)]  # Xing size now off by 10%
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("parla.audio")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        with pytest.raises(AudioDecodeError, match="truncated"):
+            decode_audio(cut)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    raw = [line for line in capfd.readouterr().err.splitlines() if line.startswith("Warning")]
+    assert raw == []  # nothing straight from the C library on fd 2
+    assert any("Xing stream size off" in record.getMessage() for record in records)
+    assert all(record.levelno == logging.DEBUG for record in records)
+
+
+# --- engine rows: the lead adds them with issue 8 (workers write their own shards) -----------
+# - SIGINT while the workers start (about 3 s in): exit 130, one line, no process left, a rerun
+#   resumes byte for byte.
+# - SIGTERM, and SIGKILL, to the main process only (`kill PID`, `timeout`, the OOM killer): the
+#   workers and the resource tracker die with it; SIGTERM exits 143 (cli.run_command raises
+#   parla.errors.Terminated in the main thread).
+# - an unreachable Ray head (RAY_ADDRESS): one line, exit 1, quickly.
+# - a worker dying during spawn bootstrapping (a script without the __main__ guard): one line
+#   naming the cause.
