@@ -256,11 +256,12 @@ def read_card_state(text: str) -> tuple[str, dict[str, Any]] | None:
 
 def render_card(configs: Mapping[str, Mapping[str, str]], table_rows: Sequence[SplitStats],
                 parameters: Mapping[str, Any], kind: str, *, repo_id: str | None = None,
-                columns: Sequence[tuple[str, str]] = ()) -> str:
+                columns: Sequence[tuple[str, str]] = (), report: str | None = None) -> str:
     """The dataset card's text: YAML metadata (configs and splits) and a body made for people.
 
     ``configs`` maps config -> split -> data_files pattern; ``table_rows`` are the numbers shown;
-    ``columns`` are (name, type) of the shards. Pure: same inputs, same text.
+    ``columns`` are (name, type) of the shards; ``report`` is `report.card_summary`'s markdown.
+    Pure: same inputs, same text.
     """
     if kind not in KINDS:
         raise UsageError(f"unknown card kind {kind!r}; expected one of {', '.join(KINDS)}")
@@ -288,6 +289,8 @@ def render_card(configs: Mapping[str, Mapping[str, str]], table_rows: Sequence[S
         lines.append(f"| {stats.config} | {dialect} | {stats.split} | {stats.rows} | "
                      f"{speakers} | {_number(stats.hours, 3)} | "
                      f"{_number(stats.mean_duration, 2)} |")
+    if report:
+        lines += ["", report]
     if columns:
         lines += ["", "## Columns", ""]
         for name, dtype in columns:
@@ -365,6 +368,17 @@ def _write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _report_summary(folder: Path) -> str | None:
+    """The card's report section, when the folder has report.html and its statistics."""
+    from .report import REPORT_FILE, card_summary
+    from .reports import STATISTICS_FILE
+
+    statistics = folder / STATISTICS_FILE
+    if not (folder / REPORT_FILE).is_file() or not statistics.is_file():
+        return None
+    return card_summary(json.loads(statistics.read_text(encoding="utf-8")))
+
+
 def write_dataset_card(folder: str | os.PathLike, *, kind: str, parameters: Mapping[str, Any],
                        repo_id: str | None = None) -> Path:
     """Write ``<folder>/README.md`` from the shards found there; stages call this last."""
@@ -373,7 +387,7 @@ def write_dataset_card(folder: str | os.PathLike, *, kind: str, parameters: Mapp
     if not configs:
         raise UsageError(f"no shards under {folder / 'data'}: nothing to describe")
     text = render_card(configs, table_rows, dict(parameters), kind, repo_id=repo_id,
-                       columns=_first_schema(folder))
+                       columns=_first_schema(folder), report=_report_summary(folder))
     path = folder / CARD_FILE
     if not path.is_file() or path.read_text(encoding="utf-8") != text:
         _write_text_atomic(path, text)

@@ -43,7 +43,7 @@ _BEFORE_AFTER = (
 )
 _BEFORE, _AFTER, _BAR = "#9aa5b1", "#1f77b4", "#d9534f"
 _WIDTH, _HEIGHT = 380, 210
-_LEFT, _RIGHT, _TOP, _BOTTOM = 44, 12, 26, 34
+_LEFT, _RIGHT, _TOP, _BOTTOM = 44, 20, 26, 34
 
 
 # --- the figures (pure: numbers in, SVG text out) ---------------------------------------------
@@ -208,7 +208,9 @@ def _figure(svg: str | None, missing: str) -> str:
 
 
 def _hours(value: Any) -> str:
-    return f"{float(value):.2f}" if isinstance(value, (int, float)) else "—"
+    if not isinstance(value, (int, float)):
+        return "—"
+    return f"{float(value):.2f}" if value >= 1 else f"{float(value):.3f}"
 
 
 def _key_figures(output: Mapping[str, Any], rejected: int) -> str:
