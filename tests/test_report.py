@@ -246,3 +246,11 @@ def test_report_renders_in_headless_chromium(demo_report: Path, tmp_path: Path) 
     missing = [s for s in page.audio if not (demo_report / s).is_file()]
     assert page.audio and not missing
     assert re.search(r"<audio controls", (demo_report / "report.html").read_text("utf-8"))
+
+
+def test_many_speakers_are_drawn_as_a_histogram() -> None:
+    few = report.speaker_bars_svg("Clips per speaker", [5, 3, 3])
+    many = report.speaker_bars_svg("Clips per speaker", [50] * 400 + [10] * 100)
+    assert few.count("<rect") == 3
+    assert "500 speakers" in many and many.count("<rect") < 40
+    assert report.speaker_bars_svg("Clips per speaker", []) is None

@@ -94,7 +94,7 @@ def _finite(values: Iterable[Any]) -> np.ndarray:
 
 
 def histogram_svg(title: str, unit: str, series: Sequence[tuple[str, Sequence[float], str]],
-                  bins: int = 30) -> str | None:
+                  bins: int = 30, counted: str = "clips") -> str | None:
     """Overlaid histograms of ``series`` ((label, values, colour)) on shared bins; None when
     there is no value to draw."""
     arrays = [(label, _finite(values), colour) for label, values, colour in series]
@@ -109,7 +109,7 @@ def histogram_svg(title: str, unit: str, series: Sequence[tuple[str, Sequence[fl
     y_high = max(int(c.max()) for c in counts) or 1
     plot_w, plot_h = _WIDTH - _LEFT - _RIGHT, _HEIGHT - _TOP - _BOTTOM
     bar_w = plot_w / bins
-    body = _axes(low, high, y_high, unit, "clips")
+    body = _axes(low, high, y_high, unit, counted)
     for (_, _, colour), count in zip(arrays, counts, strict=True):
         opacity = "0.55" if len(arrays) > 1 else "0.9"
         for index, n in enumerate(count):
@@ -130,11 +130,19 @@ def histogram_svg(title: str, unit: str, series: Sequence[tuple[str, Sequence[fl
     return _svg(title, body, label)
 
 
+MAX_SPEAKER_BARS = 300  # beyond this, a histogram of speakers by clip count
+
+
 def speaker_bars_svg(title: str, clips_per_speaker: Sequence[int]) -> str | None:
-    """One bar per speaker, most clips first (a balanced corpus is a flat profile)."""
+    """One bar per speaker, most clips first (a balanced corpus is a flat profile); with many
+    speakers, how many speakers have how many clips."""
     counts = sorted((int(c) for c in clips_per_speaker), reverse=True)
     if not counts:
         return None
+    if len(counts) > MAX_SPEAKER_BARS:
+        bins = min(30, max(counts) - min(counts) + 1)
+        return histogram_svg(f"{title} ({len(counts)} speakers)", "clips per speaker",
+                             [(title, counts, _AFTER)], bins=bins, counted="speakers")
     plot_w, plot_h = _WIDTH - _LEFT - _RIGHT, _HEIGHT - _TOP - _BOTTOM
     y_high = max(counts)
     bar_w = plot_w / len(counts)
