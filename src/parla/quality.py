@@ -7,8 +7,8 @@ We do not call ``speechmos.dnsmos.run``: per 9.01 s window it also runs the P.80
 librosa mel spectrogram (a fourth score nobody here uses; librosa and numba alone take seconds to
 import in every worker), and its sessions take every core, which oversubscribes the machine when
 each prepare worker has one. `DnsmosScorer` loads only the SIG/BAK/OVRL model, once per worker,
-on one intra-op thread, and scores a clip's windows one by one (batching them was slower on a
-CPU). The windows, the
+on one intra-op thread, and scores a clip's windows one by one (a batch of them is no faster on
+a CPU and takes 8x the memory). The windows, the
 per-window calibration polynomials and the mean over windows are speechmos's (and Microsoft's
 ``dnsmos_local.py``), so the scores are the same (tests/test_quality.py compares them); the cost
 per clip is in docs/QUALITY.md.
@@ -108,8 +108,8 @@ class DnsmosScorer:
         from .audio import resample
 
         audio = resample(np.asarray(samples, dtype=np.float32), sample_rate, SAMPLE_RATE)
-        # one window per call: on a CPU a batch of 7 windows took 1.5x as long as 7 calls
-        # (larger activations, out of cache), docs/QUALITY.md
+        # one window per call: a batch of a clip's 7 windows was no faster on a CPU and took
+        # 2.1 GB of memory instead of 0.26 GB (docs/QUALITY.md)
         raw = [self.session.run(None, {self.input_name: window[np.newaxis]})[0]
                for window in windows(audio)]
         return calibrate(np.concatenate(raw))
