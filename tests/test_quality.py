@@ -158,3 +158,16 @@ def test_noise_lowers_the_background_score(scorer) -> None:
     clean_scores, noisy_scores = scorer(clean, 16000), scorer(noisy, 16000)
     assert noisy_scores["dnsmos_bak"] < clean_scores["dnsmos_bak"] - 0.5
     assert noisy_scores["dnsmos_ovrl"] < clean_scores["dnsmos_ovrl"]
+
+
+@needs_quality
+def test_cli_flags_reach_the_options() -> None:
+    from parla.cli import build_parser, prepare_options_from_args
+
+    args = build_parser().parse_args(["prepare", "--datasets", "x", "--output_dir", "y",
+                                      "--dnsmos", "--min_dnsmos", "3"])
+    options = prepare_options_from_args(args)
+    assert options.dnsmos is True and options.min_dnsmos == 3.0
+    defaults = prepare_options_from_args(build_parser().parse_args(
+        ["prepare", "--datasets", "x", "--output_dir", "y"]))
+    assert defaults.dnsmos is False and defaults.min_dnsmos is None

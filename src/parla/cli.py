@@ -134,8 +134,8 @@ def add_prepare_arguments(parser: argparse.ArgumentParser, require_sources: bool
 
     qual = parser.add_argument_group("quality scores (the parla[quality] extra)")
     _flag(qual, "dnsmos", action="store_true",
-          help="score every kept clip with DNSMOS (dnsmos_sig/bak/ovrl columns; ~0.4 s of CPU "
-               "per clip under 11 s, docs/QUALITY.md)")
+          help="score every kept clip with DNSMOS (dnsmos_sig/bak/ovrl; about 1.5 s of one CPU "
+               "core per Common Voice clip, docs/QUALITY.md)")
     _flag(qual, "min_dnsmos", type=float,
           help="reject clips whose overall DNSMOS is lower (reason low_dnsmos; needs --dnsmos)")
 
