@@ -190,7 +190,8 @@ def test_card_embeds_the_summary_and_publish_uploads_the_report(fake_hub, prepar
     assert not any(fnmatch.fnmatch(name, pattern) for name in report_files
                    for pattern in hub.UPLOAD_IGNORE_PATTERNS)
     card = uploaded["README.md"].decode()
-    assert report.card_summary(statistics) in card
+    assert report.card_summary(statistics, "tester/cv_ca") in card
+    assert "hf download tester/cv_ca --repo-type dataset" in card
 
 
 # --- a real prepared folder in headless Chromium ----------------------------------------------

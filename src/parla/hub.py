@@ -368,7 +368,7 @@ def _write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _report_summary(folder: Path) -> str | None:
+def _report_summary(folder: Path, repo_id: str | None) -> str | None:
     """The card's report section, when the folder has report.html and its statistics."""
     from .report import REPORT_FILE, card_summary
     from .reports import STATISTICS_FILE
@@ -376,7 +376,7 @@ def _report_summary(folder: Path) -> str | None:
     statistics = folder / STATISTICS_FILE
     if not (folder / REPORT_FILE).is_file() or not statistics.is_file():
         return None
-    return card_summary(json.loads(statistics.read_text(encoding="utf-8")))
+    return card_summary(json.loads(statistics.read_text(encoding="utf-8")), repo_id)
 
 
 def write_dataset_card(folder: str | os.PathLike, *, kind: str, parameters: Mapping[str, Any],
@@ -387,7 +387,7 @@ def write_dataset_card(folder: str | os.PathLike, *, kind: str, parameters: Mapp
     if not configs:
         raise UsageError(f"no shards under {folder / 'data'}: nothing to describe")
     text = render_card(configs, table_rows, dict(parameters), kind, repo_id=repo_id,
-                       columns=_first_schema(folder), report=_report_summary(folder))
+                       columns=_first_schema(folder), report=_report_summary(folder, repo_id))
     path = folder / CARD_FILE
     if not path.is_file() or path.read_text(encoding="utf-8") != text:
         _write_text_atomic(path, text)

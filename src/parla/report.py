@@ -411,8 +411,11 @@ def write_report(out_dir: str | os.PathLike, statistics: Mapping[str, Any],
     return out / REPORT_FILE
 
 
-def card_summary(statistics: Mapping[str, Any]) -> str:
-    """Markdown for the dataset card: the key figures and a link to report.html."""
+def card_summary(statistics: Mapping[str, Any], repo_id: str | None = None) -> str:
+    """Markdown for the dataset card: the key figures and a link to report.html.
+
+    Reads ``statistics["total"]`` (and ``mean_dnsmos_ovrl`` there, when a run scored DNSMOS).
+    """
     total = statistics.get("total", {})
     dialects = statistics.get("dialects", {})
     lines = ["## Report", "",
@@ -444,8 +447,8 @@ def card_summary(statistics: Mapping[str, Any]) -> str:
               "SNR, speaking rate and DNSMOS, clips per speaker, silence and loudness before "
               "and after conditioning, rejects by reason, and sample clips to listen to. It "
               "opens offline: download it with its `report/` folder "
-              f"(`hf download <repo> --repo-type dataset --include '{REPORT_FILE}' "
-              f"'{REPORT_DIR}/*'`) and open it in a browser."]
+              f"(`hf download {repo_id or '<user>/<dataset>'} --repo-type dataset --include "
+              f"'{REPORT_FILE}' '{REPORT_DIR}/*'`) and open it in a browser."]
     return "\n".join(lines)
 
 
