@@ -255,3 +255,10 @@ def test_many_speakers_are_drawn_as_a_histogram() -> None:
     assert few.count("<rect") == 3
     assert "500 speakers" in many and many.count("<rect") < 40
     assert report.speaker_bars_svg("Clips per speaker", []) is None
+
+
+def test_rebuilding_from_a_folder_that_is_not_prepared_is_one_line(tmp_path, capsys) -> None:
+    assert report.main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no dialect_statistics.json" in err
+    assert not (tmp_path / "report.html").exists()
