@@ -129,6 +129,13 @@ def test_report_has_every_figure_and_player(tmp_path: Path) -> None:
         assert not source.startswith(("/", "http")) and (tmp_path / source).is_file()
 
 
+def test_all_dialects_add_up_the_rejects_of_every_dialect(tmp_path: Path) -> None:
+    clips = _clips(measured=True)
+    rejects = REJECTS + [{"source_path": "c.mp3", "dialect": "balear", "reason": "low_snr"}]
+    page = parse(report.write_report(tmp_path, _statistics(clips), clips, rejects, {}))
+    assert page.svgs.count("Rejected clips by reason: low_snr 2, truncated 1") == 1
+
+
 def test_missing_measurements_are_said_not_drawn(tmp_path: Path) -> None:
     """--no_condition_audio, no --dnsmos, no source clips: the report still works."""
     clips = _clips(measured=False)

@@ -322,9 +322,8 @@ def render_report(statistics: Mapping[str, Any], clips: Sequence[Mapping[str, An
             "<section><nav>" + "".join(f'<a href="#{html.escape(n)}">{html.escape(n)}</a>'
                                        for n in dialects) + "</nav>",
             "<h2>All dialects</h2>", _summary_table(statistics),
-            _dialect_figures(clips, Counter(
-                {reason: n for counts in reject_counts.values() for reason, n in counts.items()})
-                if rejects else _total_rejected(statistics)),
+            _dialect_figures(clips, sum(reject_counts.values(), Counter()) if rejects
+                             else _total_rejected(statistics)),
             "</section>"]
     for name in dialects:
         entry = statistics.get("dialects", {}).get(name, {})
