@@ -103,7 +103,8 @@ def test_layout(prepared: Path) -> None:
     assert all(len(paths) == 1 and paths[0].name.endswith("-00000-of-00001.parquet")
                for splits in shards.values() for paths in splits.values())
     visible = {p.name for p in prepared.iterdir() if not p.name.startswith(".")}
-    assert visible == {"data", "README.md", REJECTS_FILE, STATISTICS_FILE}
+    assert visible == {"data", "README.md", REJECTS_FILE, STATISTICS_FILE, "report.html",
+                       "report"}
     card = (prepared / "README.md").read_text()
     assert "config_name: central" in card and "config_name: all" in card
     assert read_rejects(prepared) == []

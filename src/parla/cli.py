@@ -159,6 +159,13 @@ def add_prepare_arguments(parser: argparse.ArgumentParser, require_sources: bool
     _bool_flag(con, "normalize_text", cond.normalize_text,
                "Unicode NFC, uniform quotes/apostrophes, collapsed spaces (default on)")
 
+    qual = parser.add_argument_group("quality scores (the parla[quality] extra)")
+    _flag(qual, "dnsmos", action="store_true",
+          help="score every kept clip with DNSMOS (dnsmos_sig/bak/ovrl; about 1.5 s of one CPU "
+               "core per Common Voice clip, docs/QUALITY.md)")
+    _flag(qual, "min_dnsmos", type=float,
+          help="reject clips whose overall DNSMOS is lower (reason low_dnsmos; needs --dnsmos)")
+
 
 def _fields(cls: type, skip: tuple[str, ...] = ()) -> tuple[str, ...]:
     """The options a stage's flags map onto: every field of its dataclass (one flag each)."""

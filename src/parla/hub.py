@@ -88,6 +88,9 @@ _COLUMN_NOTES = {
     "age": "speaker age range as given in Common Voice (may be empty)",
     "duration": "clip length in seconds",
     "source_path": "the clip's file name in the Common Voice release",
+    "dnsmos_sig": "DNSMOS P.835 speech quality, 1-5 (prepare --dnsmos)",
+    "dnsmos_bak": "DNSMOS P.835 background-noise quality, 1-5 (prepare --dnsmos)",
+    "dnsmos_ovrl": "DNSMOS P.835 overall quality, 1-5 (prepare --dnsmos)",
     "input_ids": "Orpheus input ids: text tokens and SNAC audio tokens",
     "labels": "training labels (same as `input_ids`)",
     "attention_mask": "1 for every token",
@@ -296,12 +299,13 @@ def read_card_state(text: str) -> tuple[str, dict[str, Any]] | None:
 def render_card(configs: Mapping[str, Mapping[str, str]], table_rows: Sequence[SplitStats],
                 parameters: Mapping[str, Any], kind: str, *, repo_id: str | None = None,
                 columns: Sequence[tuple[str, str]] = (),
-                packed: Mapping[str, Any] | None = None) -> str:
+                packed: Mapping[str, Any] | None = None, report: str | None = None) -> str:
     """The dataset card's text: YAML metadata (configs and splits) and a body made for people.
 
     ``configs`` maps config -> split -> data_files pattern; ``table_rows`` are the numbers shown;
     ``columns`` are (name, type) of the shards; ``packed`` the `packed` config's numbers
-    (`packing.read_packed_summary`). Pure: same inputs, same text.
+    (`packing.read_packed_summary`); ``report`` is `report.card_summary`'s markdown.
+    Pure: same inputs, same text.
     """
     if kind not in KINDS:
         raise UsageError(f"unknown card kind {kind!r}; expected one of {', '.join(KINDS)}")
@@ -336,6 +340,8 @@ def render_card(configs: Mapping[str, Mapping[str, str]], table_rows: Sequence[S
                      f"{_number(stats.mean_duration, 2)} |")
     if packed is not None:
         lines += _packed_section(packed)
+    if report:
+        lines += ["", report]
     if columns:
         lines += ["", "## Columns", ""]
         for name, dtype in columns:
@@ -438,15 +444,33 @@ def _tokenization_notes(parameters: Mapping[str, Any]) -> list[str]:
     return [text, ""]
 
 
+def _report_summary(folder: Path, repo_id: str | None) -> str | None:
+    """The card's report section, when the folder has report.html and its statistics."""
+    from .report import REPORT_FILE, card_summary
+    from .reports import STATISTICS_FILE
+
+    statistics = folder / STATISTICS_FILE
+    if not (folder / REPORT_FILE).is_file() or not statistics.is_file():
+        return None
+    return card_summary(json.loads(statistics.read_text(encoding="utf-8")), repo_id)
+
+
+def card_text(folder: Path, kind: str, parameters: Mapping[str, Any],
+              repo_id: str | None = None) -> str:
+    """The card of ``folder`` as its shards (and packed config, and report) say now."""
+    configs, table_rows = folder_statistics(folder)
+    if not configs:
+        raise UsageError(f"no shards under {folder / 'data'}: nothing to describe")
+    return render_card(configs, table_rows, dict(parameters), kind, repo_id=repo_id,
+                       columns=_first_schema(folder), packed=read_packed_summary(folder),
+                       report=_report_summary(folder, repo_id))
+
+
 def write_dataset_card(folder: str | os.PathLike, *, kind: str, parameters: Mapping[str, Any],
                        repo_id: str | None = None) -> Path:
     """Write ``<folder>/README.md`` from the shards found there; stages call this last."""
     folder = Path(folder)
-    configs, table_rows = folder_statistics(folder)
-    if not configs:
-        raise UsageError(f"no shards under {folder / 'data'}: nothing to describe")
-    text = render_card(configs, table_rows, dict(parameters), kind, repo_id=repo_id,
-                       columns=_first_schema(folder), packed=read_packed_summary(folder))
+    text = card_text(folder, kind, parameters, repo_id)
     path = folder / CARD_FILE
     if not path.is_file() or path.read_text(encoding="utf-8") != text:
         write_text_atomic(path, text)
@@ -469,11 +493,7 @@ def updated_card(folder: str | os.PathLike, repo_id: str | None = None) -> str |
     else:
         names = {name for name, _ in _first_schema(folder)}
         kind, parameters = ("tokenized" if "input_ids" in names else "prepared"), {}
-    configs, table_rows = folder_statistics(folder)
-    if not configs:
-        raise UsageError(f"no shards under {folder / 'data'}: nothing to describe")
-    return render_card(configs, table_rows, dict(parameters), kind, repo_id=repo_id,
-                       columns=_first_schema(folder))
+    return card_text(folder, kind, parameters, repo_id)
 
 
 def refresh_dataset_card(folder: str | os.PathLike, repo_id: str | None = None) -> Path | None:

@@ -86,6 +86,8 @@ class PrepareOptions:
     engine: str = "local"
     cache_dir: str | None = None  # passed to datasets.load_dataset
     conditioning: ConditioningOptions = field(default_factory=ConditioningOptions)
+    dnsmos: bool = False  # DNSMOS scores per row: the parla[quality] extra (docs/QUALITY.md)
+    min_dnsmos: float | None = None  # reject (low_dnsmos) under this overall DNSMOS; needs dnsmos
 
     def __post_init__(self) -> None:
         if isinstance(self.datasets, str):
@@ -110,6 +112,13 @@ class PrepareOptions:
         _check(self.num_workers is None or self.num_workers >= 1, "--num_workers must be >= 1")
         _check(self.rows_per_shard >= 1, "--rows_per_shard must be >= 1")
         _check(self.engine in ENGINES, f"--engine must be one of {', '.join(ENGINES)}")
+        _check(self.min_dnsmos is None or self.dnsmos, "--min_dnsmos needs --dnsmos")
+        _check(self.min_dnsmos is None or 1 <= self.min_dnsmos <= 5,
+               "--min_dnsmos must be in [1, 5] (DNSMOS is a 1-5 opinion score)")
+        if self.dnsmos:
+            from .quality import require_quality_extra  # find_spec only: nothing is loaded
+
+            require_quality_extra()
 
     @property
     def workers(self) -> int:

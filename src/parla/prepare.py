@@ -22,12 +22,13 @@ from typing import Any
 import pandas as pd
 
 from .engines import get_engine
-from .errors import UsageError
+from .errors import RowRejected, UsageError
 from .files import lock_folder, remove_stale_tmp, write_json
 from .options import PrepareOptions
 from .planning import ShardTask, plan_shards, split_dialects
 from .prepare_worker import STAGE, ShardPreparer
 from .progress import get_logger, progress
+from .report import SAMPLES_PER_DIALECT, collect_samples, report_clips, write_report
 from .reports import (
     REJECTS_FILE,
     REPORT_FILES,
@@ -90,9 +91,12 @@ def _check_output_dir(options: PrepareOptions) -> Path:
 
 
 def _clear_output(out: Path) -> None:
-    shutil.rmtree(out / DATA_DIR, ignore_errors=True)
-    for name in REPORT_FILES:
-        (out / name).unlink(missing_ok=True)
+    for name in (DATA_DIR, *REPORT_FILES):
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def settings_digest(options: PrepareOptions) -> str:
@@ -204,7 +208,7 @@ def prepare(options: PrepareOptions) -> PrepareResult:
             log.info("resuming %s: %d of %d shards already written", out, len(done), len(tasks))
         if todo:
             done |= _run_tasks(todo, options, sources, digest)
-        statistics = _write_reports(out, options, counts, [done[t.path] for t in tasks],
+        statistics = _write_reports(out, options, counts, tasks, [done[t.path] for t in tasks],
                                     sources, time.monotonic() - started)
     print(format_summary(statistics))
     print(f"wrote {out} (rejects: {statistics['total']['rejected']} in {out / REJECTS_FILE})")
@@ -212,8 +216,8 @@ def prepare(options: PrepareOptions) -> PrepareResult:
 
 
 def _write_reports(out: Path, options: PrepareOptions, counts: dict[str, list[StepCount]],
-                   records: list[dict], sources: dict[str, LoadedSource],
-                   elapsed: float) -> dict[str, Any]:
+                   tasks: list[ShardTask], records: list[dict],
+                   sources: dict[str, LoadedSource], elapsed: float) -> dict[str, Any]:
     """Every report, rebuilt from the shards' records and the sources' early rejects."""
     rejects = [reject.to_dict() for source in sources.values() for reject in source.rejects]
     rejects += [reject for record in records for reject in record["rejects"]]
@@ -224,8 +228,29 @@ def _write_reports(out: Path, options: PrepareOptions, counts: dict[str, list[St
     write_json(out / STATISTICS_FILE, statistics)
     if options.save_speaker_metadata:
         write_json(out / SPEAKERS_FILE, speaker_metadata(records))
+    write_report(out, statistics, report_clips(records), rejects,
+                 collect_samples(out, SAMPLES_PER_DIALECT, _source_reader(tasks, sources)))
     _write_card(out, options)
     return statistics
+
+
+def _source_reader(tasks: list[ShardTask], sources: dict[str, LoadedSource]) -> Any:
+    """Reads a sampled row's original clip (the report plays it beside the conditioned one);
+    samples come from each config's first shards."""
+    readers = {name: clip_reader(source) for name, source in sources.items()}
+    where = {(task.config, c["path"]): (c["source"], int(c["row"])) for task in tasks
+             if task.index == 0 for group in task.groups for c in group.candidates}
+
+    def read(row: dict[str, Any]) -> bytes | None:
+        found = where.get((row["dialect"], row["source_path"]))
+        if found is None:
+            return None
+        try:
+            return readers[found[0]].read(found[1], row["source_path"])
+        except RowRejected:
+            return None
+
+    return read
 
 
 def _statistics_parameters(options: PrepareOptions) -> dict[str, Any]:

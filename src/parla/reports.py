@@ -20,7 +20,9 @@ __all__ = ["write_json"]  # stages write their JSON reports through this module
 STATISTICS_FILE = "dialect_statistics.json"
 SPEAKERS_FILE = "speaker_metadata.json"
 REJECTS_FILE = "rejects.jsonl"
-REPORT_FILES = (STATISTICS_FILE, SPEAKERS_FILE, REJECTS_FILE, "README.md")
+# everything prepare writes beside data/ (report.html and its clips under report/ included)
+REPORT_FILES = (STATISTICS_FILE, SPEAKERS_FILE, REJECTS_FILE, "README.md", "report.html",
+                "report")
 
 
 def sort_rejects(rejects: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -171,6 +173,8 @@ def build_statistics(parameters: Mapping[str, Any], counts: Mapping[str, list[An
         "validation_speakers": int(validation["speaker_id"].nunique()),
         "rows_without_dialect": rows_without_dialect,
         "elapsed_seconds": round(elapsed, 2)}
+    if "dnsmos_ovrl" in clips and clips["dnsmos_ovrl"].notna().any():
+        total["mean_dnsmos_ovrl"] = round(float(clips["dnsmos_ovrl"].mean()), 3)
     return {"parameters": dict(parameters), "dialects": dialects, "total": total}
 
 
