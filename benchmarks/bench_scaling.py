@@ -13,8 +13,6 @@ from a run in this process's children: the driver's CPU is what `getrusage` says
 from __future__ import annotations
 
 import argparse
-import csv
-import hashlib
 import json
 import os
 import platform
@@ -24,45 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-DIALECT_ACCENTS = {"alacanti": "Alacantí", "balear": "Balear", "central": "Central",
-                   "nord_occidental": "Nord-occidental", "septentrional": "Septentrional",
-                   "tortosi": "Tortosí", "valencia": "Valencià"}
-CLIPS_PER_SPEAKER = 10
-
-
-def build_release(folder: Path, dialects: list[str], clips_per_dialect: int) -> Path:
-    """A Common Voice-format release of the demo's good clips, copied under new names."""
-    from parla.demo import demo_corpus_path
-    from parla.sources import read_cv_tsv
-
-    demo = demo_corpus_path()
-    rows = read_cv_tsv(demo / "validated.tsv")
-    lengths = dict(csv.reader(open(demo / "clip_durations.tsv", encoding="utf-8"),
-                              delimiter="\t"))
-    good = [r for r in rows.to_dict("records") if r["sentence"]
-            and int(lengths.get(r["path"], "0")) >= 1500]
-    shutil.rmtree(folder, ignore_errors=True)
-    (folder / "clips").mkdir(parents=True)
-    header = ["client_id", "path", "sentence", "up_votes", "down_votes", "age", "gender",
-              "accents"]
-    out_rows, durations = [], []
-    for dialect in dialects:
-        for index in range(clips_per_dialect):
-            source = good[(index * 7 + len(out_rows)) % len(good)]
-            name = f"{dialect}_{index:06d}.mp3"
-            os.link(demo / "clips" / source["path"], folder / "clips" / name)
-            speaker = hashlib.sha256(f"{dialect}-{index // CLIPS_PER_SPEAKER}".encode())
-            out_rows.append([speaker.hexdigest(), name, source["sentence"], "2", "0",
-                             "thirties", "", DIALECT_ACCENTS[dialect]])
-            durations.append((name, lengths[source["path"]]))
-    with open(folder / "validated.tsv", "w", encoding="utf-8") as handle:
-        handle.write("\t".join(header) + "\n")
-        handle.writelines("\t".join(row) + "\n" for row in out_rows)
-    with open(folder / "clip_durations.tsv", "w", encoding="utf-8") as handle:
-        handle.write("clip\tduration[ms]\n")
-        handle.writelines(f"{name}\t{ms}\n" for name, ms in durations)
-    return folder
-
+from parla.testing import DIALECT_ACCENTS, write_demo_release
 
 CHILD = """
 import json, resource, sys, time
@@ -111,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="parla-scaling-"))
     work.mkdir(parents=True, exist_ok=True)
     dialects = list(DIALECT_ACCENTS)
-    small = build_release(work / "cv-2", dialects[:2], args.clips_per_dialect)
-    large = build_release(work / "cv-7", dialects, args.clips_per_dialect)
+    small = write_demo_release(work / "cv-2", dialects[:2], args.clips_per_dialect)
+    large = write_demo_release(work / "cv-7", dialects, args.clips_per_dialect)
 
     # the driver's cost: same work per row, 2 vs 7 dialects, conditioning off (it runs in the
     # workers and does not change what the driver does per row)

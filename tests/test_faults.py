@@ -378,12 +378,130 @@ def test_decoder_warnings_go_to_the_debug_log_not_the_terminal(capfd) -> None:
     assert all(record.levelno == logging.DEBUG for record in records)
 
 
-# --- engine rows: the lead adds them with issue 8 (workers write their own shards) -----------
-# - SIGINT while the workers start (about 3 s in): exit 130, one line, no process left, a rerun
-#   resumes byte for byte.
-# - SIGTERM, and SIGKILL, to the main process only (`kill PID`, `timeout`, the OOM killer): the
-#   workers and the resource tracker die with it; SIGTERM exits 143 (cli.run_command raises
-#   parla.errors.Terminated in the main thread).
-# - an unreachable Ray head (RAY_ADDRESS): one line, exit 1, quickly.
-# - a worker dying during spawn bootstrapping (a script without the __main__ guard): one line
-#   naming the cause.
+# --- engine rows: signals, a killed main process, Ray, the spawn bootstrap -------------------
+
+ENGINE_PREPARE = ["prepare", "-q", "--num_workers", "2", "--rows_per_shard", "4"]
+
+
+def _demo_args(out: Path) -> list[str]:
+    from parla.demo import demo_corpus_path
+
+    return [*ENGINE_PREPARE, "--datasets", str(demo_corpus_path()), "--output_dir", str(out)]
+
+
+def _start(args: list[str]) -> subprocess.Popen:
+    environment = os.environ | {"PYTHONPATH": SRC, "PARLA_DISABLE_PROGRESS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "parla", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=environment,
+                            start_new_session=True)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        if int(text[text.rindex(")") + 2:].split()[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _wait_for(condition, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the run never got there"
+        time.sleep(0.01)
+
+
+def _shards(out: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*.parquet"))}
+
+
+@pytest.fixture(scope="module")
+def demo_reference(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("engine") / "reference"
+    assert parla_cli(*_demo_args(out)).returncode == 0
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["ctrl_c_to_the_group", "sigint_to_the_main_process"])
+def test_sigint_while_workers_start_ends_cleanly_and_resumes(how, demo_reference, tmp_path):
+    out = tmp_path / "out"
+    process = _start(_demo_args(out))
+    _wait_for(lambda: len(_children(process.pid)) >= 2, process)  # spawning: not yet ready
+    if how == "ctrl_c_to_the_group":
+        os.killpg(process.pid, signal.SIGINT)
+    else:
+        os.kill(process.pid, signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert one_line(err) == "parla: interrupted; finished shards are kept, rerun to resume"
+    assert no_process_left(process.pid), session_processes(process.pid)
+    assert parla_cli(*_demo_args(out)).returncode == 0  # the rerun resumes
+    assert _shards(out) == _shards(demo_reference)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_the_workers_die_with_the_main_process(sig, demo_reference, tmp_path):
+    out = tmp_path / "out"
+    process = _start(_demo_args(out))
+    _wait_for(lambda: len(list(out.rglob("*.parquet"))) >= 1, process)  # workers are busy
+    workers = _children(process.pid)
+    os.kill(process.pid, sig)  # the main process only: `kill PID`, `timeout`, the OOM killer
+    _, err = process.communicate(timeout=60)
+    assert no_process_left(process.pid), session_processes(process.pid)
+    assert not any(Path(f"/proc/{pid}").exists() and "parla" in _cmdline(pid)
+                   for pid in workers)
+    if sig == signal.SIGTERM:
+        assert process.returncode == 143
+        assert one_line(err) == ("parla: terminated (SIGTERM); finished shards are kept, rerun "
+                                 "to resume")
+    else:
+        assert process.returncode == -signal.SIGKILL
+    assert parla_cli(*_demo_args(out)).returncode == 0
+    assert _shards(out) == _shards(demo_reference)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+@pytest.mark.ray
+def test_an_unreachable_ray_head_is_one_line(tmp_path):
+    pytest.importorskip("ray")
+    from parla.demo import demo_corpus_path
+
+    done = parla_cli("prepare", "-q", "--engine", "ray", "--datasets", demo_corpus_path(),
+                     "--output_dir", tmp_path / "out", env={"RAY_ADDRESS": "127.0.0.1:9"})
+    assert done.returncode == 1
+    assert one_line(done.stderr).startswith(
+        "parla: cannot connect to the Ray cluster at 127.0.0.1:9")
+    assert "check RAY_ADDRESS" in done.stderr
+
+
+def test_a_script_without_the_main_guard_is_told_why_its_workers_died(tmp_path):
+    from parla.demo import demo_corpus_path
+
+    script = tmp_path / "make_corpus.py"
+    script.write_text(
+        "from parla.options import PrepareOptions\n"
+        "from parla.prepare import prepare\n"
+        f"prepare(PrepareOptions(datasets=({str(demo_corpus_path())!r},), "
+        f"output_dir={str(tmp_path / 'out')!r}, num_workers=2))\n")
+    environment = os.environ | {"PYTHONPATH": SRC, "PARLA_DISABLE_PROGRESS": "1"}
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          env=environment, timeout=300)
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("parla.errors.WorkerDied: a worker process exited with code 1 "
+                           "while starting")
+    assert 'make_corpus.py calls parla at its top level, put the call under `if __name__ == ' \
+           '"__main__":`' in last

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -27,7 +28,7 @@ from conftest import (
     write_cv_release,
 )
 from parla.errors import UsageError
-from parla.options import PrepareOptions
+from parla.options import ConditioningOptions, PrepareOptions
 from parla.planning import split_dialects
 from parla.prepare import prepare
 from parla.prepare_worker import process_clip
@@ -544,3 +545,47 @@ def test_a_different_run_in_the_same_folder_is_refused(tmp_path: Path) -> None:
     assert changed.returncode == 2
     assert "other options or inputs" in changed.stderr
     assert shard_bytes(out) == before
+
+
+# --- each clip once, one run per folder (issue 8) ---------------------------------------------
+
+def test_each_clip_is_stored_once_and_split_train_gives_every_dialect(tmp_path: Path) -> None:
+    from parla.testing import DIALECT_ACCENTS, write_demo_release
+
+    release = write_demo_release(tmp_path / "cv", list(DIALECT_ACCENTS), 97)  # 679 clips
+    out = tmp_path / "out"
+    result = prepare(options(release, out, num_workers=2, max_samples_per_speaker=50,
+                             conditioning=ConditioningOptions(condition_audio=False)))
+    stored = [path for splits in find_shards(out).values() for paths in splits.values()
+              for p in paths for path in pq.read_table(p, columns=["source_path"])
+              ["source_path"].to_pylist()]
+    rejected = len(read_rejects(out))
+    assert len(stored) == len(set(stored)) == 679 - rejected  # every clip once, or a reject
+    assert result.statistics["total"]["rows"] == len(stored)
+    import datasets
+
+    train = datasets.load_dataset(str(out), split="train", cache_dir=str(tmp_path / "cache"))
+    assert train.num_rows == result.statistics["total"]["train_rows"]
+    assert set(train["dialect"]) == set(DIALECT_ACCENTS)
+
+
+def test_a_second_run_into_the_same_folder_is_refused_and_the_first_finishes(
+        tmp_path: Path) -> None:
+    import time
+
+    reference, out = tmp_path / "reference", tmp_path / "out"
+    subprocess.run(_prepare_command(reference), check=True, capture_output=True)
+    first = subprocess.Popen(_prepare_command(out), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list((out / "data").rglob("*.parquet")) and time.monotonic() < deadline:
+        assert first.poll() is None, first.communicate()
+        time.sleep(0.01)
+    second = subprocess.run(_prepare_command(out), capture_output=True, text=True)
+    assert second.returncode == 2
+    assert second.stderr.strip() == (
+        f"parla: error: {out} is in use by another parla run (pid {first.pid} on "
+        f"{os.uname().nodename}); wait for it to finish or choose another output folder")
+    assert first.wait(timeout=300) == 0, first.stderr.read()
+    assert shard_bytes(out) == shard_bytes(reference)
+    assert (out / REJECTS_FILE).read_bytes() == (reference / REJECTS_FILE).read_bytes()

@@ -113,6 +113,16 @@ def test_configs_limits_the_work_to_the_named_configs(corpus, reference, snac_di
 
 
 
+def test_each_clip_is_encoded_once_by_default(corpus, reference):
+    def rows(folder: Path) -> int:
+        return sum(pq.read_metadata(p).num_rows for p in (folder / "data").rglob("*.parquet"))
+
+    stats = json.loads((reference / stage.STATS_FILE).read_text())
+    assert not (reference / "data" / "all").exists()
+    assert rows(reference) == stats["total"]["rows"] == rows(corpus) - stats["total"][
+        "rows_skipped"]
+
+
 def test_output_mirrors_the_input_layout(corpus, reference):
     inputs = sorted(str(p.relative_to(corpus)) for p in (corpus / "data").rglob("*.parquet"))
     outputs = sorted(str(p.relative_to(reference)) for p in (reference / "data").rglob("*.parquet"))

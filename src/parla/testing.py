@@ -1,5 +1,5 @@
-"""Stand-in models for offline use: a randomly initialised SNAC of the real 24 kHz config and a
-small word-level text tokenizer.
+"""Stand-ins for offline use: a randomly initialised SNAC of the real 24 kHz config, a small
+word-level text tokenizer, and Common Voice-format releases of any size made of the demo clips.
 
 They exercise the tokenize stage exactly as real weights do (same architecture, same cost, same
 loading code) where the Hub cannot be reached: tests, benchmarks, and the README's offline demo.
@@ -22,6 +22,11 @@ SNAC_24KHZ_CONFIG = {"sampling_rate": 24000, "encoder_dim": 48, "encoder_rates":
                      "codebook_size": 4096, "codebook_dim": 8, "vq_strides": [4, 2, 1],
                      "noise": True, "depthwise": True}
 BOS_TOKEN, BOS_ID = "<|begin_of_text|>", 128000
+# the accents column value of each dialect in a Common Voice release
+DIALECT_ACCENTS = {"alacanti": "Alacantí", "balear": "Balear", "central": "Central",
+                   "nord_occidental": "Nord-occidental", "septentrional": "Septentrional",
+                   "tortosi": "Tortosí", "valencia": "Valencià"}
+CLIPS_PER_SPEAKER = 10
 
 
 def write_random_snac(folder: str | Path, seed: int = 0) -> Path:
@@ -74,6 +79,53 @@ def write_offline_models(out_dir: str | Path) -> tuple[Path, Path]:
     sentences = read_cv_tsv(demo_corpus_path() / "validated.tsv")["sentence"]
     return (write_random_snac(out_dir / "snac_24khz_random"),
             write_word_tokenizer(out_dir / "tokenizer.json", sentences))
+
+
+def write_demo_release(folder: str | Path, dialects: list[str], clips_per_dialect: int,
+                       clips_per_speaker: int = CLIPS_PER_SPEAKER) -> Path:
+    """A Common Voice-format release of any size: the demo's good clips (1.5 s and longer,
+    with a sentence) hard-linked under new names, ``clips_per_speaker`` to a speaker. Needs no
+    espeak-ng and no network; benchmarks and tests use it."""
+    import csv
+    import hashlib
+    import os
+    import shutil
+
+    from .demo import demo_corpus_path
+    from .sources import read_cv_tsv
+
+    folder = Path(folder)
+    demo = demo_corpus_path()
+    rows = read_cv_tsv(demo / "validated.tsv")
+    lengths = dict(csv.reader((demo / "clip_durations.tsv").read_text(encoding="utf-8")
+                              .splitlines(), delimiter="\t"))
+    good = [r for r in rows.to_dict("records") if r["sentence"]
+            and int(lengths.get(r["path"], "0")) >= 1500]
+    shutil.rmtree(folder, ignore_errors=True)
+    (folder / "clips").mkdir(parents=True)
+    header = ["client_id", "path", "sentence", "up_votes", "down_votes", "age", "gender",
+              "accents"]
+    out_rows, durations = [], []
+    for dialect in dialects:
+        for index in range(clips_per_dialect):
+            source = good[(index * 7 + len(out_rows)) % len(good)]
+            name = f"{dialect}_{index:06d}.mp3"
+            try:
+                os.link(demo / "clips" / source["path"], folder / "clips" / name)
+            except OSError:  # another filesystem: copy
+                shutil.copyfile(demo / "clips" / source["path"], folder / "clips" / name)
+            speaker = hashlib.sha256(f"{dialect}-{index // clips_per_speaker}".encode())
+            out_rows.append([speaker.hexdigest(), name, source["sentence"], "2", "0",
+                             "thirties", "", DIALECT_ACCENTS[dialect]])
+            durations.append((name, lengths[source["path"]]))
+    with open(folder / "validated.tsv", "w", encoding="utf-8") as handle:
+        handle.write("\t".join(header) + "\n")
+        handle.writelines("\t".join(row) + "\n" for row in out_rows)
+    with open(folder / "clip_durations.tsv", "w", encoding="utf-8") as handle:
+        handle.write("clip\tduration[ms]\n")
+        handle.writelines(f"{name}\t{ms}\n" for name, ms in durations)
+    return folder
+
 
 
 if __name__ == "__main__":

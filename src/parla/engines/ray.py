@@ -10,6 +10,7 @@ Paths in tasks must be visible to every node (a shared filesystem), as they are 
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -27,11 +28,27 @@ def _import_ray() -> Any:
     return ray
 
 
+def _check_reachable(address: str, timeout: float = 3.0) -> None:
+    """Fail in seconds on a head that is not there: Ray itself retries for minutes."""
+    target = address.removeprefix("ray://")
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto", "local" or a form Ray resolves itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as error:
+        raise EnvironmentFailure(f"cannot connect to the Ray cluster at {address} "
+                                 f"({error.strerror or error}); check RAY_ADDRESS and that the "
+                                 "head node is running") from None
+
+
 def connect() -> Any:
     """The ray module, connected to ``RAY_ADDRESS`` when set, else to a local instance."""
     ray = _import_ray()
     if not ray.is_initialized():
         address = os.environ.get("RAY_ADDRESS") or None
+        if address:
+            _check_reachable(address)
         try:
             # log_to_driver: what the workers log reaches this process's log
             ray.init(address=address, include_dashboard=False, log_to_driver=True,
