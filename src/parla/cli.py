@@ -218,9 +218,8 @@ def add_tokenize_settings(parser: argparse.ArgumentParser, group: Any) -> None:
     """The tokenize flags shared by `parla tokenize` and `parla run --tokenize`."""
     defaults = TokenizeOptions(input_dir="in", output_dir="out")
     _flag(group, "configs", nargs="+", metavar="CONFIG",
-          help="configs to tokenize (default: every config of the input). `--configs all` "
-               "encodes each clip once, for training on the combined config only; the dialect "
-               "configs repeat its rows")
+          help="configs to tokenize (default: every config of the input; each clip is stored, "
+               "and encoded, once). `all` names every dialect")
     _flag(group, "format", choices=("orpheus", "codes"), default=defaults.format,
           help="orpheus: input_ids/labels/attention_mask plus the codes; codes: SNAC codes only "
                "(default %(default)s)")

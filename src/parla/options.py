@@ -142,8 +142,8 @@ class TokenizeOptions:
     # also write the `packed` config: whole examples in rows of exactly this many tokens
     pack_length: int | None = None
     seed: int = 42  # order of the examples in `packed`
-    # configs to tokenize (None: every config of the input). `all` alone halves the GPU time
-    # when only the combined config is trained on: dialect configs repeat its rows.
+    # configs to tokenize (None: every config of the input, each clip once); `all` names every
+    # dialect config
     configs: tuple[str, ...] | None = None
     overwrite: bool = False
     engine: str = "local"

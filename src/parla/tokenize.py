@@ -504,7 +504,7 @@ def aggregate(records: Sequence[Mapping[str, Any]], sample_rate: int, sequences:
         for dialect, data in record["stats"].items():
             group = GroupStats.from_dict(data)
             split_total.add(group)
-            # the `all` config repeats the dialect configs' rows: count each row once
+            # a folder of the old layout has an `all` folder repeating the dialects: count once
             if record["config"] != ALL_CONFIG or not has_dialect_configs:
                 by_dialect.setdefault(dialect, GroupStats()).add(group)
     total = GroupStats()
