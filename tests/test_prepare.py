@@ -217,6 +217,20 @@ def test_worker_count_does_not_change_the_bytes(base_release: Path, prepared: Pa
     assert shard_bytes(tmp_path / "two") == shard_bytes(prepared)
 
 
+@pytest.mark.ray
+def test_the_ray_engine_writes_the_same_bytes(base_release: Path, prepared: Path,
+                                              tmp_path: Path) -> None:
+    ray = pytest.importorskip("ray")
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        prepare(options(base_release, tmp_path / "ray", num_workers=2, engine="ray",
+                        **BALANCED))
+    finally:
+        ray.shutdown()
+    assert shard_bytes(tmp_path / "ray") == shard_bytes(prepared)
+    assert (tmp_path / "ray" / REJECTS_FILE).read_bytes() == (prepared / REJECTS_FILE).read_bytes()
+
+
 @pytest.mark.parametrize("seed", range(12))
 def test_a_speaker_in_two_dialects_is_on_one_side_only(seed: int) -> None:
     def rows(dialect: str, speakers: dict[str, int]) -> pd.DataFrame:
