@@ -360,7 +360,7 @@ def _fade(length: int) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 # Loudness (ITU-R BS.1770-4, one channel)
 
-K_WEIGHTING_TAIL_S = 0.3  # the K-weighting's impulse response is below 1e-12 of its peak by then
+K_WEIGHTING_TAIL_S = 0.12  # the K-weighting rings below 1e-12 of its peak within 0.11 s
 
 
 @functools.lru_cache(maxsize=16)
@@ -523,45 +523,48 @@ def _amplitude_db(value: float) -> float:
     return 20.0 * math.log10(value) if value > 0 else FLOOR_DB
 
 
-@dataclass(frozen=True)
-class _Limited:
-    samples: np.ndarray  # float64
-    envelope: np.ndarray  # its true-peak envelope, exact wherever it can reach the ceiling
-    spans: list[Region]  # where the limiter's gain moved (before `scale`)
-    scale: float  # a static gain applied to all of it last (1.0 when none was needed)
+GAIN_HEADROOM = 10.0 ** (1.0 / 20.0)  # envelopes are made exact for gains up to 1 dB above
 
 
-def _limit(x: np.ndarray, envelope: np.ndarray, sample_rate: int, ceiling: float) -> _Limited:
-    """`x` with a smooth gain keeping its true-peak envelope under `ceiling` (linear)."""
+def _limiter_gains(envelope: np.ndarray, ceiling: float, sample_rate: int
+                   ) -> list[tuple[int, np.ndarray]]:
+    """(start, gain) of each stretch where a smooth gain must dip below 1 to keep `envelope`
+    (the true-peak envelope, exact wherever it can pass the ceiling) under `ceiling` (linear).
+
+    A minimum filter then a moving average of the same width: every sample gets at most the gain
+    its own peak allows, and the gain moves over ~20 ms, not per sample. The gain can only dip
+    within 2 widths of a peak, so it is computed on those stretches alone, apart enough that each
+    one's filters see only 1.0 beyond it, exactly as they would on the whole clip.
+    """
     from scipy.ndimage import minimum_filter1d, uniform_filter1d
 
     over = np.flatnonzero(envelope > ceiling)
-    spans: list[Region] = []
-    if len(over):
-        # A minimum filter then a moving average of the same width: every sample gets at most
-        # the gain its own peak allows, and the gain moves over ~20 ms, not per sample. The gain
-        # can only dip within 2 widths of a peak, so it is computed on those spans alone (apart
-        # enough that each span's filters see only 1.0 beyond it, as they would on the whole).
-        width = 2 * max(1, round(sample_rate * LIMITER_WINDOW_S)) + 1
-        margin = 2 * width
-        breaks = np.flatnonzero(np.diff(over) > 2 * margin)
-        gain = np.ones(len(x))
-        for first, last in zip(over[np.r_[0, breaks + 1]], over[np.r_[breaks, len(over) - 1]],
-                               strict=True):
-            start, stop = max(0, int(first) - margin), min(len(x), int(last) + 1 + margin)
-            needed = np.minimum(1.0, ceiling / np.maximum(envelope[start:stop], 1e-12))
-            smooth = uniform_filter1d(minimum_filter1d(needed, width, mode="nearest"), width,
-                                      mode="nearest")
-            gain[start:stop] = np.minimum(smooth, needed)
-            spans.append((start, stop))
-        x = x * gain
-        envelope = true_peak_envelope(x, min(ceiling, float(np.abs(x).max())))
-    scale = 1.0
-    peak = float(envelope.max())
-    if peak > ceiling:  # residue of the smoothing: a tiny static gain settles it
-        scale = ceiling / peak * (1.0 - 1e-6)
-        x, envelope = x * scale, envelope * scale
-    return _Limited(x, envelope, spans, scale)
+    if len(over) == 0:
+        return []
+    width = 2 * max(1, round(sample_rate * LIMITER_WINDOW_S)) + 1
+    margin = 2 * width
+    breaks = np.flatnonzero(np.diff(over) > 2 * margin)
+    gains = []
+    for first, last in zip(over[np.r_[0, breaks + 1]], over[np.r_[breaks, len(over) - 1]],
+                           strict=True):
+        start, stop = max(0, int(first) - margin), min(len(envelope), int(last) + 1 + margin)
+        needed = np.minimum(1.0, ceiling / np.maximum(envelope[start:stop], 1e-12))
+        smooth = uniform_filter1d(minimum_filter1d(needed, width, mode="nearest"), width,
+                                  mode="nearest")
+        gains.append((start, np.minimum(smooth, needed)))
+    return gains
+
+
+def _apply_gains(x: np.ndarray, gains: list[tuple[int, np.ndarray]]) -> np.ndarray:
+    out = x.copy()
+    for start, gain in gains:
+        out[start:start + len(gain)] *= gain
+    return out
+
+
+def _settle(peak: float, ceiling: float) -> float:
+    """The static gain that brings a residue of the smoothing under the ceiling (1.0: none)."""
+    return ceiling / peak * (1.0 - 1e-6) if peak > ceiling else 1.0
 
 
 def limit_true_peak(samples: np.ndarray, sample_rate: int, ceiling_db: float) -> np.ndarray:
@@ -572,27 +575,75 @@ def limit_true_peak(samples: np.ndarray, sample_rate: int, ceiling_db: float) ->
         return x
     ceiling = 10.0 ** (ceiling_db / 20.0)
     envelope = true_peak_envelope(x, min(ceiling, float(np.abs(x).max())))
-    return _limit(x, envelope, sample_rate, ceiling).samples
+    gains = _limiter_gains(envelope, ceiling, sample_rate)
+    if gains:
+        x = _apply_gains(x, gains)
+        envelope = true_peak_envelope(x, min(ceiling, float(np.abs(x).max())))
+    return x * _settle(float(envelope.max()), ceiling)
 
 
-def _limited_weighted(weighted: np.ndarray, gained: np.ndarray, limited: _Limited,
-                      sample_rate: int) -> np.ndarray:
-    """K-weighting of `limited.samples` from the K-weighting of `gained` (the input before the
-    limiter): the filter is linear, so only the limiter's change is filtered, span by span, each
-    with the tail the filter rings for."""
+@dataclass(frozen=True)
+class _LimitedGain:
+    """A gain of `gain` with the limiter's dips on top and a static `scale` last, described
+    without building the samples: what one round of loudness normalisation tries."""
+
+    gain: float
+    dips: list[tuple[int, np.ndarray]]
+    scale: float
+    true_peak: float  # of the result, linear
+    lufs: float  # of the result
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        return _apply_gains(x * self.gain, self.dips) * self.scale
+
+
+def _try_gain(x: np.ndarray, envelope: np.ndarray, weighted: np.ndarray, gain: float,
+              ceiling: float, sample_rate: int) -> _LimitedGain:
+    """Gain `x` and limit it, measuring the result's true peak and loudness from what changed.
+
+    `envelope` is x's, exact wherever gain * envelope can reach the ceiling. Outside the dips the
+    result is x * gain, whose envelope is gain * envelope (under the ceiling there); inside them
+    the envelope is recomputed. The K-weighting is linear, so the result's is gain * weighted plus
+    the filtered change, each dip's change filtered with the tail the filter rings for.
+    """
     from scipy.signal import sosfilt
 
-    out = weighted.copy()
-    if limited.spans:
-        sos = _k_weighting_sos(sample_rate)
-        tail = round(K_WEIGHTING_TAIL_S * sample_rate)
-        for start, stop in limited.spans:
-            end = min(len(out), stop + tail)
-            change = np.zeros(end - start)
-            change[: stop - start] = (limited.samples[start:stop] / limited.scale
-                                      - gained[start:stop])
-            out[start:end] += sosfilt(sos, change)
-    return out * limited.scale if limited.scale != 1.0 else out
+    dips = _limiter_gains(envelope * gain, ceiling, sample_rate)
+    length = len(x)
+    outside = envelope.copy()
+    peak = 0.0
+    for start, dip in dips:
+        stop = start + len(dip)
+        outside[start:stop] = 0.0
+        lo, hi = max(0, start - 6), min(length, stop + 6)  # the interpolation's context
+        segment = x[lo:hi] * gain
+        segment[start - lo:stop - lo] *= dip
+        inside = true_peak_envelope(segment, min(ceiling, float(np.abs(segment).max())))
+        peak = max(peak, float(inside[start - lo:stop - lo].max()))
+    peak = max(peak, gain * float(outside.max()))
+    scale = _settle(peak, ceiling)
+
+    out = weighted * gain
+    sos = _k_weighting_sos(sample_rate)
+    tail = round(K_WEIGHTING_TAIL_S * sample_rate)
+    group: list[tuple[int, np.ndarray]] = []
+    for index, (start, dip) in enumerate(dips):
+        group.append((start, dip))
+        following = dips[index + 1][0] if index + 1 < len(dips) else None
+        end = start + len(dip)
+        if following is not None and following < end + tail:
+            continue  # rings into the next dip: filter them together
+        first = group[0][0]
+        stop = min(length, end + tail)
+        change = np.zeros(stop - first)
+        for dip_start, dip_gain in group:
+            span = slice(dip_start, dip_start + len(dip_gain))
+            change[dip_start - first:dip_start - first + len(dip_gain)] = (
+                x[span] * gain * (dip_gain - 1.0))
+        out[first:stop] += sosfilt(sos, change)
+        group = []
+    lufs = _loudness_of_weighted(out * scale if scale != 1.0 else out, sample_rate)
+    return _LimitedGain(gain, dips, scale, peak * scale, lufs)
 
 
 def _normalize_loudness(
@@ -603,8 +654,11 @@ def _normalize_loudness(
     `weighted` is x's K-weighting when already computed."""
     ceiling = 10.0 ** (ceiling_db / 20.0)
     gain = 10.0 ** ((target_lufs - lufs) / 20.0)
-    # Exact wherever a peak could pass the ceiling after the gain, and at the sample peak.
-    envelope = true_peak_envelope(x, min(ceiling / gain, float(np.abs(x).max())))
+    peak = float(np.abs(x).max())
+    # Exact wherever a peak could pass the ceiling after the gain (or a gain 1 dB higher, which
+    # the limiter's rounds may reach), and at the sample peak.
+    exact_gain = gain * GAIN_HEADROOM
+    envelope = true_peak_envelope(x, min(ceiling / exact_gain, peak))
     if gain * float(envelope.max()) <= ceiling:
         # A plain gain, the common case: BS.1770 loudness scales with the gain (its gates are
         # relative, bar the -70 LUFS floor), so the result is the target without measuring again
@@ -615,14 +669,14 @@ def _normalize_loudness(
     # The limiter lowers the loudness a little: raise the gain and limit again, up to 4 rounds,
     # until within 0.1 LU of the target. Each round measures only what the limiter changed.
     for _ in range(4):
-        gained = x * gain
-        limited = _limit(gained, envelope * gain, sample_rate, ceiling)
-        current = _loudness_of_weighted(
-            _limited_weighted(weighted * gain, gained, limited, sample_rate), sample_rate)
-        if not math.isfinite(current) or abs(current - target_lufs) <= 0.1:
+        if gain > exact_gain:
+            exact_gain = gain * GAIN_HEADROOM
+            envelope = true_peak_envelope(x, min(ceiling / exact_gain, peak))
+        attempt = _try_gain(x, envelope, weighted, gain, ceiling, sample_rate)
+        if not math.isfinite(attempt.lufs) or abs(attempt.lufs - target_lufs) <= 0.1:
             break
-        gain *= 10.0 ** ((target_lufs - current) / 20.0)
-    return limited.samples, current, _amplitude_db(float(limited.envelope.max()))
+        gain *= 10.0 ** ((target_lufs - attempt.lufs) / 20.0)
+    return attempt.apply(x), attempt.lufs, _amplitude_db(attempt.true_peak)
 
 
 def normalize_loudness(
