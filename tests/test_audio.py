@@ -218,3 +218,12 @@ def test_flac_bytes_match_libsndfiles_own_float_conversion(dtype) -> None:
         sf.write(reference, np.clip(samples, -1.0, 1.0), 24000, format="FLAC", subtype="PCM_16",
                  compression_level=0.0)
         assert audio.encode_flac(samples, 24000) == reference.getvalue()
+
+
+def test_reuse_freed_memory_is_safe_to_call_again() -> None:
+    import platform
+
+    first, second = audio.reuse_freed_memory(), audio.reuse_freed_memory()
+    assert first == second
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert first  # glibc's mallopt took every setting
