@@ -5,7 +5,9 @@ The clips are those of benchmarks/bench_prepare.py (about 4 s of espeak-ng Catal
 gain, padding and noise, 48 kHz MP3). Each step runs over every clip, ``--rounds`` times; the
 figure reported is the fastest round's mean CPU time per clip (process CPU time, not wall time,
 and the least disturbed round: other processes on a shared machine slow both). The process is
-pinned to one core, BLAS/OpenMP threads at 1.
+pinned to one core, BLAS/OpenMP threads at 1, and its allocator set to reuse freed memory as
+prepare's workers set it (``audio.reuse_freed_memory``; the same settings are applied to an older
+checkout that lacks it, so that both are measured alike).
 
 Steps: MP3 decode with its checks (``audio.decode_audio``), soxr HQ 48 -> 24 kHz
 (``audio.resample``), conditioning with the default options (``conditioning.condition_clip``),
@@ -37,6 +39,18 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_name, "1")
+
+
+def reuse_freed_memory() -> None:
+    """glibc keeps freed memory for reuse: audio.reuse_freed_memory's settings."""
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    for parameter, value in ((-3, 16 << 20), (-1, 64 << 20), (-2, 16 << 20)):
+        mallopt(ctypes.c_int(parameter), ctypes.c_int(value))
 
 
 def make_mp3s(count: int) -> list[tuple[str, bytes]]:
@@ -98,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from parla import audio, conditioning
     from parla.options import ConditioningOptions
+
+    reuse_freed_memory()
 
     print(f"making {args.clips} clips ...", file=sys.stderr, flush=True)
     mp3s = make_mp3s(args.clips)

@@ -95,11 +95,14 @@ def frame_powers(
     With `highpass_hz`, everything below it is removed first (a second-order Butterworth; 250 Hz
     by default, the band the detector, the speech level and the SNR are measured in).
     """
-    x = np.asarray(samples, dtype=np.float64)
+    x = np.asarray(samples)
     if highpass_hz and len(x) > 12:
         from scipy.signal import sosfilt
 
+        # float64 out whatever comes in (the coefficients are float64); sosfilt copies anyway
         x = sosfilt(_highpass_sos(sample_rate, highpass_hz), x)
+    else:
+        x = x.astype(np.float64, copy=False)
     hop = max(1, round(sample_rate * FRAME_S))
     full = len(x) // hop
     frames = x[: full * hop].reshape(full, hop)
