@@ -201,3 +201,29 @@ def test_flac_clips_instead_of_wrapping_around() -> None:
     decoded, _ = audio.decode_flac(audio.encode_flac(np.array([1.5, -1.5, 0.5], np.float32),
                                                      24000))
     assert decoded[0] > 0.99 and decoded[1] < -0.99 and decoded[2] == pytest.approx(0.5, abs=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_flac_bytes_match_libsndfiles_own_float_conversion(dtype) -> None:
+    """encode_flac hands libsndfile int16 (faster); the bytes must be those libsndfile writes
+    from the float samples itself: same rounding (ties included), same clipping."""
+    rng = np.random.default_rng(3)
+    ties = np.arange(-70000, 70000) * (0.5 / 32768)  # every half step between two codes
+    edges = np.array([1.0, -1.0, 1.5, -1.5, 0.99999, -0.99999, 32767.5 / 32768, -32768.5 / 32768,
+                      0.0, -0.0])
+    for samples in (rng.standard_normal(48000) * 0.2, ties, np.tile(edges, 50),
+                    rng.standard_normal(48000) * 3.0):
+        samples = samples.astype(dtype)
+        reference = io.BytesIO()
+        sf.write(reference, np.clip(samples, -1.0, 1.0), 24000, format="FLAC", subtype="PCM_16",
+                 compression_level=0.0)
+        assert audio.encode_flac(samples, 24000) == reference.getvalue()
+
+
+def test_reuse_freed_memory_is_safe_to_call_again() -> None:
+    import platform
+
+    first, second = audio.reuse_freed_memory(), audio.reuse_freed_memory()
+    assert first == second
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert first  # glibc's mallopt took every setting

@@ -19,6 +19,7 @@ import soundfile as sf
 import soxr
 from scipy.signal import resample_poly
 
+from parla import conditioning
 from parla.conditioning import (
     ClipRejected,
     Conditioner,
@@ -28,6 +29,8 @@ from parla.conditioning import (
     detect_speech,
     estimate_snr_db,
     frame_powers,
+    gated_loudness,
+    k_weighted,
     limit_true_peak,
     make_speech_detector,
     measure_loudness,
@@ -491,3 +494,156 @@ def test_a_very_short_word_is_conditioned_or_rejected_never_a_crash():
         assert clip.samples.size < samples.size
     except ClipRejected:
         pass
+
+
+# --- fast paths against their references ------------------------------------------------------
+# Conditioning computes from shared intermediates (one band-limited frame-energy pass, one
+# K-weighting pass, true peaks only where they can matter, the limiter only around peaks). Each
+# fast path is checked here against a plain implementation of the same thing.
+
+
+def pyloudnorm_lufs(samples: np.ndarray, rate: int) -> float:
+    """The reference meter, with the same short-clip rule as measure_loudness."""
+    import pyloudnorm
+
+    block = min(0.4, (len(samples) - 1) / rate)
+    with np.errstate(divide="ignore"):
+        return float(pyloudnorm.Meter(rate, block_size=block).integrated_loudness(
+            np.asarray(samples, dtype=np.float64)))
+
+
+def reference_clips(rate: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(rate)
+    clips = [padded(0.3 * speech_like(2.0, rng, rate), 0.4, 0.5, rate, snr_db=30)[0],
+             padded(0.01 * speech_like(3.0, rng, rate, f0=220), 0.2, 1.0, rate, snr_db=15)[0],
+             0.1 * rng.standard_normal(int(1.37 * rate)),  # steady noise, odd length
+             0.2 * speech_like(0.3, rng, rate),  # shorter than one gating block
+             np.concatenate([0.5 * speech_like(1.0, rng, rate),
+                             1e-4 * rng.standard_normal(2 * rate)])]  # blocks under the gates
+    return [np.asarray(clip, dtype=np.float64) for clip in clips]
+
+
+@pytest.mark.parametrize("rate", [16000, 22050, 24000, 48000])
+def test_loudness_matches_pyloudnorm(rate: int) -> None:
+    for clip in reference_clips(rate):
+        assert measure_loudness(clip, rate) == pytest.approx(pyloudnorm_lufs(clip, rate),
+                                                             abs=1e-6)
+        # gated_loudness on the K-weighting is the same meter, and scales exactly with a gain
+        lufs = gated_loudness(k_weighted(clip, rate), rate, min(0.4, (len(clip) - 1) / rate))
+        assert lufs == pytest.approx(pyloudnorm_lufs(clip, rate), abs=1e-6)
+        louder = measure_loudness(clip * 10 ** (6 / 20), rate)
+        assert louder == pytest.approx(pyloudnorm_lufs(clip, rate) + 6.0, abs=1e-6)
+    assert measure_loudness(np.zeros(rate), rate) == float("-inf")
+    assert measure_loudness(1e-6 * np.ones(rate), rate) == float("-inf")  # under -70 LUFS
+
+
+def test_frame_powers_match_a_plain_filter_and_mean() -> None:
+    from scipy.signal import butter, sosfilt
+
+    rng = np.random.default_rng(20)
+    for rate, length in ((24000, 96123), (16000, 16000), (48000, 4799)):
+        x = rng.standard_normal(length)
+        hop = round(rate * 0.01)
+        filtered = sosfilt(butter(2, 250.0, btype="highpass", fs=rate, output="sos"), x)
+        expected = [np.mean(filtered[i:i + hop] ** 2) for i in range(0, length, hop)]
+        np.testing.assert_allclose(frame_powers(x, rate), expected, rtol=1e-12)
+        unfiltered = [np.mean(x[i:i + hop] ** 2) for i in range(0, length, hop)]
+        np.testing.assert_allclose(frame_powers(x, rate, None), unfiltered, rtol=1e-12)
+
+
+def test_percentiles_are_numpys_bit_for_bit() -> None:
+    rng = np.random.default_rng(21)
+    for length in [1, 2, 3, 7, 10, 11, 50, 399, 400, 401]:
+        values = rng.standard_normal(length) * 20 - 40
+        assert conditioning._percentiles(values, (10.0, 2.0, 50.0, 97.5)) == [
+            float(v) for v in np.percentile(values, [10.0, 2.0, 50.0, 97.5])]
+
+
+def test_the_detector_region_from_shared_powers_is_the_detector_on_samples() -> None:
+    rng = np.random.default_rng(22)
+    clip, _, _ = padded(0.3 * speech_like(2.0, rng), 0.5, 0.7, snr_db=25)
+    detector = EnergySpeechDetector()
+    assert detector.region(frame_powers(clip, RATE), len(clip), RATE) == detector(clip, RATE)
+
+
+def brute_force_envelope(x: np.ndarray) -> np.ndarray:
+    """Every sample's 4 oversampled values, one window at a time."""
+    matrix, _ = conditioning._interpolation_matrix()
+    padded_x = np.pad(np.asarray(x, dtype=np.float64), 6)
+    values = [np.abs(padded_x[n:n + 13] @ matrix).max() for n in range(len(x))]
+    return np.maximum(np.abs(x), values)
+
+
+def test_true_peak_envelope_matches_brute_force_where_it_is_exact() -> None:
+    rng = np.random.default_rng(23)
+    x = 0.3 * speech_like(0.5, rng)
+    x = x + 0.01 * rng.standard_normal(len(x))
+    reference = brute_force_envelope(x)
+    np.testing.assert_allclose(true_peak_envelope(x, floor=0.0), reference, rtol=1e-12)
+    for floor in (float(np.abs(x).max()), 0.5 * float(np.abs(x).max())):
+        fast = true_peak_envelope(x, floor)
+        exact = reference >= floor
+        np.testing.assert_allclose(fast[exact], reference[exact], rtol=1e-12)
+        assert np.all(fast <= reference + 1e-12) and np.all(fast[~exact] < floor)
+
+
+def reference_limiter_gain(envelope: np.ndarray, ceiling: float, rate: int) -> np.ndarray:
+    """The limiter's gain computed on the whole clip at once."""
+    from scipy.ndimage import minimum_filter1d, uniform_filter1d
+
+    needed = np.minimum(1.0, ceiling / np.maximum(envelope, 1e-12))
+    width = 2 * max(1, round(rate * conditioning.LIMITER_WINDOW_S)) + 1
+    smooth = uniform_filter1d(minimum_filter1d(needed, width, mode="nearest"), width,
+                              mode="nearest")
+    return np.minimum(smooth, needed)
+
+
+def peaky_clip(seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    clip, _, _ = padded(0.05 * speech_like(2.0, rng), 0.1, 0.1, snr_db=40)
+    clip[[200, 8000, 8400, 20000, 30000, len(clip) - 100]] = [0.7, 0.9, -0.8, -0.9, 0.9, 0.6]
+    return clip.astype(np.float64)
+
+
+def test_limiter_gain_around_peaks_equals_the_whole_clip_computation() -> None:
+    for seed in range(3):
+        x = peaky_clip(seed)
+        ceiling = 10 ** (-12 / 20)
+        envelope = true_peak_envelope(x, ceiling)
+        dips = conditioning._limiter_gains(envelope, ceiling, RATE)
+        assert 1 < len(dips) < 10  # separate stretches, clip edges included
+        gain = conditioning._apply_gains(np.ones(len(x)), dips)
+        np.testing.assert_allclose(gain, reference_limiter_gain(envelope, ceiling, RATE),
+                                   rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_limiter_round_measures_what_it_makes(seed: int) -> None:
+    """_try_gain's loudness and true peak come from what the limiter changed; measured on the
+    samples it builds they are the same."""
+    x = peaky_clip(seed)
+    rate, ceiling, gain = RATE, 10 ** (-1 / 20), 10 ** (14 / 20)
+    envelope = true_peak_envelope(x, ceiling / gain / conditioning.GAIN_HEADROOM)
+    attempt = conditioning._try_gain(x, envelope, k_weighted(x, rate), gain, ceiling, rate)
+    out = attempt.apply(x)
+    assert attempt.dips
+    assert attempt.lufs == pytest.approx(pyloudnorm_lufs(out, rate), abs=1e-6)
+    assert attempt.true_peak == pytest.approx(float(brute_force_envelope(out).max()), rel=1e-9)
+    assert attempt.true_peak <= ceiling
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_conditioned_loudness_is_what_pyloudnorm_measures(seed: int) -> None:
+    rng = np.random.default_rng(100 + seed)
+    level_db = -30.0 if seed % 2 else rng.uniform(-40, -3)
+    clip, start, end = padded(10 ** (level_db / 20) * speech_like(2.5, rng), rng.uniform(0.1, 0.8),
+                              rng.uniform(0.1, 0.8), snr_db=rng.uniform(20, 40))
+    if seed % 2:
+        clip[rng.integers(start + RATE // 4, end - RATE // 4, 3)] = 0.95  # clicks: limited
+    out = condition_clip(clip, RATE, TEXT, ENERGY)
+    m = out.measurements
+    if seed % 2:
+        assert m["true_peak_db_after"] > -1.01  # the limiter was at work
+    assert abs(pyloudnorm_lufs(out.samples, RATE) - m["lufs_after"]) <= 0.01
+    assert abs(m["lufs_after"] + 20.0) <= 0.1
+    assert float(brute_force_envelope(out.samples).max()) <= 10 ** (-1 / 20) * (1 + 1e-4)
