@@ -123,3 +123,43 @@ def test_a_worker_that_cannot_be_built_reports_why():
         list(map_tasks(range(4), CannotBuild, num_workers=2))
     with pytest.raises(UsageError, match="silero-vad"):
         list(map_tasks(range(4), CannotBuild, num_workers=1))
+
+
+@pytest.mark.ray
+def test_a_ray_worker_that_cannot_be_built_reports_why():
+    pytest.importorskip("ray")
+    import ray
+
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": os.path.dirname(__file__)}})
+        with pytest.raises(UsageError, match="silero-vad"):
+            list(get_engine("ray")(range(4), CannotBuild, num_workers=2))
+    finally:
+        ray.shutdown()
+
+
+class DiesAfterAnswering:
+    """Answers task 0, then kills itself while idle (as the OOM killer might)."""
+
+    def __init__(self, rank: int) -> None:
+        self.rank = rank
+
+    def __call__(self, task: int) -> int:
+        if task == 0:
+            import threading
+
+            threading.Timer(0.3, os._exit, (9,)).start()
+        return task
+
+
+def test_a_worker_that_dies_between_tasks_loses_nothing():
+    import time
+
+    def tasks():
+        yield 0
+        time.sleep(1.0)  # no task for anyone while the worker of task 0 dies
+        yield from range(1, 10)
+
+    results = sorted(task for task, _ in map_tasks(tasks(), DiesAfterAnswering, num_workers=2))
+    assert results == list(range(10))

@@ -84,11 +84,10 @@ def write_offline_models(out_dir: str | Path) -> tuple[Path, Path]:
 def write_demo_release(folder: str | Path, dialects: list[str], clips_per_dialect: int,
                        clips_per_speaker: int = CLIPS_PER_SPEAKER) -> Path:
     """A Common Voice-format release of any size: the demo's good clips (1.5 s and longer,
-    with a sentence) hard-linked under new names, ``clips_per_speaker`` to a speaker. Needs no
+    with a sentence) copied under new names, ``clips_per_speaker`` to a speaker. Needs no
     espeak-ng and no network; benchmarks and tests use it."""
     import csv
     import hashlib
-    import os
     import shutil
 
     from .demo import demo_corpus_path
@@ -110,10 +109,8 @@ def write_demo_release(folder: str | Path, dialects: list[str], clips_per_dialec
         for index in range(clips_per_dialect):
             source = good[(index * 7 + len(out_rows)) % len(good)]
             name = f"{dialect}_{index:06d}.mp3"
-            try:
-                os.link(demo / "clips" / source["path"], folder / "clips" / name)
-            except OSError:  # another filesystem: copy
-                shutil.copyfile(demo / "clips" / source["path"], folder / "clips" / name)
+            # copies, not links: a test that spoils a clip must not spoil the demo corpus
+            shutil.copyfile(demo / "clips" / source["path"], folder / "clips" / name)
             speaker = hashlib.sha256(f"{dialect}-{index // clips_per_speaker}".encode())
             out_rows.append([speaker.hexdigest(), name, source["sentence"], "2", "0",
                              "thirties", "", DIALECT_ACCENTS[dialect]])

@@ -14,6 +14,7 @@ import multiprocessing as mp
 import os
 import signal
 import sys
+import threading
 from collections.abc import Iterable, Iterator
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -90,6 +91,11 @@ class _Worker:
         self.task: Any = None  # the task it is working on
         self.busy = False
 
+    @property
+    def idle(self) -> bool:
+        """Started and waiting for a task."""
+        return self.ready and not self.busy
+
     def send(self, task: Any) -> None:
         self.task, self.busy = task, True
         self.conn.send(task)
@@ -106,6 +112,34 @@ class _Worker:
             self.process.kill()
             self.process.join()
         self.conn.close()
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Start workers with SIGINT and SIGTERM held back, then act on any that came meanwhile.
+
+    A signal must not interrupt `Process.start` halfway (the child would read half its start-up
+    data and die with a traceback). The workers inherit the blocked SIGINT, so a Ctrl-C to the
+    whole process group during their start-up reaches only this process, which stops them. In
+    this process the handlers are deferred too: another thread can take a signal the main
+    thread blocks, and Python would still run the handler in the main thread.
+    """
+    held = (signal.SIGINT, signal.SIGTERM)
+    main = threading.current_thread() is threading.main_thread()
+    arrived: list[int] = []
+    handlers = {}
+    if main:
+        for signum in held:
+            handlers[signum] = signal.signal(signum, lambda number, _: arrived.append(number))
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(arrived):  # now the run's own handlers act on them
+            signal.raise_signal(signum)
 
 
 def map_tasks(tasks: Iterable[Any], worker_factory: WorkerFactory, *, num_workers: int = 1,
@@ -127,32 +161,35 @@ def map_tasks(tasks: Iterable[Any], worker_factory: WorkerFactory, *, num_worker
     context = mp.get_context(start_method)
     pending = iter(tasks)
     workers: list[_Worker] = []
-    # SIGINT stays blocked while workers start, and they inherit the mask: a Ctrl-C during
-    # start-up reaches only this process, which then stops them cleanly
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
-        workers = [_Worker(context, worker_factory, rank) for rank in range(num_workers)]
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-    try:
+        with _signals_held():
+            for rank in range(num_workers):
+                workers.append(_Worker(context, worker_factory, rank))
         exhausted = False
         while True:
             for worker in workers:
-                if worker.ready and not worker.busy and not exhausted:
+                if worker.idle and not exhausted:
+                    if not worker.process.is_alive():  # died between tasks: nothing lost
+                        continue
                     task = next(pending, _END)
                     if task is _END:
                         exhausted = True
                     else:
                         worker.send(task)
-            live = [w for w in workers if w.busy or not w.ready]
-            if exhausted and not live:
-                return
+            live = [w for w in workers if not w.idle]
+            if not live:
+                if exhausted:
+                    return
+                raise WorkerDied("every worker process died between tasks; finished output "
+                                 "is kept, rerun to resume")
             by_handle = {}
             for worker in live:
                 by_handle[worker.conn] = worker
                 by_handle[worker.process.sentinel] = worker
             for handle in wait(list(by_handle)):
                 worker = by_handle[handle]
+                if worker.idle:
+                    continue  # answered already in this round; a death now loses no task
                 message = _receive(worker)
                 if message is None:
                     raise _died(worker, describe_task)

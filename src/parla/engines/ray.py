@@ -71,9 +71,17 @@ class _TaskRunner:
     """The actor body: holds one worker for the actor's lifetime."""
 
     def __init__(self, worker_factory: WorkerFactory, rank: int) -> None:
-        self.worker = worker_factory(rank)
+        # a worker that cannot be built (a missing package, a model that will not load) says
+        # why through its first task: Ray would report a failed actor start as a dead worker
+        self.worker, self.build_error = None, None
+        try:
+            self.worker = worker_factory(rank)
+        except Exception as error:
+            self.build_error = error
 
     def run(self, index: int, task: Any) -> tuple[int, Any]:
+        if self.build_error is not None:
+            raise self.build_error
         return index, self.worker(task)
 
 
@@ -107,10 +115,9 @@ def map_tasks(tasks: Iterable[Any], worker_factory: WorkerFactory, *, num_worker
             raise cause from None
         raise
     except ray.exceptions.RayActorError as error:
-        first = next(iter(submitted.values()), None)
-        raise WorkerDied(f"a Ray worker died {MAX_RETRIES + 1} times while processing "
-                         f"{describe_task(first)}; finished output is kept, rerun to "
-                         "resume") from error
+        unfinished = ", ".join(describe_task(task) for task in list(submitted.values())[:3])
+        raise WorkerDied(f"a Ray worker died {MAX_RETRIES + 1} times; unfinished: "
+                         f"{unfinished}; finished output is kept, rerun to resume") from error
     finally:
         for actor in actors:
             ray.kill(actor, no_restart=True)
