@@ -341,3 +341,17 @@ def test_an_unreadable_folder_is_a_source_error(tmp_path) -> None:
 
 def test_source_spec_name() -> None:
     assert SourceSpec("/data/cv_23_ca_balear/").name == "cv_23_ca_balear"
+
+
+def test_a_clip_listed_twice_is_kept_once_and_the_repeat_is_a_reject(cv_release) -> None:
+    from conftest import append_cv_rows, speaker_id
+    from parla.sources import load_source, parse_source_spec
+
+    release = cv_release({"ana": ("Central", 3)})
+    first = (release / "validated.tsv").read_text().splitlines()[1].split("\t")
+    append_cv_rows(release, [{"client_id": speaker_id("ana"), "path": first[1],
+                              "sentence": "Una altra frase.", "accents": "Central"}])
+    source = load_source(parse_source_spec(str(release)))
+    assert len(source.metadata) == 3 and source.metadata["path"].is_unique
+    assert [(r.source_path, r.dialect, r.reason) for r in source.rejects] == [
+        (first[1], "central", "duplicate_path")]

@@ -113,9 +113,9 @@ def add_prepare_arguments(parser: argparse.ArgumentParser, require_sources: bool
                "quality (every candidate is decoded and scored, the best kept: DNSMOS with "
                "--dnsmos, else SNR; slower) (default %(default)s)")
     _flag(sel, "max_candidates_per_speaker", type=int,
-          default=defaults.max_candidates_per_speaker,
           help="clips of one speaker considered at most: spares that replace rejected clips, "
-               "or what --select_by quality decodes and ranks (default %(default)s)")
+               "or what --select_by quality decodes and ranks (default: twice "
+               "--max_samples_per_speaker)")
     _flag(sel, "validation_fraction", type=float, default=defaults.validation_fraction,
           help="share of each dialect's speakers held out in its validation split "
                "(default %(default)s)")

@@ -74,7 +74,8 @@ class PrepareOptions:
     # candidate is decoded and scored, the best are kept (DNSMOS when scored, else SNR)
     select_by: str = "random"
     # clips of one speaker considered at most: spares for back-fill, or what quality ranks
-    max_candidates_per_speaker: int = 100
+    # (None: twice --max_samples_per_speaker)
+    max_candidates_per_speaker: int | None = None
     validation_fraction: float = 0.1
     seed: int = 42
     resampler: str = "soxr"
@@ -106,7 +107,8 @@ class PrepareOptions:
         _check(self.samples_per_dialect is None or self.samples_per_dialect >= 1,
                "--samples_per_dialect must be >= 1")
         _check(self.select_by in SELECT_BY, f"--select_by must be one of {', '.join(SELECT_BY)}")
-        _check(self.max_candidates_per_speaker >= 1, "--max_candidates_per_speaker must be >= 1")
+        _check(self.max_candidates_per_speaker is None or self.max_candidates_per_speaker >= 1,
+               "--max_candidates_per_speaker must be >= 1")
         _check(0 <= self.validation_fraction < 1, "--validation_fraction must be in [0, 1)")
         _check(self.resampler in RESAMPLERS, f"--resampler must be one of {', '.join(RESAMPLERS)}")
         _check(self.num_workers is None or self.num_workers >= 1, "--num_workers must be >= 1")
@@ -119,6 +121,11 @@ class PrepareOptions:
             from .quality import require_quality_extra  # find_spec only: nothing is loaded
 
             require_quality_extra()
+
+    @property
+    def candidates_per_speaker(self) -> int:
+        """Clips of one speaker the plan carries: the quota and its spares."""
+        return self.max_candidates_per_speaker or 2 * self.max_samples_per_speaker
 
     @property
     def workers(self) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,14 +54,23 @@ class ShardTask:
         return sum(group.quota for group in self.groups)
 
     def digest(self) -> str:
-        """Identifies the shard's planned input: a changed corpus gives another digest."""
+        """Identifies the shard's planned input: a changed clip list, sentence, speaker field or
+        length gives another digest; a source folder named another way gives the same."""
         planned = [[group.speaker_id, group.quota,
-                    [[c["source"], int(c["row"]), c["path"]] for c in group.candidates]]
+                    [[_source_identity(c["source"]), *(c[name] for name in CANDIDATE_FIELDS
+                                                        if name != "source")]
+                     for c in group.candidates]]
                    for group in self.groups]
-        return hashlib.sha256(json.dumps(planned).encode()).hexdigest()
+        return hashlib.sha256(json.dumps(planned, default=str).encode()).hexdigest()
 
     def describe(self) -> str:
         return f"shard {self.config}/{Path(self.path).name}"
+
+
+def _source_identity(location: str) -> str:
+    """A local source by its real path (`~/cv` and `/home/me/cv` are one), a Hub id as it is."""
+    path = os.path.expanduser(location)
+    return os.path.realpath(path) if os.path.exists(path) else location
 
 
 def split_dialects(candidates: Mapping[str, pd.DataFrame],
@@ -117,7 +127,7 @@ def plan_shards(table: pd.DataFrame, options: PrepareOptions,
     selected = table["selected"].to_numpy(dtype=bool)
     ranks = table["rank"].to_numpy()
     speakers_column = table["client_id"].to_numpy()
-    limit = max(options.max_candidates_per_speaker, 1)
+    limit = options.candidates_per_speaker
     tasks: list[ShardTask] = []
     for (dialect, split), rows in sorted(table.groupby(["dialect", "split"]).indices.items()):
         by_speaker: dict[str, list[int]] = {}

@@ -136,9 +136,14 @@ def _finished_shards(out: Path, tasks: list[ShardTask], digest: str) -> dict[str
 def load_sources(options: PrepareOptions) -> dict[str, LoadedSource]:
     specs = [parse_source_spec(text) for text in options.datasets]
     sources: dict[str, LoadedSource] = {}
+    seen: dict[str, str] = {}
     for spec in specs:
-        if spec.location in sources:
-            raise UsageError(f"source {spec.location} is given twice")
+        # one folder named two ways (`~/cv` and `/home/me/cv`) is still one source
+        same = os.path.realpath(os.path.expanduser(spec.location))
+        if same in seen:
+            raise UsageError(f"source {spec.location} is given twice"
+                             + (f" (as {seen[same]})" if seen[same] != spec.location else ""))
+        seen[same] = spec.location
         sources[spec.location] = load_source(spec, options.cache_dir)
     return sources
 
@@ -163,18 +168,28 @@ def _run_tasks(todo: list[ShardTask], options: PrepareOptions,
                sources: dict[str, LoadedSource], digest: str) -> dict[str, dict]:
     readers = {name: clip_reader(source) for name, source in sources.items()}
     map_tasks = get_engine(options.engine)
+    workers = options.num_workers or _engine_cpus(options.engine)
     done: dict[str, dict] = {}
     bar = progress(desc="prepare", total=sum(task.rows for task in todo), unit="clips")
     try:
         for task, record in map_tasks(todo, functools.partial(ShardPreparer, options, readers,
                                                               digest),
-                                      num_workers=min(options.workers, len(todo)),
+                                      num_workers=min(workers, len(todo)),
                                       describe_task=ShardTask.describe):
             done[task.path] = record
             bar.update(task.rows)
     finally:
         bar.close()
     return done
+
+
+def _engine_cpus(engine: str) -> int:
+    """Every core: this machine's, or on Ray the whole cluster's."""
+    if engine == "ray":
+        from .engines.ray import cluster_cpus
+
+        return cluster_cpus()
+    return os.cpu_count() or 1
 
 
 def prepare(options: PrepareOptions) -> PrepareResult:
@@ -209,22 +224,23 @@ def prepare(options: PrepareOptions) -> PrepareResult:
         if todo:
             done |= _run_tasks(todo, options, sources, digest)
         statistics = _write_reports(out, options, counts, tasks, [done[t.path] for t in tasks],
-                                    sources, time.monotonic() - started)
+                                    sources)
     print(format_summary(statistics))
-    print(f"wrote {out} (rejects: {statistics['total']['rejected']} in {out / REJECTS_FILE})")
+    print(f"wrote {out} in {time.monotonic() - started:.1f} s (rejects: "
+          f"{statistics['total']['rejected']} in {out / REJECTS_FILE})")
     return PrepareResult(out, statistics, counts)
 
 
 def _write_reports(out: Path, options: PrepareOptions, counts: dict[str, list[StepCount]],
                    tasks: list[ShardTask], records: list[dict],
-                   sources: dict[str, LoadedSource], elapsed: float) -> dict[str, Any]:
+                   sources: dict[str, LoadedSource]) -> dict[str, Any]:
     """Every report, rebuilt from the shards' records and the sources' early rejects."""
     rejects = [reject.to_dict() for source in sources.values() for reject in source.rejects]
     rejects += [reject for record in records for reject in record["rejects"]]
     write_rejects(out / REJECTS_FILE, rejects)
     statistics = build_statistics(
         _statistics_parameters(options), counts, records, rejects,
-        sum(s.rows_without_dialect for s in sources.values()), elapsed)
+        sum(s.rows_without_dialect for s in sources.values()))
     write_json(out / STATISTICS_FILE, statistics)
     if options.save_speaker_metadata:
         write_json(out / SPEAKERS_FILE, speaker_metadata(records))
@@ -235,14 +251,20 @@ def _write_reports(out: Path, options: PrepareOptions, counts: dict[str, list[St
 
 
 def _source_reader(tasks: list[ShardTask], sources: dict[str, LoadedSource]) -> Any:
-    """Reads a sampled row's original clip (the report plays it beside the conditioned one);
-    samples come from each config's first shards."""
+    """Reads a sampled row's original clip (the report plays it beside the conditioned one).
+
+    Where each clip comes from is looked up in the plan, one dialect at a time and only for the
+    dialects asked about (a few samples each)."""
     readers = {name: clip_reader(source) for name, source in sources.items()}
-    where = {(task.config, c["path"]): (c["source"], int(c["row"])) for task in tasks
-             if task.index == 0 for group in task.groups for c in group.candidates}
+    where: dict[str, dict[str, tuple[str, int]]] = {}
 
     def read(row: dict[str, Any]) -> bytes | None:
-        found = where.get((row["dialect"], row["source_path"]))
+        dialect = row["dialect"]
+        if dialect not in where:
+            where[dialect] = {c["path"]: (c["source"], int(c["row"])) for task in tasks
+                              if task.config == dialect for group in task.groups
+                              for c in group.candidates}
+        found = where[dialect].get(row["source_path"])
         if found is None:
             return None
         try:

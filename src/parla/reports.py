@@ -6,7 +6,6 @@ resumed run writes the same reports as an uninterrupted one.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -26,13 +25,12 @@ REPORT_FILES = (STATISTICS_FILE, SPEAKERS_FILE, REJECTS_FILE, "README.md", "repo
 
 
 def sort_rejects(rejects: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One entry per rejected row, in a fixed order (the file must not depend on scheduling)."""
+    """Every rejected row, in a fixed order (the file must not depend on scheduling)."""
     first = ("source_path", "dialect", "reason", "detail")  # a line reads in this order
-    unique = {json.dumps(dict(r), sort_keys=True, ensure_ascii=False):
-              {key: r[key] for key in first if key in r} | {k: v for k, v in r.items()
-                                                              if k not in first}
-              for r in rejects}
-    return sorted(unique.values(), key=lambda r: (r.get("dialect") or "", r["source_path"],
+    ordered = [{key: r[key] for key in first if key in r} | {k: v for k, v in r.items()
+                                                             if k not in first}
+               for r in rejects]
+    return sorted(ordered, key=lambda r: (r.get("dialect") or "", r["source_path"],
                                                   r.get("config") or "", r["reason"],
                                                   r.get("detail") or ""))
 
@@ -140,11 +138,12 @@ def _sum_removed(records: Iterable[Mapping[str, Any]]) -> dict[str, float]:
 
 def build_statistics(parameters: Mapping[str, Any], counts: Mapping[str, list[Any]],
                      records: list[Mapping[str, Any]], rejects: list[Mapping[str, Any]],
-                     rows_without_dialect: int, elapsed: float) -> dict[str, Any]:
+                     rows_without_dialect: int) -> dict[str, Any]:
     """dialect_statistics.json: selection steps, rejects, output and conditioning per dialect.
 
     ``counts`` are the selection steps per dialect, ``records`` the shards' footer records,
-    ``rejects`` every rejected row (the sources' and the shards').
+    ``rejects`` every rejected row (the sources' and the shards'). Nothing in it depends on
+    how the run went (no timings), so a resumed run writes the same file.
     """
     clips = clips_table(records)
     by_reason = count_rejects(rejects)
@@ -171,8 +170,7 @@ def build_statistics(parameters: Mapping[str, Any], counts: Mapping[str, list[An
         "train_rows": int((clips["split"] == "train").sum()),
         "validation_rows": len(validation),
         "validation_speakers": int(validation["speaker_id"].nunique()),
-        "rows_without_dialect": rows_without_dialect,
-        "elapsed_seconds": round(elapsed, 2)}
+        "rows_without_dialect": rows_without_dialect}
     if "dnsmos_ovrl" in clips and clips["dnsmos_ovrl"].notna().any():
         total["mean_dnsmos_ovrl"] = round(float(clips["dnsmos_ovrl"].mean()), 3)
     return {"parameters": dict(parameters), "dialects": dialects, "total": total}

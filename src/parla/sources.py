@@ -107,8 +107,28 @@ def load_source(spec: SourceSpec, cache_dir: str | None = None) -> LoadedSource:
         source = _load_datasets_source(spec, kind, cache_dir)
     _assign_dialects(source)
     _reject_rows_without_text(source)
+    _reject_repeated_paths(source)
     _fill_reject_dialects(source)
     return source
+
+
+def _reject_repeated_paths(source: LoadedSource) -> None:
+    """A release's clip listed twice is kept once: the later rows are rejects
+    (`duplicate_path`). Rows of a dataset are clips of their own even when their file names
+    collide (two splits with a `clip_0.mp3` each): a repeated name gets its row number."""
+    repeated = source.metadata["path"].duplicated(keep="first").to_numpy()
+    if not repeated.any():
+        return
+    if source.kind != "cv_release":
+        metadata = source.metadata
+        metadata.loc[repeated, "path"] = [f"{path}#{row}" for path, row in zip(
+            metadata.loc[repeated, "path"], metadata.loc[repeated, "row"], strict=True)]
+        return
+    for path, dialect in source.metadata.loc[repeated, ["path", "dialect"]].itertuples(
+            index=False):
+        source.rejects.append(Reject(path, dialect, "duplicate_path",
+                                     "the clip is listed again in an earlier row"))
+    source.metadata = source.metadata[~repeated].reset_index(drop=True)
 
 
 def _fill_reject_dialects(source: LoadedSource) -> None:

@@ -90,15 +90,24 @@ class _Worker:
         self.ready = False
         self.task: Any = None  # the task it is working on
         self.busy = False
+        self.dead = False  # found dead between tasks
 
     @property
     def idle(self) -> bool:
         """Started and waiting for a task."""
         return self.ready and not self.busy
 
-    def send(self, task: Any) -> None:
-        self.task, self.busy = task, True
-        self.conn.send(task)
+    def send(self, task: Any) -> bool:
+        """Hand over a task; False (the worker marked dead) when it is no longer there."""
+        if self.process.is_alive():
+            try:
+                self.conn.send(task)
+                self.task, self.busy = task, True
+                return True
+            except OSError:  # it died just now
+                pass
+        self.dead = True
+        return False
 
     def stop(self) -> None:
         with contextlib.suppress(OSError, ValueError):
@@ -166,22 +175,24 @@ def map_tasks(tasks: Iterable[Any], worker_factory: WorkerFactory, *, num_worker
             for rank in range(num_workers):
                 workers.append(_Worker(context, worker_factory, rank))
         exhausted = False
+        backlog: list[Any] = []  # a task taken for a worker that turned out to be dead
         while True:
             for worker in workers:
-                if worker.idle and not exhausted:
-                    if not worker.process.is_alive():  # died between tasks: nothing lost
-                        continue
-                    task = next(pending, _END)
-                    if task is _END:
-                        exhausted = True
-                    else:
-                        worker.send(task)
-            live = [w for w in workers if not w.idle]
+                if not worker.idle or worker.dead or (exhausted and not backlog):
+                    continue
+                task = backlog.pop() if backlog else next(pending, _END)
+                if task is _END:
+                    exhausted = True
+                elif not worker.send(task):  # died between tasks: nothing lost
+                    backlog.append(task)
+            live = [w for w in workers if not w.idle and not w.dead]
             if not live:
-                if exhausted:
+                if exhausted and not backlog:
                     return
-                raise WorkerDied("every worker process died between tasks; finished output "
-                                 "is kept, rerun to resume")
+                if all(w.dead for w in workers):
+                    raise WorkerDied("every worker process died between tasks; finished "
+                                     "output is kept, rerun to resume")
+                continue
             by_handle = {}
             for worker in live:
                 by_handle[worker.conn] = worker

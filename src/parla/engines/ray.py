@@ -67,6 +67,11 @@ def cluster_gpus() -> int:
     return int(connect().cluster_resources().get("GPU", 0))
 
 
+def cluster_cpus() -> int:
+    """CPUs in the whole cluster (not only on this machine)."""
+    return max(1, int(connect().cluster_resources().get("CPU", 1)))
+
+
 class _TaskRunner:
     """The actor body: holds one worker for the actor's lifetime."""
 
