@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     import pyloudnorm
 
     from parla import audio, conditioning
-    from parla.errors import AudioDecodeError
+    from parla.errors import RowRejected
 
     reference = import_reference(args.reference.resolve())
     meter = pyloudnorm.Meter(args.rate)
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             data = (args.corpus / "clips" / name).read_bytes()
             samples, rate = audio.decode_audio(data, Path(name).suffix.lstrip(".") or None)
             samples = audio.resample(samples, rate, args.rate)
-        except (OSError, AudioDecodeError):
+        except (OSError, RowRejected):
             counts["not decoded"] = counts.get("not decoded", 0) + 1
             continue
         conditioned += 1

@@ -10,11 +10,11 @@ import soundfile as sf
 
 from conftest import encode, tone
 from parla import audio
-from parla.errors import AudioDecodeError
+from parla.errors import RowRejected
 
 
 def _reason(data: bytes, expected_format: str | None = None, **kwargs) -> str:
-    with pytest.raises(AudioDecodeError) as raised:
+    with pytest.raises(RowRejected) as raised:
         audio.decode_audio(data, expected_format, **kwargs)
     return raised.value.reason
 
@@ -59,7 +59,7 @@ def test_probe_duration_of_each_container(fmt: str) -> None:
     (b"\xff\xfb" + bytes(300), "unreadable_header"),  # an MP3 sync word, then nothing valid
 ])
 def test_probe_duration_of_bad_bytes(data: bytes, reason: str) -> None:
-    with pytest.raises(AudioDecodeError) as raised:
+    with pytest.raises(RowRejected) as raised:
         audio.probe_duration(data)
     assert raised.value.reason == reason
 
@@ -139,7 +139,7 @@ def test_undecodable_bytes() -> None:
 
 def test_check_samples_accepts_quiet_but_real_audio() -> None:
     audio.check_samples(tone(0.5, amplitude=0.001), 48000, nominal_duration=0.5)
-    with pytest.raises(AudioDecodeError, match="silent"):
+    with pytest.raises(RowRejected, match="silent"):
         audio.check_samples(tone(0.5, amplitude=1e-5), 48000)
 
 

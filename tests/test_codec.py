@@ -32,7 +32,7 @@ from parla.codec import (  # noqa: E402
     resolve_snac,
     resolve_text_tokenizer,
 )
-from parla.errors import AudioDecodeError, UsageError  # noqa: E402
+from parla.errors import RowRejected, UsageError  # noqa: E402
 from parla.testing import SNAC_24KHZ_CONFIG  # noqa: E402
 
 
@@ -187,13 +187,13 @@ def test_encode_lazy_keeps_failures_in_place_and_survives_wrong_lengths(snac_dir
 
     def load(index: int) -> np.ndarray:
         if index == 1:
-            raise AudioDecodeError("undecodable_audio", "test")
+            raise RowRejected("undecodable_audio", "test")
         return audio[index]
 
     encoder = SnacEncoder(snac_dir, "cpu", batch_seconds=10)
     # clip 2's header claims 3000 samples but it decodes to 4500 (another padded length)
     results = encoder.encode_lazy([3000, 3000, 3000], load, threads=1)
-    assert isinstance(results[1], AudioDecodeError) and results[1].reason == "undecodable_audio"
+    assert isinstance(results[1], RowRejected) and results[1].reason == "undecodable_audio"
     for index in (0, 2):
         for level, want in zip(results[index], encode_alone(reference_model, audio[index]),
                                strict=True):

@@ -40,7 +40,7 @@ from parla.conditioning import (
     true_peak_db,
     true_peak_envelope,
 )
-from parla.errors import AudioDecodeError, UsageError
+from parla.errors import RowRejected, UsageError
 from parla.options import ConditioningOptions
 
 RATE = 24000
@@ -358,7 +358,7 @@ def test_invalid_samples() -> None:
 
 def test_clip_rejected_is_a_row_error_that_survives_pickling() -> None:
     error = ClipRejected("low_snr", "4.0 dB (min 10.0)", {"snr_db": 4.0})
-    assert isinstance(error, AudioDecodeError)
+    assert isinstance(error, RowRejected)
     copy = pickle.loads(pickle.dumps(error))
     assert (copy.reason, copy.detail, copy.measurements) == ("low_snr", "4.0 dB (min 10.0)",
                                                              {"snr_db": 4.0})

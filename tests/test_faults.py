@@ -354,7 +354,7 @@ def test_decoder_warnings_go_to_the_debug_log_not_the_terminal(capfd) -> None:
     import soundfile as sf
 
     from parla.audio import decode_audio
-    from parla.errors import AudioDecodeError
+    from parla.errors import RowRejected
 
     buffer = io.BytesIO()
     sf.write(buffer, tone(2.0), 48000, format="MP3")
@@ -367,7 +367,7 @@ def test_decoder_warnings_go_to_the_debug_log_not_the_terminal(capfd) -> None:
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)
     try:
-        with pytest.raises(AudioDecodeError, match="truncated"):
+        with pytest.raises(RowRejected, match="truncated"):
             decode_audio(cut)
     finally:
         logger.removeHandler(handler)

@@ -24,7 +24,7 @@ from conftest import encode, speaker_id, tone, write_prepared_folder  # noqa: E4
 from parla import cli, orpheus  # noqa: E402
 from parla import tokenize as stage  # noqa: E402
 from parla.codec import TextTokenizer  # noqa: E402
-from parla.errors import AudioDecodeError, UsageError  # noqa: E402
+from parla.errors import RowRejected, UsageError  # noqa: E402
 from parla.options import TokenizeOptions  # noqa: E402
 from parla.shards import prepared_table, shard_path, write_table_atomic  # noqa: E402
 
@@ -384,7 +384,7 @@ def test_build_shard_skips_too_long_and_textless_rows_without_truncating():
     rows = {"text": ["central: Bon dia.", "central: Bon dia.", None],
             "dialect": ["central"] * 3, "speaker_id": ["s"] * 3, "duration": [0.1, 2.5, 0.2],
             "source_path": ["a.mp3", "long.mp3", "no-text.mp3"]}
-    results = codes[:2] + [AudioDecodeError("undecodable_audio", "x")]
+    results = codes[:2] + [RowRejected("undecodable_audio", "x")]
     rows_ok = {k: v[:] for k, v in rows.items()}
     text_ids = [[128000, 1, 2], [128000, 1, 2], [128000]]
     table, stats, rejects = stage.build_shard(rows_ok, results, text_ids, [4096, 61440, 6144],

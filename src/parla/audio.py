@@ -1,7 +1,7 @@
 """Pure audio functions: probe a clip's length from its header, decode, check, resample, encode.
 
 Nothing here touches files or processes: bytes in, numpy arrays or bytes out. Errors a bad clip can
-cause are raised as `AudioDecodeError` with a short stable reason, so the stage can reject the row
+cause are raised as `RowRejected` with a short stable reason, so the stage can reject the row
 and carry on.
 """
 
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import soundfile as sf
 
-from .errors import AudioDecodeError
+from .errors import RowRejected
 
 # --- MP3 headers (no decoding) ---------------------------------------------------------------
 
@@ -181,19 +181,19 @@ def sniff_format(data: bytes) -> str:
 
 
 def probe_duration(data: bytes) -> float:
-    """Duration in seconds from the header only; raises AudioDecodeError when unreadable."""
+    """Duration in seconds from the header only; raises RowRejected when unreadable."""
     if not data:
-        raise AudioDecodeError("empty_file")
+        raise RowRejected("empty_file")
     kind = sniff_format(data)
     if kind == "mp3":
         info = probe_mp3(data)
         if info is None:
-            raise AudioDecodeError("unreadable_header", "no MP3 frame found")
+            raise RowRejected("unreadable_header", "no MP3 frame found")
         return info.duration
     try:
         return sf.info(io.BytesIO(data)).duration
     except (sf.LibsndfileError, RuntimeError) as error:
-        raise AudioDecodeError("unreadable_header", libsndfile_message(error)) from None
+        raise RowRejected("unreadable_header", libsndfile_message(error)) from None
 
 
 _OBJECT_ADDRESS = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")
@@ -247,28 +247,28 @@ def decode_audio(data: bytes, expected_format: str | None = None,
     which libsndfile decodes without any error.
     """
     if not data:
-        raise AudioDecodeError("empty_file")
+        raise RowRejected("empty_file")
     kind = sniff_format(data)
     if expected_format and kind != "unknown" and kind != expected_format:
-        raise AudioDecodeError("format_mismatch", f"named .{expected_format} but holds {kind}")
+        raise RowRejected("format_mismatch", f"named .{expected_format} but holds {kind}")
     if kind == "mp3":
         info = probe_mp3(data)
         if info is None:
-            raise AudioDecodeError("undecodable", "no MP3 frame found")
+            raise RowRejected("undecodable", "no MP3 frame found")
         if nominal_duration is None and info.has_length_header:
             nominal_duration = info.duration
         if nominal_duration is None:
             # no length to compare the decoded audio with: walk the frames (slower) to see
             # whether the last one is cut short
             if probe_mp3(data, walk_frames=True).truncated:  # type: ignore[union-attr]
-                raise AudioDecodeError("truncated", "last MP3 frame is cut short")
+                raise RowRejected("truncated", "last MP3 frame is cut short")
     try:
         samples, sample_rate = _decode_with_soundfile(data)
     except (sf.LibsndfileError, RuntimeError):
         try:
             samples, sample_rate = _decode_with_av(data)
         except Exception as error:  # PyAV raises many types; any of them means "cannot decode"
-            raise AudioDecodeError("undecodable", type(error).__name__) from None
+            raise RowRejected("undecodable", type(error).__name__) from None
     mono = samples.mean(axis=1, dtype=np.float32) if samples.shape[1] > 1 else samples[:, 0]
     mono = np.ascontiguousarray(mono, dtype=np.float32)
     check_samples(mono, sample_rate, nominal_duration)
@@ -279,15 +279,15 @@ def check_samples(samples: np.ndarray, sample_rate: int,
                   nominal_duration: float | None = None) -> None:
     """Reject decoded audio that cannot be training data."""
     if samples.size == 0:
-        raise AudioDecodeError("empty_audio")
+        raise RowRejected("empty_audio")
     if not np.isfinite(samples).all():
-        raise AudioDecodeError("non_finite", "NaN or infinite samples")
+        raise RowRejected("non_finite", "NaN or infinite samples")
     if float(np.max(np.abs(samples))) < SILENCE_PEAK:
-        raise AudioDecodeError("silent", "no signal above -80 dBFS")
+        raise RowRejected("silent", "no signal above -80 dBFS")
     if nominal_duration is not None:
         decoded = samples.size / sample_rate
         if decoded < nominal_duration - max(LENGTH_TOLERANCE_S, 0.02 * nominal_duration):
-            raise AudioDecodeError("truncated",
+            raise RowRejected("truncated",
                                    f"decoded {decoded:.2f}s of {nominal_duration:.2f}s")
 
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import AudioDecodeError, UsageError
+from .errors import RowRejected, UsageError
 from .orpheus import with_bos
 from .progress import get_logger
 
@@ -240,7 +240,7 @@ class _Prepared:
     indexes: list[int]
     lengths: list[int]
     audio: Any  # torch tensor (batch, 1, padded samples), pinned when the device is CUDA
-    failed: list[tuple[int, AudioDecodeError]]
+    failed: list[tuple[int, RowRejected]]
     off_plan: list[tuple[int, np.ndarray]]  # decoded length differs from the planned one
 
 
@@ -285,18 +285,18 @@ class SnacEncoder:
         arrays = [np.asarray(a, dtype=np.float32).reshape(-1) for a in audios]
         results = self.encode_lazy([len(a) for a in arrays], lambda i: arrays[i], threads=0)
         for index, result in enumerate(results):
-            if isinstance(result, AudioDecodeError):
+            if isinstance(result, RowRejected):
                 raise ValueError(f"clip {index}: {result}")
         return results  # type: ignore[return-value]
 
     def encode_lazy(self, num_samples: Sequence[int], load: Callable[[int], np.ndarray],
-                    threads: int | None = None) -> list[Codes | AudioDecodeError]:
+                    threads: int | None = None) -> list[Codes | RowRejected]:
         """Encode clips ``load(0) .. load(n-1)`` whose lengths are expected to be ``num_samples``.
 
-        ``load`` returns mono float32 audio at `sample_rate` or raises AudioDecodeError; that
+        ``load`` returns mono float32 audio at `sample_rate` or raises RowRejected; that
         clip's result is the error. ``threads=0`` decodes in this thread (no overlap).
         """
-        results: list[Codes | AudioDecodeError | None] = [None] * len(num_samples)
+        results: list[Codes | RowRejected | None] = [None] * len(num_samples)
         planned = [self.padded_length(max(1, n)) for n in num_samples]
         batches = plan_batches(planned, self.max_batch_samples)
         for prepared in self._prepared(batches, planned, load, threads):
@@ -338,17 +338,17 @@ class SnacEncoder:
 
     def _prepare(self, batch: list[int], padded: int, load: Callable[[int], np.ndarray]
                  ) -> _Prepared:
-        failed: list[tuple[int, AudioDecodeError]] = []
+        failed: list[tuple[int, RowRejected]] = []
         off_plan: list[tuple[int, np.ndarray]] = []
         kept: list[tuple[int, np.ndarray]] = []
         for index in batch:
             try:
                 audio = np.asarray(load(index), dtype=np.float32).reshape(-1)
-            except AudioDecodeError as error:
+            except RowRejected as error:
                 failed.append((index, error))
                 continue
             if len(audio) == 0:
-                failed.append((index, AudioDecodeError("empty_audio", "no samples")))
+                failed.append((index, RowRejected("empty_audio", "no samples")))
             elif self.padded_length(len(audio)) != padded:
                 off_plan.append((index, audio))
             else:

@@ -1,7 +1,7 @@
 """TTS-grade clip conditioning: trim silence, normalise loudness, reject unusable clips.
 
 Pure functions on mono float32 samples and a sample rate. `condition_clip` is the one entry point
-the prepare worker calls per row; it raises `ClipRejected` (an `AudioDecodeError`, so the worker
+the prepare worker calls per row; it raises `ClipRejected` (an `RowRejected`, so the worker
 records it like any bad clip) with a short stable reason. `Conditioner` is the worker-level
 wrapper that builds the speech detector once.
 
@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .errors import AudioDecodeError, UsageError
+from .errors import RowRejected, UsageError
 from .options import ConditioningOptions
 from .text import invalid_characters, normalize_sentence
 
@@ -50,7 +50,7 @@ SPEECH_BAND_HZ = 250.0
 Region = tuple[int, int]
 
 
-class ClipRejected(AudioDecodeError):
+class ClipRejected(RowRejected):
     """A clip that decodes fine but is not fit for TTS training; `reason` is a stable snake_case
     name (clipped, no_speech, too_quiet, low_snr, speaking_rate_too_fast, ...)."""
 

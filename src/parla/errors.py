@@ -59,5 +59,3 @@ class Terminated(BaseException):
     files, engines stop their workers) and exits 143. A BaseException, like KeyboardInterrupt:
     ``except Exception`` must not swallow it."""
 
-
-AudioDecodeError = RowRejected  # the former name, kept for code written against it

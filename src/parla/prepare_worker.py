@@ -18,7 +18,7 @@ from typing import Any
 from . import audio
 from .conditioning import Conditioner
 from .dialects import DIALECTS
-from .errors import AudioDecodeError, Reject
+from .errors import Reject, RowRejected
 from .options import PrepareOptions
 from .planning import ShardTask, SpeakerGroup
 from .shards import prepared_table, write_table_atomic
@@ -42,7 +42,7 @@ def process_clip(data: bytes, item: Mapping[str, Any], options: PrepareOptions,
                  conditioner: Conditioner, scorer: Any = None) -> dict[str, Any]:
     """Decode, check, resample, condition, score and encode one clip into a prepared row.
 
-    Raises AudioDecodeError (ClipRejected is one) for a clip that cannot be training data. The
+    Raises RowRejected (ClipRejected is one) for a clip that cannot be training data. The
     duration limits apply to the conditioned (trimmed) clip.
     """
     samples, sample_rate = audio.decode_audio(data, _expected_format(item["path"]),
@@ -51,7 +51,7 @@ def process_clip(data: bytes, item: Mapping[str, Any], options: PrepareOptions,
     clip = conditioner(samples, options.target_sample_rate, item["sentence"])
     duration = clip.samples.size / options.target_sample_rate
     if not options.min_duration <= duration <= options.max_duration:
-        raise AudioDecodeError("duration_out_of_range", f"{duration:.2f}s after conditioning")
+        raise RowRejected("duration_out_of_range", f"{duration:.2f}s after conditioning")
     measurements = dict(clip.measurements)
     if scorer is not None:
         measurements |= score_clip(scorer, clip.samples, options)
@@ -80,7 +80,7 @@ def score_clip(scorer: Any, samples: Any, options: PrepareOptions) -> dict[str, 
     scores = scorer(samples, options.target_sample_rate)
     verdict = dnsmos_reject(scores, options.min_dnsmos)
     if verdict is not None:
-        raise AudioDecodeError(*verdict)
+        raise RowRejected(*verdict)
     return scores
 
 
@@ -115,7 +115,7 @@ class ShardPreparer:
         try:
             data = self.readers[item["source"]].read(int(item["row"]), item["path"])
             return process_clip(data, item, self.options, self.conditioner, self.scorer)
-        except AudioDecodeError as error:
+        except RowRejected as error:
             return Reject(item["path"], item["dialect"], error.reason, error.detail)
 
     def _fill(self, group: SpeakerGroup) -> tuple[list[dict], list[Reject], list[dict]]:

@@ -22,7 +22,7 @@ import pandas as pd
 
 from .audio import probe_duration
 from .dialects import DIALECTS, Dialect, dialect_from_accent, find_dialect, resolve_dialect
-from .errors import AudioDecodeError, ParlaError, Reject, SourceError
+from .errors import ParlaError, Reject, RowRejected, SourceError
 from .progress import get_logger, progress
 
 log = get_logger("sources")
@@ -303,20 +303,20 @@ def _reject_paths_outside_clips(source: LoadedSource) -> None:
 
 
 def read_clip(file: str | os.PathLike) -> bytes:
-    """A clip file's bytes; a missing or unreadable file is a bad row (AudioDecodeError), not a
+    """A clip file's bytes; a missing or unreadable file is a bad row (RowRejected), not a
     failed run."""
     try:
         return Path(file).read_bytes()
     except FileNotFoundError:
-        raise AudioDecodeError("missing_file") from None
+        raise RowRejected("missing_file") from None
     except OSError as error:  # a folder, or no permission
-        raise AudioDecodeError("unreadable_file", error.strerror or "") from None
+        raise RowRejected("unreadable_file", error.strerror or "") from None
 
 
 def _probe_file(file: Path, path: str, source: LoadedSource) -> float:
     try:
         return probe_duration(read_clip(file))
-    except AudioDecodeError as error:
+    except RowRejected as error:
         source.rejects.append(Reject(path, "", error.reason, error.detail))
     return math.nan
 
@@ -417,7 +417,7 @@ def _probe_dataset_durations(source: LoadedSource, batch_size: int = 1000) -> np
         for row, data in zip(rows, source.read_bytes(rows), strict=True):
             try:
                 durations[row] = probe_duration(data or b"")
-            except AudioDecodeError as error:
+            except RowRejected as error:
                 source.rejects.append(Reject(source.metadata.at[row, "path"], "", error.reason,
                                              error.detail))
         bar.update(len(rows))
@@ -517,7 +517,7 @@ class ClipReader:
         table = data.table if hasattr(data, "table") else data
         item = table.column("audio").take(pa.array([row], type=pa.int64()))[0].as_py()
         if not item or not item.get("bytes"):
-            raise AudioDecodeError("missing_audio", "the row has no audio bytes")
+            raise RowRejected("missing_audio", "the row has no audio bytes")
         return item["bytes"]
 
 

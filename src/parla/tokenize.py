@@ -42,7 +42,7 @@ from .codec import (
 )
 from .dialects import ALL_CONFIG, DIALECTS
 from .engines import get_engine
-from .errors import AudioDecodeError, Reject, UsageError, WorkerDied
+from .errors import Reject, RowRejected, UsageError, WorkerDied
 from .files import lock_folder, remove_stale_tmp
 from .options import TokenizeOptions
 from .packing import update_packed
@@ -78,17 +78,17 @@ LENGTH_BUCKETS = (256, 512, 1024, 1536, 2048, 3072, 4096, 8192)
 def decode_clip(data: bytes | None, sample_rate: int) -> np.ndarray:
     """Mono float32 samples of a prepared clip (FLAC bytes) at ``sample_rate``.
 
-    Raises AudioDecodeError (the row is skipped and counted), never anything else for bad bytes.
+    Raises RowRejected (the row is skipped and counted), never anything else for bad bytes.
     """
     if not data:
-        raise AudioDecodeError("missing_audio", "no audio bytes")
+        raise RowRejected("missing_audio", "no audio bytes")
     try:
         samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, ValueError) as error:
-        raise AudioDecodeError("undecodable_audio", libsndfile_message(error)) from None
+        raise RowRejected("undecodable_audio", libsndfile_message(error)) from None
     mono = samples.mean(axis=1, dtype=np.float32) if samples.shape[1] > 1 else samples[:, 0]
     if mono.size == 0:
-        raise AudioDecodeError("empty_audio", "no samples")
+        raise RowRejected("empty_audio", "no samples")
     if rate != sample_rate:  # prepared corpora are 24 kHz; another rate is resampled, not refused
         from .audio import resample
 
@@ -214,7 +214,7 @@ def build_shard(rows: Mapping[str, Sequence], results: Sequence[Any],
     """Output table, per-dialect statistics and rejects of one shard (pure).
 
     ``rows`` holds the input columns text, dialect, speaker_id, duration and source_path;
-    ``results[i]`` is row i's codes (c0, c1, c2) or the AudioDecodeError that stopped it;
+    ``results[i]`` is row i's codes (c0, c1, c2) or the RowRejected that stopped it;
     ``text_ids[i]`` its text tokens (orpheus format only); ``num_samples[i]`` its decoded length.
     """
     stats: dict[str, GroupStats] = {}
@@ -226,7 +226,7 @@ def build_shard(rows: Mapping[str, Sequence], results: Sequence[Any],
         group = stats.setdefault(dialect, GroupStats())
         reason = detail = None
         example = None
-        if isinstance(result, AudioDecodeError):
+        if isinstance(result, RowRejected):
             reason, detail = result.reason, result.detail
         elif fmt == "orpheus" and not rows["text"][index]:
             reason, detail = "missing_text", "empty text"

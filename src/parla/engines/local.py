@@ -135,6 +135,13 @@ def _signals_held() -> Iterator[None]:
     """
     held = (signal.SIGINT, signal.SIGTERM)
     main = threading.current_thread() is threading.main_thread()
+    if os.name == "posix":
+        # started first: starting it later unblocks SIGINT in this thread as a side effect
+        # (multiprocessing restores the mask with SIG_UNBLOCK), and the workers started after
+        # it would inherit that
+        from multiprocessing import resource_tracker
+
+        resource_tracker.ensure_running()
     arrived: list[int] = []
     handlers = {}
     if main:
