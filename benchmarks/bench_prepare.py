@@ -601,7 +601,7 @@ def main(argv: list[str] | None = None) -> int:
               "peak RSS = summed over the variant's processes (sampled every "
               f"{RSS_SAMPLE_S * 1000:.0f} ms, at least the main process's ru_maxrss); "
               "the original writes 16-bit WAV (as datasets' Audio encoded arrays), parla 16-bit "
-              "FLAC, each row twice (its dialect's config and `all`).")
+              "FLAC, each row once (its dialect's config; `all` is their union).")
     print(report)
     if args.out:
         args.out.write_text(report + "\n", encoding="utf-8")

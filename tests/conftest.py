@@ -403,6 +403,18 @@ def prepared_folder(tmp_path) -> Callable[..., Path]:
     return make
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread for a module's tests: on a busy 2-core machine OpenMP's spinning
+    threads slow SNAC about tenfold (tests that use torch mark themselves with it)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 # --- tokenize: a random SNAC of the real 24 kHz config and tiny text tokenizers --------------
 # (test_codec.py, test_tokenize.py) The SNAC folder is what SNAC.from_pretrained and
 # parla.codec.load_snac read (config.json + pytorch_model.bin); weights are random but seeded.

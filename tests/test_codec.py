@@ -35,14 +35,7 @@ from parla.codec import (  # noqa: E402
 from parla.errors import RowRejected, UsageError  # noqa: E402
 from parla.testing import SNAC_24KHZ_CONFIG  # noqa: E402
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: on a busy 2-core machine OpenMP's spinning threads slow SNAC ~10x."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def clips(lengths, seed=0) -> list[np.ndarray]:

@@ -37,18 +37,23 @@ REPO = "tester/cv_ca"
 
 # --- helpers ---------------------------------------------------------------------------------
 
-def session_processes(session: int) -> list[str]:
-    """Live processes of a session (what a finished command must not leave behind)."""
+def processes() -> list[tuple[int, str, list[str]]]:
+    """(pid, "pid (name)", the fields after the name) of every process in /proc/PID/stat."""
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             text = stat.read_text()
         except OSError:
             continue
-        fields = text[text.rindex(")") + 2:].split()
-        if int(fields[3]) == session and fields[0] != "Z":
-            found.append(f"{stat.parent.name} {text[:text.rindex(')') + 1]}")
+        end = text.rindex(")")
+        found.append((int(stat.parent.name), text[:end + 1], text[end + 2:].split()))
     return found
+
+
+def session_processes(session: int) -> list[str]:
+    """Live processes of a session (what a finished command must not leave behind)."""
+    return [f"{pid} {name}" for pid, name, fields in processes()
+            if int(fields[3]) == session and fields[0] != "Z"]
 
 
 def no_process_left(session: int) -> bool:
@@ -396,16 +401,8 @@ def _start(args: list[str]) -> subprocess.Popen:
                             start_new_session=True)
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        if int(text[text.rindex(")") + 2:].split()[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
+def _children(parent: int) -> list[int]:
+    return [pid for pid, _, fields in processes() if int(fields[1]) == parent]
 
 
 def _wait_for(condition, process: subprocess.Popen, timeout: float = 120) -> None:

@@ -31,14 +31,7 @@ from parla.shards import prepared_table, shard_path, write_table_atomic  # noqa:
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: on a busy 2-core machine OpenMP's spinning threads slow SNAC ~10x.
-    Subprocesses and spawned workers get the same through OMP_NUM_THREADS."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def add_bad_rows_shard(folder: Path) -> None:

@@ -34,13 +34,7 @@ ORPHEUS_VOCAB_SIZE = 156_940  # canopylabs/orpheus-3b-0.1-ft config.json: vocab_
 PACK_LENGTH = 160
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: the machine's cores are shared (see test_tokenize.py)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tokenize_options(corpus: Path, out: Path, snac_dir: Path, tokenizer: Path,

@@ -326,8 +326,8 @@ def render_card(configs: Mapping[str, Mapping[str, str]], table_rows: Sequence[S
                 ) if ALL_CONFIG in configs else ""
     lines += ["", "## Configs and statistics", "",
               f"One config per dialect, with {splits_text}{combined}. Rows are grouped by "
-              "dialect and speaker, not shuffled: shuffle when training (the `datasets` "
-              "Trainer does). The numbers are computed from the data files.", "",
+              "dialect and speaker, not shuffled: shuffle when training (transformers' "
+              "`Trainer` does). The numbers are computed from the data files.", "",
               "| config | dialect | split | rows | speakers | hours | mean duration (s) |",
               "|---|---|---|---:|---:|---:|---:|"]
     for stats in table_rows:
