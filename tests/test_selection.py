@@ -17,7 +17,6 @@ from parla.selection import (
     filter_votes,
     rng_for,
     select_dialect,
-    shuffle,
     split_by_speaker,
 )
 from parla.sources import METADATA_COLUMNS
@@ -189,9 +188,18 @@ def test_no_validation_when_fraction_is_zero() -> None:
     assert len(train) == 6 and validation.empty
 
 
-def test_shuffle_is_a_seeded_permutation() -> None:
-    rows = speakers({f"s{i}": 2 for i in range(10)})
-    first = shuffle(rows, rng_for(1, "all", "train"))
-    assert sorted(first.index) == rows.index.tolist()
-    assert first.index.tolist() == shuffle(rows, rng_for(1, "all", "train")).index.tolist()
-    assert first.index.tolist() != rows.index.tolist()
+
+def test_candidates_are_the_first_choices_then_each_speakers_spares_in_seeded_order() -> None:
+    from parla.selection import select_candidates
+
+    candidates, _ = select_candidates(demo_like(), options(max_samples_per_speaker=5), "central")
+    chosen = select_dialect(demo_like(), options(max_samples_per_speaker=5), "central")[0]
+    assert sorted(candidates.index[candidates["selected"]]) == sorted(chosen.index)
+    for _, rows in candidates.groupby("client_id"):
+        ranks = rows.sort_values("rank")
+        assert ranks["rank"].tolist() == list(range(len(rows)))  # one seeded order a speaker
+        assert ranks["selected"].tolist() == [True] * min(5, len(rows)) + [False] * max(
+            0, len(rows) - 5)  # the first five are chosen, the rest are spares
+    capped, _ = select_candidates(demo_like(), options(max_samples_per_speaker=5,
+                                                       samples_per_dialect=6), "central")
+    assert capped["selected"].sum() == 6 and len(capped) == len(candidates)

@@ -165,7 +165,3 @@ def split_by_speaker(table: pd.DataFrame, validation_fraction: float,
             held_out += size
     in_validation = table["client_id"].isin(chosen).to_numpy()
     return table[~in_validation], table[in_validation]
-
-
-def shuffle(table: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
-    return table.iloc[rng.permutation(len(table))]
