@@ -211,22 +211,34 @@ def test_rerun_trusts_the_packed_config_and_resumes(tokenized, corpus, snac_dir,
     assert {p: p.read_bytes() for p in tokenized.rglob("*") if p.is_file()} == before
 
 
-def test_long_rows_are_warned_about(caplog, monkeypatch):
-    # an earlier cli.main in the session may have stopped parla's logger propagating to caplog
-    monkeypatch.setattr(logging.getLogger("parla"), "propagate", True)
+def warnings_of(function, *args, **kwargs) -> list[str]:
+    """What ``function`` logs at WARNING on parla's tokenize logger (whatever pytest's caplog
+    and parla's own logging set-up do with propagation)."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("parla.tokenize")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    try:
+        function(*args, **kwargs)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    return [r.getMessage() for r in records if r.levelno == logging.WARNING]
+
+
+def test_long_rows_are_warned_about():
     group = stage.GroupStats(rows=3, sequence_lengths=[900, 2100, 9000])
     statistics = {"dialects": {"central": group.summary(24000, sequences=True)}}
     assert statistics["dialects"]["central"]["sequence_length_distribution"][
         "rows_longer_than"] == {"2048": 2, "8192": 1}
-    with caplog.at_level(logging.WARNING, logger="parla"):
-        stage.warn_long_rows(statistics, max_length=16384)
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    warnings = warnings_of(stage.warn_long_rows, statistics, max_length=16384)
     assert len(warnings) == 2
     assert warnings[0].startswith("2 of 3 rows are longer than 2048 tokens (central 2)")
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="parla"):
-        stage.warn_long_rows(statistics, max_length=8192)  # rows over 8192 were skipped
-    assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
+    # rows over 8192 were skipped with --max_length 8192: only the 2048 warning is left
+    assert len(warnings_of(stage.warn_long_rows, statistics, max_length=8192)) == 1
 
 
 def test_pack_length_is_an_option_of_the_cli_the_api_and_the_run():
