@@ -422,6 +422,12 @@ def test_a_hub_layout_folder_with_nameless_audio(tmp_path: Path) -> None:
     assert read_rejects(out) == [{"source_path": "cv_23_ca_septentrional#3",
                                   "dialect": "septentrional", "reason": "missing_sentence",
                                   "detail": ""}]
+    # two workers each read their rows' bytes from the datasets cache themselves
+    for workers in (1, 2):
+        prepare(options(folder, tmp_path / f"w{workers}", validation_fraction=0.0,
+                        num_workers=workers, rows_per_shard=1, cache_dir=str(tmp_path / "cache")))
+    assert len(shard_bytes(tmp_path / "w2")) == 3
+    assert shard_bytes(tmp_path / "w2") == shard_bytes(tmp_path / "w1")
 
 
 # --- the per-clip function -------------------------------------------------------------------

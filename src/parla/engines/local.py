@@ -71,8 +71,11 @@ def _picklable(error: BaseException) -> BaseException:
 def _bootstrap_hint() -> str:
     main = sys.modules.get("__main__")
     script = getattr(main, "__file__", None)
-    if script and os.path.isfile(script) and "parla" not in os.path.basename(
-            os.path.dirname(os.path.abspath(script))):
+    if script and not os.path.isfile(script):  # `python - <<EOF`, a notebook's odd main
+        return (f"; workers are spawned and import the main script again, which {script} "
+                "cannot be: save the code to a file, with the call under "
+                "`if __name__ == \"__main__\":`, or use one worker")
+    if script and "parla" not in os.path.basename(os.path.dirname(os.path.abspath(script))):
         return (f"; if {os.path.basename(script)} calls parla at its top level, put the call "
                 "under `if __name__ == \"__main__\":` (workers are spawned, and each one "
                 "imports the main script again)")
