@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import hashlib
@@ -9,7 +10,7 @@ import io
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,27 @@ def _hermetic(monkeypatch, tmp_path_factory):
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+
+
+@contextlib.contextmanager
+def log_records(name: str, level: int) -> Iterator[list]:
+    """The records a parla logger emits at ``level`` and above while the block runs, caught by
+    a handler of its own (pytest's caplog depends on propagation, which parla's set-up turns off
+    and pytest versions treat differently)."""
+    import logging
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(level)
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger(name)
+    previous = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
 
 
 # --- audio -----------------------------------------------------------------------------------

@@ -23,7 +23,15 @@ import pyarrow.parquet as pq
 import pytest
 
 import parla
-from conftest import CV_HEADER, FAKE_TOKEN, encode, speaker_id, tone, write_cv_release
+from conftest import (
+    CV_HEADER,
+    FAKE_TOKEN,
+    encode,
+    log_records,
+    speaker_id,
+    tone,
+    write_cv_release,
+)
 from parla import cli
 from parla.reports import REJECTS_FILE
 from parla.shards import find_shards
@@ -364,19 +372,9 @@ def test_decoder_warnings_go_to_the_debug_log_not_the_terminal(capfd) -> None:
     buffer = io.BytesIO()
     sf.write(buffer, tone(2.0), 48000, format="MP3")
     cut = buffer.getvalue()[:int(len(buffer.getvalue()) * 0.9)]  # Xing size now off by 10%
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler(logging.DEBUG)
-    handler.emit = records.append  # type: ignore[method-assign]
-    logger = logging.getLogger("parla.audio")
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    try:
+    with log_records("parla.audio", logging.DEBUG) as records:
         with pytest.raises(RowRejected, match="truncated"):
             decode_audio(cut)
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
     raw = [line for line in capfd.readouterr().err.splitlines() if line.startswith("Warning")]
     assert raw == []  # nothing straight from the C library on fd 2
     assert any("Xing stream size off" in record.getMessage() for record in records)

@@ -25,7 +25,7 @@ pytest.importorskip("accelerate")  # what transformers' Trainer needs with torch
 
 import torch  # noqa: E402
 
-from conftest import write_prepared_folder  # noqa: E402
+from conftest import log_records, write_prepared_folder  # noqa: E402
 from parla import orpheus, packing  # noqa: E402
 from parla import tokenize as stage  # noqa: E402
 from parla.options import TokenizeOptions  # noqa: E402
@@ -212,20 +212,9 @@ def test_rerun_trusts_the_packed_config_and_resumes(tokenized, corpus, snac_dir,
 
 
 def warnings_of(function, *args, **kwargs) -> list[str]:
-    """What ``function`` logs at WARNING on parla's tokenize logger (whatever pytest's caplog
-    and parla's own logging set-up do with propagation)."""
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler(logging.WARNING)
-    handler.emit = records.append  # type: ignore[method-assign]
-    logger = logging.getLogger("parla.tokenize")
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.WARNING)
-    try:
+    """What ``function`` logs at WARNING on parla's tokenize logger."""
+    with log_records("parla.tokenize", logging.WARNING) as records:
         function(*args, **kwargs)
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
     return [r.getMessage() for r in records if r.levelno == logging.WARNING]
 
 
