@@ -127,10 +127,6 @@ class PrepareOptions:
         """Clips of one speaker the plan carries: the quota and its spares."""
         return self.max_candidates_per_speaker or 2 * self.max_samples_per_speaker
 
-    @property
-    def workers(self) -> int:
-        return self.num_workers or os.cpu_count() or 1
-
 
 @dataclass(frozen=True)
 class TokenizeOptions:

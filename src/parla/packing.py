@@ -38,12 +38,12 @@ import pyarrow.parquet as pq
 from .dialects import ALL_CONFIG
 from .orpheus import PAD_TOKEN
 from .progress import get_logger
-from .shards import DATA_DIR, find_shards, shard_path, write_table_atomic
+from .shards import DATA_DIR, find_shards, read_shard_record, shard_path, write_table_atomic
 
 log = get_logger("packing")
 
 PACKED_CONFIG = "packed"
-METADATA_KEY = b"parla_packed"  # parquet footer key of a packed shard's record
+STAGE = "packed"  # the footer record of a packed shard is shards.read_shard_record(path, STAGE)
 IGNORE_INDEX = -100  # labels value transformers' loss skips
 TOKENS_PER_SHARD = 1 << 23  # rows per shard = this // N: ~8M tokens, tens of MB on disk
 FORMAT_VERSION = 1  # bump when the row layout changes: older packed shards are rewritten
@@ -199,12 +199,8 @@ def _sources_digest(folder: Path, sources: Mapping[str, Sequence[Path]]) -> str:
 
 def read_record(path: str | os.PathLike) -> dict[str, Any] | None:
     """The record in a packed shard's footer; None for any other file."""
-    try:
-        raw = (pq.read_schema(path).metadata or {}).get(METADATA_KEY)
-        record = json.loads(raw) if raw is not None else None
-    except (OSError, pa.ArrowInvalid, ValueError):
-        return None
-    return record if isinstance(record, dict) and "summary" in record else None
+    record = read_shard_record(path, STAGE)
+    return record if record is not None and "summary" in record else None
 
 
 def _settings(pack_length: int, seed: int, digest: str) -> dict[str, Any]:
@@ -258,18 +254,18 @@ def _write_split(out: Path, split: str, paths: Sequence[Path], pack_length: int,
     summary = summarize(lengths, rows, skipped, pack_length)
     per_shard = max(1, TOKENS_PER_SHARD // pack_length)
     count = max(1, -(-len(rows) // per_shard))  # an empty split still gets a shard: its counts
+    # as a footer gives it back (sorted keys): the statistics file is the same whether the
+    # packed shards were written now or trusted from an earlier run
+    summary = json.loads(json.dumps(summary, sort_keys=True))
     record = {"config": PACKED_CONFIG, "split": split, "settings": dict(settings),
               "shards": count, "summary": summary}
-    # keys in insertion order: a summary read back from a footer equals a fresh one, key order
-    # included, so the statistics file is the same whether the packed shards were trusted
-    metadata = {METADATA_KEY: json.dumps(record).encode()}
     for index in range(count):
         columns = pack_rows(tokens, offsets, rows[index * per_shard:(index + 1) * per_shard],
                             pack_length)
         table = pa.table([_list_column(columns[f.name], f.type.value_type) for f in SCHEMA],
                          schema=SCHEMA)
-        write_table_atomic(shard_path(out, PACKED_CONFIG, split, index, count),
-                           table.replace_schema_metadata(metadata))
+        write_table_atomic(shard_path(out, PACKED_CONFIG, split, index, count), table,
+                           record=record, stage=STAGE)
     return summary
 
 

@@ -42,7 +42,7 @@ from .reports import (
 )
 from .selection import StepCount, select_candidates
 from .shards import DATA_DIR, find_shards, read_shard_record
-from .sources import LoadedSource, clip_reader, load_source, parse_source_spec
+from .sources import ClipReader, LoadedSource, clip_reader, load_source, parse_source_spec
 
 log = get_logger("prepare")
 
@@ -165,8 +165,7 @@ def select(options: PrepareOptions, sources: dict[str, LoadedSource]
 
 
 def _run_tasks(todo: list[ShardTask], options: PrepareOptions,
-               sources: dict[str, LoadedSource], digest: str) -> dict[str, dict]:
-    readers = {name: clip_reader(source) for name, source in sources.items()}
+               readers: dict[str, ClipReader], digest: str) -> dict[str, dict]:
     map_tasks = get_engine(options.engine)
     workers = options.num_workers or _engine_cpus(options.engine)
     done: dict[str, dict] = {}
@@ -213,6 +212,7 @@ def prepare(options: PrepareOptions) -> PrepareResult:
                          "--dry_run shows the rows left after each step")
     tasks = plan_shards(split_dialects(candidates, options), options, out)
     digest = settings_digest(options)
+    readers = {name: clip_reader(source) for name, source in sources.items()}
     with lock_folder(out):
         if options.overwrite:
             _clear_output(out)
@@ -222,9 +222,9 @@ def prepare(options: PrepareOptions) -> PrepareResult:
         if done:
             log.info("resuming %s: %d of %d shards already written", out, len(done), len(tasks))
         if todo:
-            done |= _run_tasks(todo, options, sources, digest)
+            done |= _run_tasks(todo, options, readers, digest)
         statistics = _write_reports(out, options, counts, tasks, [done[t.path] for t in tasks],
-                                    sources)
+                                    sources, readers)
     print(format_summary(statistics))
     print(f"wrote {out} in {time.monotonic() - started:.1f} s (rejects: "
           f"{statistics['total']['rejected']} in {out / REJECTS_FILE})")
@@ -233,7 +233,8 @@ def prepare(options: PrepareOptions) -> PrepareResult:
 
 def _write_reports(out: Path, options: PrepareOptions, counts: dict[str, list[StepCount]],
                    tasks: list[ShardTask], records: list[dict],
-                   sources: dict[str, LoadedSource]) -> dict[str, Any]:
+                   sources: dict[str, LoadedSource],
+                   readers: dict[str, ClipReader]) -> dict[str, Any]:
     """Every report, rebuilt from the shards' records and the sources' early rejects."""
     rejects = [reject.to_dict() for source in sources.values() for reject in source.rejects]
     rejects += [reject for record in records for reject in record["rejects"]]
@@ -245,17 +246,16 @@ def _write_reports(out: Path, options: PrepareOptions, counts: dict[str, list[St
     if options.save_speaker_metadata:
         write_json(out / SPEAKERS_FILE, speaker_metadata(records))
     write_report(out, statistics, report_clips(records), rejects,
-                 collect_samples(out, SAMPLES_PER_DIALECT, _source_reader(tasks, sources)))
+                 collect_samples(out, SAMPLES_PER_DIALECT, _source_reader(tasks, readers)))
     _write_card(out, options)
     return statistics
 
 
-def _source_reader(tasks: list[ShardTask], sources: dict[str, LoadedSource]) -> Any:
+def _source_reader(tasks: list[ShardTask], readers: dict[str, ClipReader]) -> Any:
     """Reads a sampled row's original clip (the report plays it beside the conditioned one).
 
     Where each clip comes from is looked up in the plan, one dialect at a time and only for the
     dialects asked about (a few samples each)."""
-    readers = {name: clip_reader(source) for name, source in sources.items()}
     where: dict[str, dict[str, tuple[str, int]]] = {}
 
     def read(row: dict[str, Any]) -> bytes | None:

@@ -97,16 +97,16 @@ class ShardPreparer:
 
     def __init__(self, options: PrepareOptions, readers: Mapping[str, ClipReader],
                  settings_digest: str, rank: int = 0) -> None:
+        del rank  # every worker prepares alike (the engines' factory protocol passes one)
         self.options = options
         self.readers = dict(readers)
         self.settings_digest = settings_digest
-        self.rank = rank
         # a worker decodes clip after clip: keeping freed memory for reuse saves the page
         # faults of each clip's fresh arrays, about a millisecond a clip
         audio.reuse_freed_memory()
         self.conditioner = Conditioner(options.conditioning)  # loads a VAD model once, if any
         self.scorer = None
-        if getattr(options, "dnsmos", False):
+        if options.dnsmos:
             from .quality import DnsmosScorer
 
             self.scorer = DnsmosScorer()
@@ -132,7 +132,6 @@ class ShardPreparer:
                 rejects.append(result)
                 continue
             result["backfilled"] = not item["selected"]
-            result["nominal_seconds"] = item["duration"]
             if quality:
                 passed.append((position, result))
             else:

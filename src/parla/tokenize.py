@@ -53,15 +53,13 @@ from .shards import (
     find_shards,
     read_shard,
     read_shard_record,
-    record_key,
     write_table_atomic,
 )
 
 log = get_logger("tokenize")
 
 STATS_FILE = "tokenization_stats.json"
-STAGE = "tokenize"
-METADATA_KEY = record_key(STAGE)  # parquet footer key holding a shard's settings and statistics
+STAGE = "tokenize"  # a shard's settings and statistics: shards.read_shard_record(path, STAGE)
 INPUT_COLUMNS = ("audio", "text", "dialect", "speaker_id", "duration", "source_path")
 CODE_COLUMNS = ("codes_0", "codes_1", "codes_2")
 ROW_COLUMNS = ("text", "dialect", "speaker_id", "duration")

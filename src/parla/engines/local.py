@@ -114,9 +114,9 @@ class _Worker:
 
     def stop(self) -> None:
         with contextlib.suppress(OSError, ValueError):
-            if self.process.is_alive() and self.ready and not self.busy:
-                self.conn.send(None)
-        self.process.join(_STOP_SECONDS if self.ready and not self.busy else 0)
+            if self.process.is_alive() and self.idle:
+                self.conn.send(None)  # a clean exit; a busy or starting worker is stopped
+        self.process.join(_STOP_SECONDS if self.idle else 0)
         if self.process.is_alive():
             self.process.terminate()
             self.process.join(_STOP_SECONDS)
