@@ -14,6 +14,16 @@ last commit before a change:
     PYTHONPATH=src python benchmarks/compare_conditioning.py --reference /tmp/ref/src/parla \\
         --corpus src/parla/demo/cv_ca_demo
 
+With ``--decoders`` the comparison is of decoders instead: this checkout conditions every MP3
+clip twice, decoded by libsndfile and resampled by soxr HQ (the reference, ``--resampler soxr``)
+and decoded by libmpg123 straight to the rate (``--resampler mpg123``). The two waveforms are
+also compared, on the same sample grid (libmpg123 down-samples before the gapless trim, so an odd
+encoder delay puts its grid one 48 kHz sample earlier), and tones of known frequency are run
+through both, which shows the two anti-alias filters:
+
+    PYTHONPATH=src python benchmarks/compare_conditioning.py --decoders \
+        --corpus src/parla/demo/cv_ca_demo
+
 Exit status 1 when a decision differs or a tolerance is exceeded (trim bounds 10 ms, loudness
 0.05 LU from the reference, 0.1 LU from pyloudnorm).
 """
@@ -82,10 +92,58 @@ def trim_bounds(m: dict[str, Any]) -> tuple[float, float]:
     return start, end
 
 
+def decode_both(data: bytes, rate: int) -> tuple[Any, Any, float]:
+    """(libsndfile + soxr samples, libmpg123 samples, error between them in dB on one grid)."""
+    import numpy as np
+
+    from parla import audio
+
+    full, source_rate = audio.decode_audio(data, "mp3")
+    direct, direct_rate = audio.decode_audio(data, "mp3", mpg123_rate=rate)
+    reference = audio.resample(full, source_rate, rate, "soxr")
+    if direct_rate != rate or direct.size != reference.size:
+        raise SystemExit(f"libmpg123 gave {direct.size} samples at {direct_rate} Hz, soxr "
+                         f"{reference.size} at {rate} Hz")
+    energy = float(np.sum(reference.astype(np.float64) ** 2))
+    errors = []
+    for shift in range(source_rate // rate):  # libmpg123's grid, earlier by `shift` samples
+        shifted = audio.resample(np.concatenate([np.zeros(shift, np.float32), full])[:full.size],
+                                 source_rate, rate, "soxr")
+        errors.append(float(np.sum((shifted - direct).astype(np.float64) ** 2)) / energy)
+    return reference, direct, 10 * math.log10(max(min(errors), 1e-30))
+
+
+TONES_HZ = (1000, 5000, 10000, 11000, 11500, 11750, 12000, 12250, 12500, 13000, 15000)
+
+
+def tone_levels(rate: int) -> list[tuple[int, float, float]]:
+    """(frequency, level out of soxr, level out of libmpg123) in dB relative to the input tone,
+    for 1 s tones at 48 kHz encoded as MP3 (libsndfile's LAME, its default quality)."""
+    import io
+
+    import numpy as np
+    import soundfile as sf
+
+    levels = []
+    t = np.arange(48000) / 48000
+    for frequency in TONES_HZ:
+        tone = (0.5 * np.sin(2 * np.pi * frequency * t)).astype(np.float32)
+        buffer = io.BytesIO()
+        sf.write(buffer, tone, 48000, format="MP3")
+        reference, direct, _ = decode_both(buffer.getvalue(), rate)
+        middle = slice(rate // 10, -rate // 10)  # away from the edges' transients
+        rms = float(np.sqrt(np.mean(tone.astype(np.float64) ** 2)))
+        levels.append((frequency, *(20 * math.log10(max(float(np.sqrt(np.mean(
+            x[middle].astype(np.float64) ** 2))), 1e-12) / rms) for x in (reference, direct))))
+    return levels
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--reference", type=Path, required=True,
+    parser.add_argument("--reference", type=Path,
                         help="the other version's parla package folder (…/src/parla)")
+    parser.add_argument("--decoders", action="store_true",
+                        help="compare libsndfile + soxr with libmpg123 instead of two versions")
     parser.add_argument("--corpus", type=Path, required=True)
     parser.add_argument("--limit", type=int, default=None, help="only the first N rows")
     parser.add_argument("--rate", type=int, default=24000, help="conditioning sample rate")
@@ -96,8 +154,12 @@ def main(argv: list[str] | None = None) -> int:
     from parla import audio, conditioning
     from parla.errors import RowRejected
 
-    reference = import_reference(args.reference.resolve())
+    if args.decoders == (args.reference is not None):
+        parser.error("give either --reference or --decoders")
+    reference = conditioning if args.decoders else import_reference(args.reference.resolve())
     meter = pyloudnorm.Meter(args.rate)
+    waveform_errors: list[float] = []
+    trims_moved = 0  # clips whose trim bounds moved by more than the tolerance
     differing: list[str] = []
     worst = {"trim_s": 0.0, "lufs_vs_reference": 0.0, "lufs_vs_pyloudnorm": 0.0, "snr_db": 0.0}
     counts: dict[str, int] = {}
@@ -106,13 +168,17 @@ def main(argv: list[str] | None = None) -> int:
     for name, sentence in read_clips(args.corpus, args.limit):
         try:
             data = (args.corpus / "clips" / name).read_bytes()
-            samples, rate = audio.decode_audio(data, Path(name).suffix.lstrip(".") or None)
-            samples = audio.resample(samples, rate, args.rate)
+            if args.decoders:
+                old_samples, samples, error_db = decode_both(data, args.rate)
+                waveform_errors.append(error_db)
+            else:
+                samples, rate = audio.decode_audio(data, Path(name).suffix.lstrip(".") or None)
+                old_samples = samples = audio.resample(samples, rate, args.rate)
         except (OSError, RowRejected):
             counts["not decoded"] = counts.get("not decoded", 0) + 1
             continue
         conditioned += 1
-        old, _, old_s = run(reference, samples, args.rate, sentence)
+        old, _, old_s = run(reference, old_samples, args.rate, sentence)
         new, out, new_s = run(conditioning, samples, args.rate, sentence)
         cpu["reference"] += old_s
         cpu["this"] += new_s
@@ -125,8 +191,9 @@ def main(argv: list[str] | None = None) -> int:
         if out is None:
             continue
         old_bounds, new_bounds = trim_bounds(old), trim_bounds(new)
-        worst["trim_s"] = max(worst["trim_s"], *(abs(a - b) for a, b in
-                                                 zip(old_bounds, new_bounds, strict=True)))
+        moved = max(abs(a - b) for a, b in zip(old_bounds, new_bounds, strict=True))
+        worst["trim_s"] = max(worst["trim_s"], moved)
+        trims_moved += moved > TRIM_TOLERANCE_S
         worst["lufs_vs_reference"] = max(worst["lufs_vs_reference"],
                                          abs(old["lufs_after"] - new["lufs_after"]))
         block = min(0.4, (len(out) - 1) / args.rate)
@@ -140,15 +207,23 @@ def main(argv: list[str] | None = None) -> int:
     for line in differing[:20]:
         print(f"  {line}")
     print(f"largest trim-bound difference: {worst['trim_s'] * 1000:.2f} ms "
-          f"(tolerance {TRIM_TOLERANCE_S * 1000:.0f} ms)")
+          f"(tolerance {TRIM_TOLERANCE_S * 1000:.0f} ms; {trims_moved} clips beyond it)")
     print(f"largest output-loudness difference from the reference: "
           f"{worst['lufs_vs_reference']:.4f} LU (tolerance {LOUDNESS_TOLERANCE_LU})")
     print(f"largest difference from pyloudnorm's measure of the output: "
           f"{worst['lufs_vs_pyloudnorm']:.4f} LU (tolerance {PYLOUDNORM_TOLERANCE_LU})")
     print(f"largest SNR difference: {worst['snr_db']:.2f} dB")
-    if conditioned:
+    if conditioned and not args.decoders:
         print(f"CPU per clip: reference {cpu['reference'] / conditioned * 1000:.2f} ms, "
               f"this {cpu['this'] / conditioned * 1000:.2f} ms")
+    if waveform_errors:
+        waveform_errors.sort()
+        print(f"libmpg123 against libsndfile + soxr on one grid: error energy "
+              f"{waveform_errors[len(waveform_errors) // 2]:.1f} dB of the signal's (median), "
+              f"{waveform_errors[-1]:.1f} dB (worst)")
+        print("tone levels, dB relative to the input (soxr HQ | libmpg123):")
+        for frequency, soxr_db, mpg123_db in tone_levels(args.rate):
+            print(f"  {frequency / 1000:6.1f} kHz  {soxr_db:8.2f} | {mpg123_db:8.2f}")
     failed = (differing or worst["trim_s"] > TRIM_TOLERANCE_S
               or worst["lufs_vs_reference"] > LOUDNESS_TOLERANCE_LU
               or worst["lufs_vs_pyloudnorm"] > PYLOUDNORM_TOLERANCE_LU)

@@ -219,6 +219,20 @@ def _decode_with_soundfile(data: bytes) -> tuple[np.ndarray, int]:
     return samples, sample_rate
 
 
+def _decode_with_mpg123(data: bytes, info: Mp3Info, rate: int) -> tuple[np.ndarray, int] | None:
+    """libmpg123's decode at ``rate`` where it can make it (else at the stream's rate), or None
+    when libmpg123 cannot decode the bytes."""
+    from . import mpg123
+
+    divisor = info.sample_rate // rate if rate and info.sample_rate % rate == 0 else 1
+    if divisor not in mpg123.DOWN_SAMPLE_FACTORS:
+        divisor = 1
+    try:
+        return mpg123.decode_mp3(data, divisor, round(info.duration * info.sample_rate))
+    except mpg123.Mpg123Error:
+        return None
+
+
 def _decode_with_av(data: bytes) -> tuple[np.ndarray, int]:
     import av  # the fallback decoder: only imported for what libsndfile cannot read
 
@@ -238,13 +252,17 @@ def _decode_with_av(data: bytes) -> tuple[np.ndarray, int]:
 
 
 def decode_audio(data: bytes, expected_format: str | None = None,
-                 nominal_duration: float | None = None) -> tuple[np.ndarray, int]:
+                 nominal_duration: float | None = None,
+                 mpg123_rate: int | None = None) -> tuple[np.ndarray, int]:
     """Decode bytes to mono float32 and check that what came out is a whole, valid clip.
 
     ``expected_format`` (from the file name: "mp3", "wav", "flac") must match the bytes: libsndfile
     happily decodes WAV bytes named .mp3, which means the file is not what the dataset says.
     ``nominal_duration`` (clip_durations.tsv, or the MP3 length header) catches truncated files,
     which libsndfile decodes without any error.
+    With ``mpg123_rate``, MP3 is decoded by libmpg123 itself (`parla.mpg123`), straight at that
+    rate when it is the stream's rate divided by 2 or 4 and at the stream's rate otherwise; what
+    libmpg123 cannot decode goes to libsndfile, which rejects it or not as it would anyway.
     """
     if not data:
         raise RowRejected("empty_file")
@@ -262,6 +280,11 @@ def decode_audio(data: bytes, expected_format: str | None = None,
             # whether the last one is cut short
             if probe_mp3(data, walk_frames=True).truncated:  # type: ignore[union-attr]
                 raise RowRejected("truncated", "last MP3 frame is cut short")
+    if kind == "mp3" and mpg123_rate is not None:
+        decoded = _decode_with_mpg123(data, info, mpg123_rate)  # type: ignore[arg-type]
+        if decoded is not None:
+            check_samples(decoded[0], decoded[1], nominal_duration)
+            return decoded
     try:
         samples, sample_rate = _decode_with_soundfile(data)
     except (sf.LibsndfileError, RuntimeError):
@@ -291,12 +314,24 @@ def check_samples(samples: np.ndarray, sample_rate: int,
                                    f"decoded {decoded:.2f}s of {nominal_duration:.2f}s")
 
 
+def resolve_resampler(method: str) -> str:
+    """``auto`` is ``mpg123`` where the libmpg123 library loads, else ``soxr``."""
+    if method != "auto":
+        return method
+    from . import mpg123
+
+    return "mpg123" if mpg123.available() else "soxr"
+
+
 def resample(samples: np.ndarray, source_rate: int, target_rate: int,
              method: str = "soxr") -> np.ndarray:
-    """Resample mono float32 audio; ``scipy`` is the polyphase filter, for parity checks."""
+    """Resample mono float32 audio; ``scipy`` is the polyphase filter, for parity checks.
+
+    ``mpg123`` (MP3 is decoded at the target rate already, `decode_audio`) resamples whatever
+    is left, other formats or rates, with soxr; ``auto`` as `resolve_resampler` says."""
     if source_rate == target_rate:
         return samples.astype(np.float32, copy=False)
-    if method == "soxr":
+    if method in ("soxr", "mpg123", "auto"):
         import soxr
 
         return soxr.resample(samples, source_rate, target_rate, quality="HQ").astype(

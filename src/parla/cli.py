@@ -125,7 +125,10 @@ def add_prepare_arguments(parser: argparse.ArgumentParser, require_sources: bool
     _flag(aud, "target_sample_rate", type=int, default=defaults.target_sample_rate,
           help="output sample rate (default %(default)s)")
     _flag(aud, "resampler", choices=RESAMPLERS, default=defaults.resampler,
-          help="soxr (fast, high quality) or scipy (polyphase, as the original scripts)")
+          help="auto (default): mpg123 where the libmpg123 library is installed, else soxr. "
+               "mpg123 decodes 48 kHz MP3 straight to 24 kHz (its subband synthesis; the "
+               "fastest, docs/QUALITY.md compares it), soxr resamples the decoded audio (high "
+               "quality), scipy is the polyphase filter of the original scripts")
     _flag(aud, "num_workers", type=int, help="worker processes (default: every core)")
     _flag(aud, "engine", choices=ENGINES, default="local", help="local processes or a Ray cluster")
 

@@ -16,7 +16,7 @@ from .errors import UsageError
 
 DEFAULT_SNAC_MODEL = "hubertsiuzdak/snac_24khz"
 DEFAULT_TEXT_TOKENIZER = "canopylabs/orpheus-3b-0.1-pretrained"
-RESAMPLERS = ("soxr", "scipy")
+RESAMPLERS = ("auto", "mpg123", "soxr", "scipy")
 ENGINES = ("local", "ray")
 VAD_BACKENDS = ("auto", "energy", "silero")
 SELECT_BY = ("random", "quality")
@@ -78,7 +78,9 @@ class PrepareOptions:
     max_candidates_per_speaker: int | None = None
     validation_fraction: float = 0.1
     seed: int = 42
-    resampler: str = "soxr"
+    # auto: mpg123 where libmpg123 loads (MP3 decoded straight to the target rate), else soxr;
+    # prepare records which one ran
+    resampler: str = "auto"
     num_workers: int | None = None  # None: every core
     rows_per_shard: int = 256  # the unit of work and of resume (docs/PERFORMANCE.md)
     save_speaker_metadata: bool = False

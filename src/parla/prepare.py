@@ -15,12 +15,13 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from .audio import resolve_resampler
 from .engines import get_engine
 from .errors import RowRejected, UsageError
 from .files import lock_folder, remove_stale_tmp, write_json
@@ -199,6 +200,9 @@ def prepare(options: PrepareOptions) -> PrepareResult:
     as that of an uninterrupted run.
     """
     started = time.monotonic()
+    # what "auto" means on this machine is part of the settings: the card, the statistics and
+    # the shard records say which resampler made the audio, and a resume must use the same
+    options = replace(options, resampler=resolve_resampler(options.resampler))
     out = _check_output_dir(options)
     sources = load_sources(options)
     candidates, counts = select(options, sources)

@@ -18,7 +18,7 @@ from typing import Any
 from . import audio
 from .conditioning import Conditioner
 from .dialects import DIALECTS
-from .errors import Reject, RowRejected
+from .errors import Reject, RowRejected, UsageError
 from .options import PrepareOptions
 from .planning import ShardTask, SpeakerGroup
 from .shards import prepared_table, write_table_atomic
@@ -45,9 +45,11 @@ def process_clip(data: bytes, item: Mapping[str, Any], options: PrepareOptions,
     Raises RowRejected (ClipRejected is one) for a clip that cannot be training data. The
     duration limits apply to the conditioned (trimmed) clip.
     """
-    samples, sample_rate = audio.decode_audio(data, _expected_format(item["path"]),
-                                              item.get("nominal_duration"))
-    samples = audio.resample(samples, sample_rate, options.target_sample_rate, options.resampler)
+    resampler = audio.resolve_resampler(options.resampler)
+    samples, sample_rate = audio.decode_audio(
+        data, _expected_format(item["path"]), item.get("nominal_duration"),
+        mpg123_rate=options.target_sample_rate if resampler == "mpg123" else None)
+    samples = audio.resample(samples, sample_rate, options.target_sample_rate, resampler)
     clip = conditioner(samples, options.target_sample_rate, item["sentence"])
     duration = clip.samples.size / options.target_sample_rate
     if not options.min_duration <= duration <= options.max_duration:
@@ -101,6 +103,13 @@ class ShardPreparer:
         self.options = options
         self.readers = dict(readers)
         self.settings_digest = settings_digest
+        if audio.resolve_resampler(options.resampler) == "mpg123":
+            from .mpg123 import available
+
+            if not available():
+                raise UsageError("--resampler mpg123 needs the libmpg123 library, which this "
+                                 "machine lacks (Debian/Ubuntu: apt install libmpg123-0); "
+                                 "--resampler soxr needs nothing more")
         # a worker decodes clip after clip: keeping freed memory for reuse saves the page
         # faults of each clip's fresh arrays, about a millisecond a clip
         audio.reuse_freed_memory()
