@@ -1,0 +1,110 @@
+"""16-bit mono FLAC bytes with libFLAC itself, without the MD5 signature.
+
+libsndfile encodes FLAC with libFLAC too, with the same settings at compression level 0, but it
+always has libFLAC compute the stream's MD5 signature: a third of the encode at level 0. Nothing
+that reads a training corpus checks it (the parquet shard is what is written and read whole),
+so it is left out; a decoder then skips the check (``flac -t`` says "no MD5 signature"). The
+samples are the same either way: FLAC is lossless.
+
+The shared library is the system's (Debian/Ubuntu: ``libflac12`` or a later soname, which
+libsndfile1 depends on); `available()` says whether it loads. The stream is written through a
+C ``FILE`` on an in-memory file (libFLAC seeks back to finish the header), one per thread.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+import os
+import threading
+
+import numpy as np
+
+_INIT_OK = 0  # FLAC__STREAM_ENCODER_INIT_STATUS_OK
+
+
+@functools.lru_cache(maxsize=1)
+def _libraries() -> tuple[ctypes.CDLL, ctypes.CDLL] | None:
+    name = ctypes.util.find_library("FLAC")
+    if name is None or not hasattr(os, "memfd_create"):
+        return None
+    try:
+        lib, libc = ctypes.CDLL(name), ctypes.CDLL(None)
+        encoder, unsigned = ctypes.c_void_p, ctypes.c_uint
+        lib.FLAC__stream_encoder_new.restype = encoder
+        lib.FLAC__stream_encoder_new.argtypes = []
+        for setting, kind in (("channels", unsigned), ("bits_per_sample", unsigned),
+                              ("sample_rate", unsigned), ("compression_level", unsigned),
+                              ("do_md5", ctypes.c_int), ("total_samples_estimate",
+                                                         ctypes.c_uint64)):
+            function = getattr(lib, f"FLAC__stream_encoder_set_{setting}")
+            function.argtypes, function.restype = [encoder, kind], ctypes.c_int
+        lib.FLAC__stream_encoder_init_FILE.argtypes = [encoder, ctypes.c_void_p, ctypes.c_void_p,
+                                                       ctypes.c_void_p]
+        lib.FLAC__stream_encoder_init_FILE.restype = ctypes.c_int
+        lib.FLAC__stream_encoder_process_interleaved.argtypes = [encoder, ctypes.c_void_p,
+                                                                 unsigned]
+        lib.FLAC__stream_encoder_process_interleaved.restype = ctypes.c_int
+        lib.FLAC__stream_encoder_finish.argtypes = [encoder]
+        lib.FLAC__stream_encoder_finish.restype = ctypes.c_int
+        lib.FLAC__stream_encoder_delete.argtypes = [encoder]
+        lib.FLAC__stream_encoder_delete.restype = None
+        libc.fdopen.argtypes = [ctypes.c_int, ctypes.c_char_p]
+        libc.fdopen.restype = ctypes.c_void_p
+    except (OSError, AttributeError):  # not libFLAC, or one too old to have these
+        return None
+    return lib, libc
+
+
+def available() -> bool:
+    """Whether the libFLAC shared library can be loaded."""
+    return _libraries() is not None
+
+
+class FlacError(RuntimeError):
+    """libFLAC refused to encode (it does not, for valid 16-bit input)."""
+
+
+_files = threading.local()
+
+
+def _scratch_file() -> int:
+    """This thread's in-memory file, emptied (one per process and thread)."""
+    state = _files.__dict__
+    if state.get("pid") != os.getpid():  # a forked child makes its own
+        state["pid"], state["fd"] = os.getpid(), os.memfd_create("parla-flac")
+    os.ftruncate(state["fd"], 0)
+    os.lseek(state["fd"], 0, os.SEEK_SET)  # the FILE's descriptor is a dup: it shares the offset
+    return state["fd"]
+
+
+def encode_pcm16(samples: np.ndarray, sample_rate: int, compression_level: int = 0) -> bytes:
+    """FLAC bytes of mono int16 ``samples`` (no MD5 signature). Check `available()` first."""
+    libraries = _libraries()
+    if libraries is None:
+        raise RuntimeError("libFLAC is not installed")
+    lib, libc = libraries
+    pcm = np.ascontiguousarray(samples, dtype=np.int32)  # libFLAC takes 32-bit words
+    scratch = _scratch_file()
+    encoder = lib.FLAC__stream_encoder_new()
+    if not encoder:
+        raise MemoryError("libFLAC could not allocate an encoder")
+    try:
+        for setting, value in (("channels", 1), ("bits_per_sample", 16),
+                               ("sample_rate", sample_rate),
+                               ("compression_level", compression_level), ("do_md5", 0),
+                               ("total_samples_estimate", len(pcm))):
+            getattr(lib, f"FLAC__stream_encoder_set_{setting}")(encoder, value)
+        stream = libc.fdopen(os.dup(scratch), b"w+b")  # closed by libFLAC when it finishes
+        if not stream:
+            raise OSError(ctypes.get_errno(), "fdopen failed")
+        status = lib.FLAC__stream_encoder_init_FILE(encoder, stream, None, None)
+        if status != _INIT_OK:
+            raise FlacError(f"libFLAC could not start a stream (status {status})")
+        written = lib.FLAC__stream_encoder_process_interleaved(encoder, pcm.ctypes.data, len(pcm))
+        if not lib.FLAC__stream_encoder_finish(encoder) or not written:
+            raise FlacError("libFLAC could not encode the samples")
+    finally:
+        lib.FLAC__stream_encoder_delete(encoder)
+    return os.pread(scratch, os.fstat(scratch).st_size, 0)

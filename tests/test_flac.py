@@ -1,0 +1,52 @@
+"""libFLAC called directly: the samples libsndfile would store, without the MD5 signature."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from parla import audio, flac
+
+pytestmark = pytest.mark.skipif(not flac.available(), reason="libFLAC is not installed")
+
+
+def _libsndfile_flac(pcm: np.ndarray, sample_rate: int) -> bytes:
+    buffer = io.BytesIO()
+    sf.write(buffer, pcm, sample_rate, format="FLAC", subtype="PCM_16", compression_level=0.0)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("sample_rate", [24000, 16000, 48000])
+def test_round_trip_is_lossless(sample_rate: int) -> None:
+    pcm = (np.random.default_rng(1).standard_normal(sample_rate) * 3000).astype(np.int16)
+    data = flac.encode_pcm16(pcm, sample_rate)
+    decoded, rate = sf.read(io.BytesIO(data), dtype="int16")
+    assert data[:4] == b"fLaC" and rate == sample_rate
+    assert np.array_equal(decoded, pcm)
+
+
+def test_same_stream_as_libsndfile_but_the_signature() -> None:
+    pcm = audio.to_pcm16(np.sin(np.arange(48000) / 7.0).astype(np.float32) * 0.5)
+    ours, theirs = flac.encode_pcm16(pcm, 24000), _libsndfile_flac(pcm, 24000)
+    assert len(ours) == len(theirs)
+    # STREAMINFO follows "fLaC" and a 4-byte block header; its last 16 bytes are the MD5
+    assert ours[26:42] == bytes(16) and theirs[26:42] != bytes(16)
+    assert ours[8:26] == theirs[8:26]  # block sizes, frame sizes, rate, channels, length
+    start = len(ours) - len(pcm) // 4  # the frames at the end: the same bits
+    assert ours[start:] == theirs[start:]
+
+
+def test_one_scratch_file_serves_clip_after_clip() -> None:
+    long, short = (np.arange(n, dtype=np.int16) % 200 for n in (50000, 3000))
+    for pcm in (long, short, long):
+        assert np.array_equal(sf.read(io.BytesIO(flac.encode_pcm16(pcm, 24000)),
+                                      dtype="int16")[0], pcm)
+
+
+def test_encode_flac_falls_back_to_libsndfile(monkeypatch) -> None:
+    samples = np.linspace(-0.5, 0.5, 2400, dtype=np.float32)
+    monkeypatch.setattr(flac, "available", lambda: False)
+    assert audio.encode_flac(samples, 24000) == _libsndfile_flac(audio.to_pcm16(samples), 24000)
