@@ -1,0 +1,34 @@
+"""Shard writing: encoded audio is stored as it is, everything else with zstd and dictionaries."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from parla.shards import prepared_table, read_shard, read_shard_record, write_table_atomic
+
+
+def _row(index: int) -> dict:
+    return {"audio": bytes([index]) * 3000, "audio_path": f"{index}.flac", "text": "Central: Hola.",
+            "original_text": "Hola.", "voice_name": "central", "dialect": "central",
+            "speaker_id": "s", "gender": "", "age": "", "duration": 1.0,
+            "source_path": f"{index}.mp3", "measurements": {}}
+
+
+def test_audio_bytes_are_neither_compressed_nor_dictionary_encoded(tmp_path) -> None:
+    table = prepared_table([_row(i) for i in range(5)], 24000)
+    path = write_table_atomic(tmp_path / "train-00000-of-00001.parquet", table,
+                              record={"rows": 5}, stage="prepare")
+    columns = {column.path_in_schema: column for column in
+               (pq.ParquetFile(path).metadata.row_group(0).column(i) for i in range(11))}
+    assert columns["audio.bytes"].compression == "UNCOMPRESSED"
+    assert "RLE_DICTIONARY" not in columns["audio.bytes"].encodings
+    assert columns["dialect"].compression == "ZSTD"
+    assert "RLE_DICTIONARY" in columns["dialect"].encodings
+    assert read_shard(path).equals(table.replace_schema_metadata(read_shard(path).schema.metadata))
+    assert read_shard_record(path, "prepare") == {"rows": 5}
+
+
+def test_tables_without_audio_are_all_zstd(tmp_path) -> None:
+    path = write_table_atomic(tmp_path / "t.parquet", pa.table({"codes": [[1, 2], [3]]}))
+    assert pq.ParquetFile(path).metadata.row_group(0).column(0).compression == "ZSTD"
