@@ -727,3 +727,19 @@ def test_limiter_gains_for_a_gain_are_those_of_the_scaled_envelope() -> None:
                 scaled, conditioning._limiter_gains(envelope, ceiling, RATE, gain), strict=True):
             assert start == start_2
             np.testing.assert_array_equal(dip, dip_2)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_interpolated_peaks_are_those_of_the_zero_padded_windows(dtype) -> None:
+    matrix, _ = conditioning._interpolation_matrix()
+    rng = np.random.default_rng(34)
+    for length in (1, 5, 12, 13, 14, 100, 3000):
+        x = rng.standard_normal(length).astype(dtype)
+        padded_x = np.zeros(length + 12)
+        padded_x[6:-6] = x
+        windows = np.lib.stride_tricks.sliding_window_view(padded_x, 13)  # the former way
+        for candidates in (np.arange(length), np.unique(rng.integers(0, length, 7)),
+                           np.unique(np.r_[0, length - 1])):
+            expected = np.abs(matrix.T @ windows[candidates].T).max(axis=0)
+            np.testing.assert_array_equal(conditioning._interpolated_peaks(x, candidates),
+                                          expected)

@@ -545,14 +545,20 @@ def _interpolated_peaks(x: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     or float64, computed in float64), zeros taken beyond the ends."""
     matrix, _ = _interpolation_matrix()
     taps = np.arange(-6, 7)
-    if candidates[0] < 6 or candidates[-1] >= len(x) - 6:
-        x = np.concatenate((np.zeros(6, x.dtype), x, np.zeros(6, x.dtype)))
-        taps = taps + 6
+    length = len(x)
     peaks = np.empty(len(candidates))
     for first in range(0, len(candidates), 65536):  # bounded memory
         chunk = candidates[first:first + 65536]
-        # x[n-6 ... n+6] (np.take: several times faster than indexing with a 2-d array)
-        windows = np.take(x, chunk[:, None] + taps).astype(np.float64, copy=False)
+        # x[n-6 ... n+6] (np.take: several times faster than indexing with a 2-d array), zero
+        # beyond the ends: only the first and last few rows can reach past them
+        index = chunk[:, None] + taps
+        windows = np.take(x, index, mode="clip").astype(np.float64, copy=False)
+        if chunk[0] < 6:
+            rows = int(np.searchsorted(chunk, 6))
+            windows[:rows][index[:rows] < 0] = 0.0
+        if chunk[-1] >= length - 6:
+            rows = int(np.searchsorted(chunk, length - 6))
+            windows[rows:][index[rows:] >= length] = 0.0
         # (4, chunk): numpy reduces over a short first axis much faster than over a last one
         peaks[first:first + len(chunk)] = np.abs(matrix.T @ windows.T).max(axis=0)
     return peaks
@@ -583,15 +589,24 @@ def true_peak_envelope(samples: np.ndarray, floor: float | None = None) -> np.nd
     return envelope
 
 
+def _peaks_near_hot(x: np.ndarray, magnitude: np.ndarray, floor: float
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """(candidates, interpolated peaks) as true_peak_envelope(x, floor) computes them, for
+    float32 or float64 `x` of |x| `magnitude`."""
+    _, bound = _interpolation_matrix()
+    hot = np.flatnonzero(_at_least(magnitude, floor / bound))
+    if len(hot) == 0:
+        return hot, np.zeros(0)
+    candidates = _near(hot, len(x))
+    return candidates, _interpolated_peaks(x, candidates)
+
+
 def _true_peak(x: np.ndarray, magnitude: np.ndarray, floor: float) -> float:
     """true_peak_envelope(x, floor).max() for float32 or float64 `x` of |x| `magnitude`, without
     building the envelope: the sample peak or an interpolated value near a hot sample."""
-    _, bound = _interpolation_matrix()
-    peak = float(magnitude.max())
-    hot = np.flatnonzero(_at_least(magnitude, floor / bound))
-    if len(hot) == 0:
-        return peak
-    return max(peak, float(_interpolated_peaks(x, _near(hot, len(x))).max()))
+    _, peaks = _peaks_near_hot(x, magnitude, floor)
+    return max(float(magnitude.max()), float(peaks.max())) if len(peaks) else float(
+        magnitude.max())
 
 
 def true_peak_db(samples: np.ndarray) -> float:
@@ -757,7 +772,8 @@ def _normalize_loudness(
     # the limiter's rounds may reach), and at the sample peak.
     exact_gain = gain * GAIN_HEADROOM
     floor = min(ceiling / exact_gain, peak)
-    true_peak = _true_peak(x, magnitude, floor)
+    candidates, peaks = _peaks_near_hot(x, magnitude, floor)
+    true_peak = max(peak, float(peaks.max())) if len(peaks) else peak
     if gain * true_peak <= ceiling:
         # A plain gain, the common case: BS.1770 loudness scales with the gain (its gates are
         # relative, bar the -70 LUFS floor), so the result is the target without measuring again.
@@ -766,7 +782,8 @@ def _normalize_loudness(
                           casting="same_kind")
         return out, target_lufs, _amplitude_db(gain * true_peak)
     x = np.asarray(x, dtype=np.float64)
-    envelope = true_peak_envelope(x, floor)
+    envelope = magnitude.astype(np.float64)  # true_peak_envelope(x, floor), from what is known
+    envelope[candidates] = np.maximum(envelope[candidates], peaks)
     if weighted is None:
         weighted = k_weighted(x, sample_rate)
     # The limiter lowers the loudness a little: raise the gain and limit again, up to 4 rounds,
