@@ -647,3 +647,99 @@ def test_conditioned_loudness_is_what_pyloudnorm_measures(seed: int) -> None:
     assert abs(pyloudnorm_lufs(out.samples, RATE) - m["lufs_after"]) <= 0.01
     assert abs(m["lufs_after"] + 20.0) <= 0.1
     assert float(brute_force_envelope(out.samples).max()) <= 10 ** (-1 / 20) * (1 + 1e-4)
+
+
+# --- fast paths against the plain computations ------------------------------------------------
+
+
+def test_near_is_every_sample_within_six_of_a_hot_one() -> None:
+    rng = np.random.default_rng(30)
+    for length in (1, 5, 13, 14, 200, 5000):
+        for count in (1, 2, 3, 10, 100):
+            hot = np.unique(rng.integers(0, length, count))
+            near = np.zeros(length + 12, dtype=bool)  # the clip-long mask it replaces
+            for offset in range(13):
+                near[hot + offset] = True
+            np.testing.assert_array_equal(conditioning._near(hot, length),
+                                          np.flatnonzero(near[6:-6]))
+
+
+def test_at_least_compares_float32_samples_as_real_numbers() -> None:
+    rng = np.random.default_rng(31)
+    magnitude = np.abs(rng.standard_normal(2000)).astype(np.float32)
+    for value in magnitude[:50].astype(np.float64):
+        below, above = np.nextafter(value, 0.0), np.nextafter(value, 1.0)
+        for threshold in (value, below, above, (value + float(np.nextafter(
+                np.float32(value), np.float32(1)))) / 2):
+            np.testing.assert_array_equal(conditioning._at_least(magnitude, threshold),
+                                          magnitude.astype(np.float64) >= threshold)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_true_peak_fast_path_is_the_envelope_maximum(dtype) -> None:
+    rng = np.random.default_rng(32)
+    for seed in range(4):
+        x = 0.3 * speech_like(0.5, rng)
+        x = (x + 0.01 * rng.standard_normal(len(x))).astype(dtype)
+        if seed % 2:
+            x[[0, 5, len(x) - 1]] = 0.6  # peaks at the very edges (zero context beyond)
+        magnitude = np.abs(x)
+        peak = float(magnitude.max())
+        full = true_peak_envelope(x.astype(np.float64), floor=0.0).max()  # every sample
+        for floor in (peak, 0.7 * peak, 0.2 * peak, 2.0 * peak):
+            fast = conditioning._true_peak(x, magnitude, floor)
+            assert fast == float(true_peak_envelope(x.astype(np.float64), floor).max())
+            if floor <= peak:
+                assert fast == pytest.approx(full, rel=1e-12)
+
+
+def test_plain_gain_normalisation_is_the_float64_product_rounded_once() -> None:
+    rng = np.random.default_rng(33)
+    x = (0.05 * speech_like(1.0, rng)).astype(np.float32)
+    lufs = measure_loudness(x, RATE)
+    out, after, true_peak = conditioning._normalize_loudness(x, RATE, -20.0, -1.0, lufs)
+    gain = 10.0 ** ((-20.0 - lufs) / 20.0)
+    assert out.dtype == np.float32 and after == -20.0
+    np.testing.assert_array_equal(out, (x.astype(np.float64) * gain).astype(np.float32))
+    envelope = true_peak_envelope(x.astype(np.float64), floor=0.0)
+    assert true_peak == pytest.approx(20 * np.log10(gain * envelope.max()), abs=1e-9)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_normalisation_of_float32_samples_is_that_of_their_float64_values(seed: int) -> None:
+    x = peaky_clip(seed).astype(np.float32)  # the limiter works on these
+    for target in (-20.0, -30.0):
+        lufs = measure_loudness(x, RATE)
+        single = conditioning._normalize_loudness(x, RATE, target, -1.0, lufs)
+        double = conditioning._normalize_loudness(x.astype(np.float64), RATE, target, -1.0, lufs)
+        np.testing.assert_array_equal(single[0], double[0])
+        assert single[1:] == double[1:]
+
+
+def test_limiter_gains_for_a_gain_are_those_of_the_scaled_envelope() -> None:
+    for seed in range(3):
+        x = peaky_clip(seed)
+        ceiling, gain = 10 ** (-1 / 20), 10 ** (9 / 20)
+        envelope = true_peak_envelope(x, ceiling / gain)
+        scaled = conditioning._limiter_gains(envelope * gain, ceiling, RATE)
+        assert scaled
+        for (start, dip), (start_2, dip_2) in zip(
+                scaled, conditioning._limiter_gains(envelope, ceiling, RATE, gain), strict=True):
+            assert start == start_2
+            np.testing.assert_array_equal(dip, dip_2)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_interpolated_peaks_are_those_of_the_zero_padded_windows(dtype) -> None:
+    matrix, _ = conditioning._interpolation_matrix()
+    rng = np.random.default_rng(34)
+    for length in (1, 5, 12, 13, 14, 100, 3000):
+        x = rng.standard_normal(length).astype(dtype)
+        padded_x = np.zeros(length + 12)
+        padded_x[6:-6] = x
+        windows = np.lib.stride_tricks.sliding_window_view(padded_x, 13)  # the former way
+        for candidates in (np.arange(length), np.unique(rng.integers(0, length, 7)),
+                           np.unique(np.r_[0, length - 1])):
+            expected = np.abs(matrix.T @ windows[candidates].T).max(axis=0)
+            np.testing.assert_array_equal(conditioning._interpolated_peaks(x, candidates),
+                                          expected)

@@ -123,3 +123,27 @@ def test_raw_typography_is_invalid_until_normalised() -> None:
     raw = "\u00abL\u2019home\u00bb"
     assert invalid_characters(raw) == {"\u00ab", "\u00bb", "\u2019"}
     assert invalid_characters(normalize_sentence(raw)) == set()
+
+
+def drop_format_characters_char_by_char(text: str) -> str:
+    """The per-character rule that text.isprintable() lets normalize_sentence skip."""
+    return "".join(c for c in text if c.isspace() or unicodedata.category(c) not in ("Cf", "Cc"))
+
+
+@pytest.mark.parametrize("raw", [
+    "Bon dia, com estàs?",  # printable: the fast path
+    "L\u2019home va dir \u00abhola\u00bb\u2026",
+    "tab\there", "line\nbreak\r\n", "bell\x07 and nul\x00 and del\x7f",  # Cc
+    "zero\u200bwidth", "so\u00adbre", "\ufeffBOM", "rtl\u200fmark\u200e", "word\u2060joiner",  # Cf
+    "no\u00a0break\u202fnarrow", "line\u2028para\u2029sep",  # separators: whitespace, kept
+    "unassigned \U000e0fff \ue000 private", "combining e\u0301 and \U0001f600",
+])
+def test_format_characters_fast_path_matches_the_per_character_rule(raw: str) -> None:
+    from parla import text
+
+    assert text._drop_format_characters(raw) == drop_format_characters_char_by_char(raw)
+    reference = unicodedata.normalize("NFC", raw)
+    reference = drop_format_characters_char_by_char(reference).translate(text._TRANSLATION)
+    reference = text._GEMINATE_L.sub(MIDDLE_DOT, reference)
+    reference = text._strip_edges(text._WHITESPACE.sub(" ", reference).strip())
+    assert normalize_sentence(raw) == reference

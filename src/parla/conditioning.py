@@ -333,7 +333,7 @@ def estimate_snr_db(powers: np.ndarray, speech_frames: np.ndarray) -> float:
     clean_power = speech_power - noise_power
     if clean_power <= 0:
         return -MAX_SNR_DB
-    return float(np.clip(10.0 * math.log10(clean_power / noise_power), -MAX_SNR_DB, MAX_SNR_DB))
+    return min(max(10.0 * math.log10(clean_power / noise_power), -MAX_SNR_DB), MAX_SNR_DB)
 
 
 def speech_frame_mask(powers: np.ndarray, region: Region, sample_rate: int) -> np.ndarray:
@@ -374,8 +374,11 @@ def trim_silence(
     return out
 
 
+@functools.lru_cache(maxsize=16)
 def _fade(length: int) -> np.ndarray:
-    return (0.5 - 0.5 * np.cos(np.pi * (np.arange(length) + 0.5) / length)).astype(np.float32)
+    fade = (0.5 - 0.5 * np.cos(np.pi * (np.arange(length) + 0.5) / length)).astype(np.float32)
+    fade.flags.writeable = False  # shared by every clip
+    return fade
 
 
 # --------------------------------------------------------------------------------------------
@@ -413,7 +416,10 @@ def k_weighted(samples: np.ndarray, sample_rate: int) -> np.ndarray:
     """The K-weighted signal (float64): what BS.1770 measures the energy of."""
     from scipy.signal import sosfilt
 
-    return sosfilt(_k_weighting_sos(sample_rate), np.asarray(samples, dtype=np.float64))
+    x = np.asarray(samples)
+    if x.dtype != np.float32:  # float32 is filtered in float64 as it is; sosfilt copies anyway
+        x = x.astype(np.float64, copy=False)
+    return sosfilt(_k_weighting_sos(sample_rate), x)
 
 
 def _gating_block_s(length: int, sample_rate: int) -> float | None:
@@ -426,27 +432,40 @@ def _gating_block_s(length: int, sample_rate: int) -> float | None:
     return block if length >= block * sample_rate else None
 
 
-def gated_loudness(weighted: np.ndarray, sample_rate: int, block_s: float = LOUDNESS_BLOCK_S
-                   ) -> float:
-    """Integrated loudness (LUFS) of a K-weighted signal: mean-square energy of `block_s` blocks
-    at 75 % overlap, the -70 LUFS absolute gate, then the relative gate 10 LU below the mean of
-    what passed. Blocks are placed exactly as pyloudnorm places them. -inf for silence."""
-    length = len(weighted)
+@functools.lru_cache(maxsize=64)
+def _gating_plan(length: int, sample_rate: int, block_s: float
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Where gated_loudness sums: (segment starts, and per block the prefix-sum index of its
+    first and past-its-last segment), or None for no block. The limiter's rounds measure clips
+    of one length again, so the plan is kept."""
     step = 1.0 - 0.75
     blocks = int(np.round((length / sample_rate - block_s) / (block_s * step))) + 1
     if blocks < 1:
-        return float("-inf")
+        return None
     index = np.arange(blocks)
     lower = np.minimum((block_s * (index * step) * sample_rate).astype(np.int64), length)
     upper = np.minimum((block_s * (index * step + 1) * sample_rate).astype(np.int64), length)
     # Every block is a run of the segments between consecutive block edges: sum each segment once
     edges = np.unique(np.concatenate([[0], lower, upper]))
     inner = edges[edges < length]
-    squares = weighted * weighted
-    prefix = np.concatenate([[0.0], np.cumsum(np.add.reduceat(squares, inner))])
     positions = np.append(inner, length)
-    energy = (prefix[np.searchsorted(positions, upper)] - prefix[np.searchsorted(positions, lower)]
-              ) / (block_s * sample_rate)
+    plan = (inner, np.searchsorted(positions, lower), np.searchsorted(positions, upper))
+    for array in plan:
+        array.flags.writeable = False  # shared by every call for this length
+    return plan
+
+
+def gated_loudness(weighted: np.ndarray, sample_rate: int, block_s: float = LOUDNESS_BLOCK_S
+                   ) -> float:
+    """Integrated loudness (LUFS) of a K-weighted signal: mean-square energy of `block_s` blocks
+    at 75 % overlap, the -70 LUFS absolute gate, then the relative gate 10 LU below the mean of
+    what passed. Blocks are placed exactly as pyloudnorm places them. -inf for silence."""
+    plan = _gating_plan(len(weighted), sample_rate, block_s)
+    if plan is None:
+        return float("-inf")
+    inner, first, past = plan
+    prefix = np.concatenate([[0.0], np.cumsum(np.add.reduceat(weighted * weighted, inner))])
+    energy = (prefix[past] - prefix[first]) / (block_s * sample_rate)
     with np.errstate(divide="ignore"):
         levels = -0.691 + 10.0 * np.log10(energy)
     passed = levels >= -70.0
@@ -498,6 +517,53 @@ def _interpolation_matrix() -> tuple[np.ndarray, float]:
     return matrix, float(np.abs(matrix).sum(axis=0).max())
 
 
+def _at_least(magnitude: np.ndarray, threshold: float) -> np.ndarray:
+    """magnitude >= threshold as real numbers, also for float32 `magnitude` (where numpy would
+    round a Python float threshold to float32 first): the smallest float32 not below it."""
+    if magnitude.dtype == np.float32:
+        rounded = np.float32(threshold)
+        if float(rounded) < threshold:
+            rounded = np.nextafter(rounded, np.float32(np.inf))
+        return magnitude >= rounded
+    return magnitude >= threshold
+
+
+def _near(hot: np.ndarray, length: int) -> np.ndarray:
+    """The sorted indices in [0, length) within 6 samples of one of the sorted indices `hot`:
+    the windows around them, merged where they overlap or touch, each run one arange."""
+    apart = np.diff(hot) > 13
+    firsts = hot[np.concatenate(([True], apart))]
+    lasts = hot[np.concatenate((apart, [True]))]
+    lows = np.maximum(firsts - 6, 0)
+    lengths = np.minimum(lasts + 7, length) - lows
+    ends = np.cumsum(lengths)
+    return np.arange(int(ends[-1])) + np.repeat(lows - (ends - lengths), lengths)
+
+
+def _interpolated_peaks(x: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """The largest |4x-oversampled value| around each of the samples `candidates` of `x` (float32
+    or float64, computed in float64), zeros taken beyond the ends."""
+    matrix, _ = _interpolation_matrix()
+    taps = np.arange(-6, 7)
+    length = len(x)
+    peaks = np.empty(len(candidates))
+    for first in range(0, len(candidates), 65536):  # bounded memory
+        chunk = candidates[first:first + 65536]
+        # x[n-6 ... n+6] (np.take: several times faster than indexing with a 2-d array), zero
+        # beyond the ends: only the first and last few rows can reach past them
+        index = chunk[:, None] + taps
+        windows = np.take(x, index, mode="clip").astype(np.float64, copy=False)
+        if chunk[0] < 6:
+            rows = int(np.searchsorted(chunk, 6))
+            windows[:rows][index[:rows] < 0] = 0.0
+        if chunk[-1] >= length - 6:
+            rows = int(np.searchsorted(chunk, length - 6))
+            windows[rows:][index[rows:] >= length] = 0.0
+        # (4, chunk): numpy reduces over a short first axis much faster than over a last one
+        peaks[first:first + len(chunk)] = np.abs(matrix.T @ windows.T).max(axis=0)
+    return peaks
+
+
 def true_peak_envelope(samples: np.ndarray, floor: float | None = None) -> np.ndarray:
     """Per sample, the largest of |x| and the 4x-oversampled values around it (float64), so that
     peaks between samples, which a DAC or a resampler reconstructs, are counted.
@@ -511,26 +577,36 @@ def true_peak_envelope(samples: np.ndarray, floor: float | None = None) -> np.nd
     magnitude = np.abs(x)
     if len(x) == 0:
         return magnitude
-    matrix, bound = _interpolation_matrix()
+    _, bound = _interpolation_matrix()
     if floor is None:
         floor = float(magnitude.max())
     hot = np.flatnonzero(magnitude >= floor / bound)
     if len(hot) == 0:
         return magnitude
-    near = np.zeros(len(x) + 12, dtype=bool)  # near[n + 6]: a hot sample within 6 of n
-    for offset in range(13):
-        near[hot + offset] = True
-    candidates = np.flatnonzero(near[6:-6])
-    padded = np.zeros(len(x) + 12)
-    padded[6:-6] = x
-    windows = np.lib.stride_tricks.sliding_window_view(padded, 13)  # x[n-6 ... n+6]
+    candidates = _near(hot, len(x))
     envelope = magnitude
-    for first in range(0, len(candidates), 65536):  # bounded memory
-        chunk = candidates[first:first + 65536]
-        # (4, chunk): numpy reduces over a short first axis much faster than over a last one
-        values = np.abs(matrix.T @ windows[chunk].T).max(axis=0)
-        envelope[chunk] = np.maximum(envelope[chunk], values)
+    envelope[candidates] = np.maximum(envelope[candidates], _interpolated_peaks(x, candidates))
     return envelope
+
+
+def _peaks_near_hot(x: np.ndarray, magnitude: np.ndarray, floor: float
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """(candidates, interpolated peaks) as true_peak_envelope(x, floor) computes them, for
+    float32 or float64 `x` of |x| `magnitude`."""
+    _, bound = _interpolation_matrix()
+    hot = np.flatnonzero(_at_least(magnitude, floor / bound))
+    if len(hot) == 0:
+        return hot, np.zeros(0)
+    candidates = _near(hot, len(x))
+    return candidates, _interpolated_peaks(x, candidates)
+
+
+def _true_peak(x: np.ndarray, magnitude: np.ndarray, floor: float) -> float:
+    """true_peak_envelope(x, floor).max() for float32 or float64 `x` of |x| `magnitude`, without
+    building the envelope: the sample peak or an interpolated value near a hot sample."""
+    _, peaks = _peaks_near_hot(x, magnitude, floor)
+    return max(float(magnitude.max()), float(peaks.max())) if len(peaks) else float(
+        magnitude.max())
 
 
 def true_peak_db(samples: np.ndarray) -> float:
@@ -547,10 +623,11 @@ def _amplitude_db(value: float) -> float:
 GAIN_HEADROOM = 10.0 ** (1.0 / 20.0)  # envelopes are made exact for gains up to 1 dB above
 
 
-def _limiter_gains(envelope: np.ndarray, ceiling: float, sample_rate: int
+def _limiter_gains(envelope: np.ndarray, ceiling: float, sample_rate: int, gain: float = 1.0
                    ) -> list[tuple[int, np.ndarray]]:
-    """(start, gain) of each stretch where a smooth gain must dip below 1 to keep `envelope`
-    (the true-peak envelope, exact wherever it can pass the ceiling) under `ceiling` (linear).
+    """(start, gain) of each stretch where a smooth gain must dip below 1 to keep `gain` times
+    `envelope` (the true-peak envelope, exact wherever that can pass the ceiling) under
+    `ceiling` (linear).
 
     A minimum filter then a moving average of the same width: every sample gets at most the gain
     its own peak allows, and the gain moves over ~20 ms, not per sample. The gain can only dip
@@ -559,17 +636,19 @@ def _limiter_gains(envelope: np.ndarray, ceiling: float, sample_rate: int
     """
     from scipy.ndimage import minimum_filter1d, uniform_filter1d
 
-    over = np.flatnonzero(envelope > ceiling)
+    # envelope * gain > ceiling, the products taken only where they can be (a superset first)
+    over = np.flatnonzero(envelope > ceiling / gain * (1.0 - 1e-12))
+    over = over[envelope[over] * gain > ceiling]
     if len(over) == 0:
         return []
     width = 2 * max(1, round(sample_rate * LIMITER_WINDOW_S)) + 1
     margin = 2 * width
-    breaks = np.flatnonzero(np.diff(over) > 2 * margin)
+    apart = np.diff(over) > 2 * margin
     gains = []
-    for first, last in zip(over[np.r_[0, breaks + 1]], over[np.r_[breaks, len(over) - 1]],
-                           strict=True):
+    for first, last in zip(over[np.concatenate(([True], apart))],
+                           over[np.concatenate((apart, [True]))], strict=True):
         start, stop = max(0, int(first) - margin), min(len(envelope), int(last) + 1 + margin)
-        needed = np.minimum(1.0, ceiling / np.maximum(envelope[start:stop], 1e-12))
+        needed = np.minimum(1.0, ceiling / np.maximum(envelope[start:stop] * gain, 1e-12))
         smooth = uniform_filter1d(minimum_filter1d(needed, width, mode="nearest"), width,
                                   mode="nearest")
         gains.append((start, np.minimum(smooth, needed)))
@@ -615,7 +694,11 @@ class _LimitedGain:
     lufs: float  # of the result
 
     def apply(self, x: np.ndarray) -> np.ndarray:
-        return _apply_gains(x * self.gain, self.dips) * self.scale
+        out = x * self.gain  # _apply_gains(x * gain, dips) * scale, in place
+        for start, dip in self.dips:
+            out[start:start + len(dip)] *= dip
+        out *= self.scale
+        return out
 
 
 def _try_gain(x: np.ndarray, envelope: np.ndarray, weighted: np.ndarray, gain: float,
@@ -629,19 +712,24 @@ def _try_gain(x: np.ndarray, envelope: np.ndarray, weighted: np.ndarray, gain: f
     """
     from scipy.signal import sosfilt
 
-    dips = _limiter_gains(envelope * gain, ceiling, sample_rate)
+    dips = _limiter_gains(envelope, ceiling, sample_rate, gain)
     length = len(x)
-    outside = envelope.copy()
+    outside = 0.0  # the envelope's largest value outside the dips
+    previous = 0
     peak = 0.0
     for start, dip in dips:
         stop = start + len(dip)
-        outside[start:stop] = 0.0
+        if start > previous:
+            outside = max(outside, float(envelope[previous:start].max()))
+        previous = stop
         lo, hi = max(0, start - 6), min(length, stop + 6)  # the interpolation's context
         segment = x[lo:hi] * gain
         segment[start - lo:stop - lo] *= dip
         inside = true_peak_envelope(segment, min(ceiling, float(np.abs(segment).max())))
         peak = max(peak, float(inside[start - lo:stop - lo].max()))
-    peak = max(peak, gain * float(outside.max()))
+    if previous < length:
+        outside = max(outside, float(envelope[previous:].max()))
+    peak = max(peak, gain * outside)
     scale = _settle(peak, ceiling)
 
     out = weighted * gain
@@ -663,7 +751,9 @@ def _try_gain(x: np.ndarray, envelope: np.ndarray, weighted: np.ndarray, gain: f
                 x[span] * gain * (dip_gain - 1.0))
         out[first:stop] += sosfilt(sos, change)
         group = []
-    lufs = _loudness_of_weighted(out * scale if scale != 1.0 else out, sample_rate)
+    if scale != 1.0:
+        out *= scale
+    lufs = _loudness_of_weighted(out, sample_rate)
     return _LimitedGain(gain, dips, scale, peak * scale, lufs)
 
 
@@ -671,20 +761,29 @@ def _normalize_loudness(
     x: np.ndarray, sample_rate: int, target_lufs: float, ceiling_db: float, lufs: float,
     weighted: np.ndarray | None = None,
 ) -> tuple[np.ndarray, float, float]:
-    """(samples, loudness after, true peak after in dBTP) for float64 `x` of loudness `lufs`;
-    `weighted` is x's K-weighting when already computed."""
+    """(float32 samples, loudness after, true peak after in dBTP) for `x` (float32 or float64,
+    computed in float64) of loudness `lufs`; `weighted` is x's K-weighting when already
+    computed."""
     ceiling = 10.0 ** (ceiling_db / 20.0)
     gain = 10.0 ** ((target_lufs - lufs) / 20.0)
-    peak = float(np.abs(x).max())
+    magnitude = np.abs(x)
+    peak = float(magnitude.max())
     # Exact wherever a peak could pass the ceiling after the gain (or a gain 1 dB higher, which
     # the limiter's rounds may reach), and at the sample peak.
     exact_gain = gain * GAIN_HEADROOM
-    envelope = true_peak_envelope(x, min(ceiling / exact_gain, peak))
-    if gain * float(envelope.max()) <= ceiling:
+    floor = min(ceiling / exact_gain, peak)
+    candidates, peaks = _peaks_near_hot(x, magnitude, floor)
+    true_peak = max(peak, float(peaks.max())) if len(peaks) else peak
+    if gain * true_peak <= ceiling:
         # A plain gain, the common case: BS.1770 loudness scales with the gain (its gates are
-        # relative, bar the -70 LUFS floor), so the result is the target without measuring again
-        out = x * gain
-        return out, target_lufs, _amplitude_db(gain * float(envelope.max()))
+        # relative, bar the -70 LUFS floor), so the result is the target without measuring again.
+        # The product is taken in float64 and rounded once to float32, without a float64 copy.
+        out = np.multiply(x, np.float64(gain), out=np.empty(len(x), np.float32),
+                          casting="same_kind")
+        return out, target_lufs, _amplitude_db(gain * true_peak)
+    x = np.asarray(x, dtype=np.float64)
+    envelope = magnitude.astype(np.float64)  # true_peak_envelope(x, floor), from what is known
+    envelope[candidates] = np.maximum(envelope[candidates], peaks)
     if weighted is None:
         weighted = k_weighted(x, sample_rate)
     # The limiter lowers the loudness a little: raise the gain and limit again, up to 4 rounds,
@@ -697,7 +796,7 @@ def _normalize_loudness(
         if not math.isfinite(attempt.lufs) or abs(attempt.lufs - target_lufs) <= 0.1:
             break
         gain *= 10.0 ** ((target_lufs - attempt.lufs) / 20.0)
-    return attempt.apply(x), attempt.lufs, _amplitude_db(attempt.true_peak)
+    return attempt.apply(x).astype(np.float32), attempt.lufs, _amplitude_db(attempt.true_peak)
 
 
 def normalize_loudness(
@@ -717,7 +816,7 @@ def normalize_loudness(
     if not math.isfinite(current):
         return x.astype(np.float32)
     return _normalize_loudness(x, sample_rate, target_lufs, true_peak_ceiling_db, current,
-                               weighted)[0].astype(np.float32)
+                               weighted)[0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -764,7 +863,9 @@ def condition_clip(
             raise _reject("foreign_characters", "".join(sorted(foreign)), m)
 
     x = np.asarray(samples, dtype=np.float32)
-    if x.ndim != 1 or len(x) == 0 or not np.isfinite(x).all():
+    magnitude = np.abs(x)  # shared by the finiteness check and the clipping measure
+    # (the largest |x| is NaN or infinite exactly when a sample is)
+    if x.ndim != 1 or len(x) == 0 or not np.isfinite(peak := magnitude.max()):
         raise _reject("invalid_audio", f"expected finite mono samples, got shape {x.shape}", m)
     duration = len(x) / sample_rate
     m["duration_s_before"] = duration
@@ -773,7 +874,9 @@ def condition_clip(
         return ConditionedClip(samples=np.ascontiguousarray(x), sample_rate=sample_rate,
                                text=text, measurements=m)
 
-    m["clipped_fraction"] = clipped = clipped_fraction(x)
+    # clipped_fraction(x): none without a sample at the level (compared in float32, as there)
+    m["clipped_fraction"] = clipped = (
+        float(np.count_nonzero(magnitude >= CLIP_LEVEL)) / len(x) if peak >= CLIP_LEVEL else 0.0)
     if options.max_clipped_fraction is not None and clipped > options.max_clipped_fraction:
         raise _reject("clipped", f"{clipped:.4f} of samples at full scale "
                       f"(max {options.max_clipped_fraction})", m)
@@ -826,16 +929,14 @@ def condition_clip(
     m["leading_silence_s_after"] = (start - out_start) / sample_rate
     m["trailing_silence_s_after"] = (out_end - end) / sample_rate
 
-    x64 = x.astype(np.float64)
-    weighted = k_weighted(x64, sample_rate)  # the one K-weighting pass: loudness before and after
+    weighted = k_weighted(x, sample_rate)  # the one K-weighting pass: loudness before and after
     lufs = _loudness_of_weighted(weighted, sample_rate)
     m["lufs_before"] = lufs
     if not math.isfinite(lufs):
         raise _reject("too_quiet", "loudness below the -70 LUFS gate", m)
     if options.loudness_norm:
-        normalized, m["lufs_after"], m["true_peak_db_after"] = _normalize_loudness(
-            x64, sample_rate, options.target_lufs, options.true_peak_db, lufs, weighted)
-        x = normalized.astype(np.float32)
+        x, m["lufs_after"], m["true_peak_db_after"] = _normalize_loudness(
+            x, sample_rate, options.target_lufs, options.true_peak_db, lufs, weighted)
     else:
         m["lufs_after"] = lufs
         m["true_peak_db_after"] = true_peak_db(x)

@@ -58,6 +58,8 @@ ALLOWED_CHARACTERS = LETTERS | DIGITS | PUNCTUATION
 def _drop_format_characters(text: str) -> str:
     # Zero-width spaces, soft hyphens, BOMs, direction marks and stray control characters are
     # invisible in the source but would reach the tokenizer.
+    if text.isprintable():  # no Cc or Cf character (nor any other non-printable): nothing to drop
+        return text
     return "".join(
         c for c in text if c.isspace() or unicodedata.category(c) not in ("Cf", "Cc")
     )
