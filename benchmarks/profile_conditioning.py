@@ -9,10 +9,13 @@ pinned to one core, BLAS/OpenMP threads at 1, and its allocator set to reuse fre
 prepare's workers set it (``audio.reuse_freed_memory``; the same settings are applied to an older
 checkout that lacks it, so that both are measured alike).
 
-Steps: MP3 decode with its checks (``audio.decode_audio``), soxr HQ 48 -> 24 kHz
-(``audio.resample``), conditioning with the default options (``conditioning.condition_clip``),
-and the FLAC encode (``audio.encode_flac``). Conditioning is then broken down by the functions
-``condition_clip`` calls (cProfile, so the parts add up to a little more than the total).
+Steps: MP3 decode with its checks (``audio.decode_audio``) by libsndfile, soxr HQ 48 -> 24 kHz
+(``audio.resample``), where parla has it the decode straight to 24 kHz by libmpg123 (the default
+``--resampler auto`` where libmpg123 is installed, which replaces the two before), conditioning
+with the default options (``conditioning.condition_clip``), and the FLAC encode
+(``audio.encode_flac``, by libFLAC where it is installed). Conditioning is then broken down by
+the functions ``condition_clip`` calls (cProfile, so the parts add up to a little more than the
+total).
 
 Usage:
     python benchmarks/profile_conditioning.py                 # 100 clips, 5 rounds
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import inspect
 import io
 import os
 import platform
@@ -132,10 +136,20 @@ def main(argv: list[str] | None = None) -> int:
         except conditioning.ClipRejected:
             pass
     steps = [
-        ("MP3 decode + checks (audio.decode_audio)",
+        ("MP3 decode + checks, libsndfile (audio.decode_audio)",
          best_mean(lambda b: audio.decode_audio(b[1], "mp3"), mp3s, args.rounds)),
         ("soxr HQ 48 -> 24 kHz (audio.resample)",
-         best_mean(lambda s: audio.resample(s[1], 48000, 24000), decoded, args.rounds)),
+         best_mean(lambda s: audio.resample(s[1], 48000, 24000, "soxr"), decoded, args.rounds)),
+    ]
+    if "mpg123_rate" in inspect.signature(audio.decode_audio).parameters:  # not in older parla
+        from parla import mpg123
+
+        if mpg123.available():
+            steps.append(("MP3 decode + checks straight to 24 kHz, libmpg123 "
+                          "(audio.decode_audio, --resampler mpg123)",
+                          best_mean(lambda b: audio.decode_audio(b[1], "mp3", mpg123_rate=24000),
+                                    mp3s, args.rounds)))
+    steps += [
         ("conditioning (conditioning.condition_clip)",
          best_mean(condition, at24k, args.rounds)),
         ("FLAC encode (audio.encode_flac)",
