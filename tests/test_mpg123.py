@@ -110,3 +110,42 @@ def test_a_worker_without_libmpg123_says_so(monkeypatch) -> None:
     options = PrepareOptions(datasets=("x",), output_dir="o", resampler="mpg123")
     with pytest.raises(UsageError, match="libmpg123"):
         ShardPreparer(options, {}, "digest")
+
+
+def test_two_streams_in_one_file_decode_as_libsndfile_decodes_them(mp3_bytes) -> None:
+    # libmpg123 would go on decoding across the change of format (its "Frankenstein" streams)
+    # and report the last rate only; libsndfile stops where the first stream ends
+    for glued in (mp3_bytes(1.5) + mp3_bytes(1.5, 44100), mp3_bytes(1.5) + mp3_bytes(1.5)):
+        reference = _soundfile_decode(glued)
+        samples, rate = audio.decode_audio(glued, "mp3", mpg123_rate=48000)
+        assert rate == 48000
+        np.testing.assert_allclose(samples, reference, atol=1e-5)
+        half, half_rate = audio.decode_audio(glued, "mp3", mpg123_rate=24000)
+        assert half_rate == 24000 and abs(half.size - reference.size // 2) <= 1
+
+
+def _with_xing_frames(data: bytes, frames: int) -> bytes:
+    position, header = audio._first_frame(data)
+    tag = position + 4 + header.side_info_length
+    assert data[tag:tag + 4] in (b"Xing", b"Info")
+    return data[:tag + 8] + frames.to_bytes(4, "big") + data[tag + 12:]
+
+
+@pytest.mark.parametrize("mpg123_rate", [None, 24000])
+def test_a_header_claiming_more_than_the_bytes_hold_is_rejected(mp3_bytes, mpg123_rate) -> None:
+    # 20 million frames would be 13 hours: both decoders would try to allocate it all first
+    lying = _with_xing_frames(mp3_bytes(1.0), 20_000_000)
+    with pytest.raises(RowRejected) as raised:
+        audio.decode_audio(lying, "mp3", mpg123_rate=mpg123_rate)
+    assert raised.value.reason == "truncated" and "cannot hold" in raised.value.detail
+
+
+def test_prepare_without_libmpg123_says_so_before_any_work(monkeypatch, tmp_path) -> None:
+    from parla.prepare import prepare
+
+    monkeypatch.setattr(mpg123, "available", lambda: False)
+    options = PrepareOptions(datasets=(str(tmp_path / "nowhere"),), output_dir=str(tmp_path / "o"),
+                             resampler="mpg123")
+    with pytest.raises(UsageError, match="libmpg123"):
+        prepare(options)
+    assert not (tmp_path / "o").exists()

@@ -208,6 +208,7 @@ def libsndfile_message(error: BaseException) -> str:
 
 # --- decode, check, resample, encode ---------------------------------------------------------
 
+_MIN_MP3_BYTES_PER_S = 1000  # 8 kb/s, layer III's lowest bitrate: a header claiming more is lying
 # MP3s without a length header decode a frame or two (25-50 ms) off their nominal length.
 LENGTH_TOLERANCE_S = 0.1
 SILENCE_PEAK = 1e-4  # below -80 dBFS everywhere: nothing was recorded
@@ -228,7 +229,8 @@ def _decode_with_mpg123(data: bytes, info: Mp3Info, rate: int) -> tuple[np.ndarr
     if divisor not in mpg123.DOWN_SAMPLE_FACTORS:
         divisor = 1
     try:
-        return mpg123.decode_mp3(data, divisor, round(info.duration * info.sample_rate))
+        with decoder_messages_to_log():  # QUIET silences its warnings, not all of its errors
+            return mpg123.decode_mp3(data, divisor, round(info.duration * info.sample_rate))
     except mpg123.Mpg123Error:
         return None
 
@@ -273,6 +275,9 @@ def decode_audio(data: bytes, expected_format: str | None = None,
         info = probe_mp3(data)
         if info is None:
             raise RowRejected("undecodable", "no MP3 frame found")
+        if info.duration > len(data) / _MIN_MP3_BYTES_PER_S + 1.0:  # before any allocation
+            raise RowRejected("truncated", f"the header says {info.duration:.0f}s, which "
+                              f"{len(data)} bytes cannot hold")
         if nominal_duration is None and info.has_length_header:
             nominal_duration = info.duration
         if nominal_duration is None:

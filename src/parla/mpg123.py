@@ -2,20 +2,22 @@
 of the stream's rate.
 
 libsndfile decodes MP3 with libmpg123 too, but through a Python read callback called a few
-hundred times a clip and with libmpg123's stderr warnings to silence, which together cost about
-as much as the decoding. Here the whole clip is fed in one call and read out in one call, with
-libmpg123's warnings off (``MPG123_QUIET``). At the stream's own rate the samples are the same as
-libsndfile's, bit for bit, where both use the same libmpg123.
+hundred times a clip, which costs about a fifth of the decoding. Here the whole clip is fed in one
+call and read out in one call. A change of format inside the clip (two streams glued together)
+ends the decode, as it ends libsndfile's (``MPG123_NO_FRANKENSTEIN``). At the stream's own rate
+the samples are then the same as libsndfile's, bit for bit, where both use the same libmpg123
+version (the soundfile wheel bundles its own).
 
 Down-sampling (``MPG123_DOWN_SAMPLE``) drops the upper half (or three quarters) of MPEG's 32
 subbands before the synthesis filterbank and synthesises at the lower rate: a 48 kHz Common Voice
 clip comes out at 24 kHz with no resampler, for less than the cost of decoding it at 48 kHz. The
 subband filters make the anti-alias filter, so the result is close to, not the same as, soxr's;
-docs/QUALITY.md has the comparison (`benchmarks/compare_decoders.py`).
+docs/QUALITY.md has the comparison (`benchmarks/compare_conditioning.py --decoders`).
 
-The shared library is the system's (Debian/Ubuntu: ``libmpg123-0``, which libsndfile1 depends
-on; macOS: ``brew install mpg123``): `available()` says whether it loads. One decoder handle per
-thread, made on first use.
+The shared library is the system's (Debian/Ubuntu: ``libmpg123-0``, which Debian's libsndfile1
+depends on; macOS: ``brew install mpg123``), not the one inside the soundfile wheel: a pip-only
+machine may lack it. `available()` says whether it loads. One decoder handle per thread, made on
+first use.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import numpy as np
 # mpg123.h
 _FLAGS, _DOWN_SAMPLE = 1, 4  # enum mpg123_parms
 _MONO_MIX, _QUIET, _GAPLESS, _FORCE_FLOAT = 0x4, 0x20, 0x40, 0x400  # enum mpg123_param_flags
+_NO_FRANKENSTEIN = 0x1000000  # libmpg123 >= 1.29; older ones ignore it (see the read loop)
 _ENC_FLOAT_32 = 0x200
 _MONO = 1
 _OK, _NEW_FORMAT, _NEED_MORE, _DONE = 0, -11, -10, -12
@@ -89,8 +92,9 @@ class _Decoder:
         if not handle:
             raise Mpg123Error(lib.mpg123_plain_strerror(error.value).decode())
         self.lib, self.handle = lib, handle
-        self._check(lib.mpg123_param(handle, _FLAGS, _FORCE_FLOAT | _MONO_MIX | _QUIET | _GAPLESS,
-                                     0.0))
+        flags = _FORCE_FLOAT | _MONO_MIX | _QUIET | _GAPLESS | _NO_FRANKENSTEIN
+        if lib.mpg123_param(handle, _FLAGS, flags, 0.0) != _OK:  # a libmpg123 older than 1.29
+            self._check(lib.mpg123_param(handle, _FLAGS, flags & ~_NO_FRANKENSTEIN, 0.0))
         self._check(lib.mpg123_param(handle, _DOWN_SAMPLE, down_sample, 0.0))
         self._check(lib.mpg123_format_none(handle))
         for rate in _MPEG_RATES:  # any stream rate, always one channel of float32
@@ -103,8 +107,11 @@ class _Decoder:
 
     def decode(self, data: bytes, expected_samples: int) -> tuple[np.ndarray, int]:
         lib, handle = self.lib, self.handle
-        if self.buffer.size < expected_samples + 8192:
-            self.buffer = np.empty(expected_samples + 65536, dtype=np.float32)
+        # a header may lie: size for no more than the bytes can hold (8 kb/s at 48 kHz is 48
+        # samples a byte); a longer clip grows the buffer below
+        needed = min(expected_samples, 48 * len(data)) + 8192
+        if self.buffer.size < needed:
+            self.buffer = np.empty(needed + 57344, dtype=np.float32)
         self._check(lib.mpg123_open_feed(handle))
         try:
             self._check(lib.mpg123_feed(handle, data, len(data)))
@@ -117,6 +124,8 @@ class _Decoder:
                 total += done.value // 4
                 if code in (_NEED_MORE, _DONE):  # every byte fed has been decoded
                     break
+                if code == _NEW_FORMAT and total:  # a second stream: not one clip
+                    raise Mpg123Error("the format changes inside the clip")
                 if code not in (_OK, _NEW_FORMAT):
                     self._check(code)
             rate, channels, encoding = ctypes.c_long(), ctypes.c_int(), ctypes.c_int()
@@ -146,4 +155,4 @@ def decode_mp3(data: bytes, rate_divisor: int = 1,
     decoders = _decoders.__dict__
     if rate_divisor not in decoders:
         decoders[rate_divisor] = _Decoder(lib, DOWN_SAMPLE_FACTORS[rate_divisor])
-    return decoders[rate_divisor].decode(data, expected_samples // rate_divisor)
+    return decoders[rate_divisor].decode(bytes(data), expected_samples // rate_divisor)

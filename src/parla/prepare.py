@@ -27,7 +27,7 @@ from .errors import RowRejected, UsageError
 from .files import lock_folder, remove_stale_tmp, write_json
 from .options import PrepareOptions
 from .planning import ShardTask, plan_shards, split_dialects
-from .prepare_worker import STAGE, ShardPreparer
+from .prepare_worker import STAGE, ShardPreparer, require_resampler
 from .progress import get_logger, progress
 from .report import SAMPLES_PER_DIALECT, collect_samples, report_clips, write_report
 from .reports import (
@@ -203,6 +203,7 @@ def prepare(options: PrepareOptions) -> PrepareResult:
     # what "auto" means on this machine is part of the settings: the card, the statistics and
     # the shard records say which resampler made the audio, and a resume must use the same
     options = replace(options, resampler=resolve_resampler(options.resampler))
+    require_resampler(options)
     out = _check_output_dir(options)
     sources = load_sources(options)
     candidates, counts = select(options, sources)

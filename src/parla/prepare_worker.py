@@ -75,6 +75,17 @@ def process_clip(data: bytes, item: Mapping[str, Any], options: PrepareOptions,
     }
 
 
+def require_resampler(options: PrepareOptions) -> None:
+    """Refuse --resampler mpg123 on a machine without the libmpg123 library (UsageError)."""
+    if audio.resolve_resampler(options.resampler) == "mpg123":
+        from .mpg123 import available
+
+        if not available():
+            raise UsageError("--resampler mpg123 needs the libmpg123 library, which this "
+                             "machine lacks (Debian/Ubuntu: apt install libmpg123-0); "
+                             "--resampler soxr needs nothing more")
+
+
 def score_clip(scorer: Any, samples: Any, options: PrepareOptions) -> dict[str, float]:
     """DNSMOS scores of a conditioned clip; a clip under --min_dnsmos is rejected."""
     from .quality import dnsmos_reject
@@ -103,13 +114,7 @@ class ShardPreparer:
         self.options = options
         self.readers = dict(readers)
         self.settings_digest = settings_digest
-        if audio.resolve_resampler(options.resampler) == "mpg123":
-            from .mpg123 import available
-
-            if not available():
-                raise UsageError("--resampler mpg123 needs the libmpg123 library, which this "
-                                 "machine lacks (Debian/Ubuntu: apt install libmpg123-0); "
-                                 "--resampler soxr needs nothing more")
+        require_resampler(options)  # again here: a Ray node may lack what the driver has
         # a worker decodes clip after clip: keeping freed memory for reuse saves the page
         # faults of each clip's fresh arrays, about a millisecond a clip
         audio.reuse_freed_memory()
