@@ -19,8 +19,9 @@ def test_audio_bytes_are_neither_compressed_nor_dictionary_encoded(tmp_path) -> 
     table = prepared_table([_row(i) for i in range(5)], 24000)
     path = write_table_atomic(tmp_path / "train-00000-of-00001.parquet", table,
                               record={"rows": 5}, stage="prepare")
+    group = pq.ParquetFile(path).metadata.row_group(0)
     columns = {column.path_in_schema: column for column in
-               (pq.ParquetFile(path).metadata.row_group(0).column(i) for i in range(11))}
+               (group.column(i) for i in range(group.num_columns))}
     assert columns["audio.bytes"].compression == "UNCOMPRESSED"
     assert "RLE_DICTIONARY" not in columns["audio.bytes"].encodings
     assert columns["dialect"].compression == "ZSTD"
@@ -32,3 +33,17 @@ def test_audio_bytes_are_neither_compressed_nor_dictionary_encoded(tmp_path) -> 
 def test_tables_without_audio_are_all_zstd(tmp_path) -> None:
     path = write_table_atomic(tmp_path / "t.parquet", pa.table({"codes": [[1, 2], [3]]}))
     assert pq.ParquetFile(path).metadata.row_group(0).column(0).compression == "ZSTD"
+
+
+def test_every_column_but_the_audio_bytes_is_zstd(tmp_path) -> None:
+    table = pa.table({
+        "audio": pa.array([{"bytes": b"x" * 100, "path": "a.flac"}] * 3),
+        "input_ids": pa.array([[1, 2], [3], []], pa.list_(pa.int32())),
+        "tags": pa.array([[("a", 1)], [], [("b", 2)]], pa.map_(pa.string(), pa.int64())),
+        "nested": pa.array([{"inner": {"values": [1.0]}}] * 3),
+    })
+    group = pq.ParquetFile(write_table_atomic(tmp_path / "t.parquet", table)).metadata.row_group(0)
+    compression = {group.column(i).path_in_schema: group.column(i).compression
+                   for i in range(group.num_columns)}
+    assert compression.pop("audio.bytes") == "UNCOMPRESSED"
+    assert len(compression) == 5 and set(compression.values()) == {"ZSTD"}

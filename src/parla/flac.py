@@ -6,13 +6,15 @@ that reads a training corpus checks it (the parquet shard is what is written and
 so it is left out; a decoder then skips the check (``flac -t`` says "no MD5 signature"). The
 samples are the same either way: FLAC is lossless.
 
-The shared library is the system's (Debian/Ubuntu: ``libflac12`` or a later soname, which
-libsndfile1 depends on); `available()` says whether it loads. The stream is written through a
+The shared library is the system's (Debian/Ubuntu: ``libflac12``, ``libflac14`` or
+``libflac12t64``, which Debian's libsndfile1 depends on), not the one inside the soundfile wheel:
+a pip-only machine may lack it. `available()` says whether it loads. The stream is written through a
 C ``FILE`` on an in-memory file (libFLAC seeks back to finish the header), one per thread.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
@@ -26,11 +28,23 @@ _INIT_OK = 0  # FLAC__STREAM_ENCODER_INIT_STATUS_OK
 
 @functools.lru_cache(maxsize=1)
 def _libraries() -> tuple[ctypes.CDLL, ctypes.CDLL] | None:
-    name = ctypes.util.find_library("FLAC")
-    if name is None or not hasattr(os, "memfd_create"):
+    if not hasattr(os, "memfd_create"):
         return None
     try:
-        lib, libc = ctypes.CDLL(name), ctypes.CDLL(None)
+        os.close(os.memfd_create("parla-flac-probe"))  # the kernel may still refuse it
+    except OSError:
+        return None
+    lib = None
+    for name in (ctypes.util.find_library("FLAC"), "libFLAC.so.14", "libFLAC.so.12",
+                 "libFLAC.so.8"):  # find_library needs ldconfig, which a slim image may lack
+        if name is not None:
+            with contextlib.suppress(OSError):
+                lib = ctypes.CDLL(name)
+                break
+    if lib is None:
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
         encoder, unsigned = ctypes.c_void_p, ctypes.c_uint
         lib.FLAC__stream_encoder_new.restype = encoder
         lib.FLAC__stream_encoder_new.argtypes = []
@@ -85,6 +99,8 @@ def encode_pcm16(samples: np.ndarray, sample_rate: int, compression_level: int =
     if libraries is None:
         raise RuntimeError("libFLAC is not installed")
     lib, libc = libraries
+    if np.ndim(samples) != 1:
+        raise ValueError(f"expected mono samples, got shape {np.shape(samples)}")
     pcm = np.ascontiguousarray(samples, dtype=np.int32)  # libFLAC takes 32-bit words
     scratch = _scratch_file()
     encoder = lib.FLAC__stream_encoder_new()
@@ -96,9 +112,12 @@ def encode_pcm16(samples: np.ndarray, sample_rate: int, compression_level: int =
                                ("compression_level", compression_level), ("do_md5", 0),
                                ("total_samples_estimate", len(pcm))):
             getattr(lib, f"FLAC__stream_encoder_set_{setting}")(encoder, value)
-        stream = libc.fdopen(os.dup(scratch), b"w+b")  # closed by libFLAC when it finishes
+        descriptor = os.dup(scratch)
+        stream = libc.fdopen(descriptor, b"w+b")  # closed by libFLAC when it finishes
         if not stream:
-            raise OSError(ctypes.get_errno(), "fdopen failed")
+            error = ctypes.get_errno()
+            os.close(descriptor)
+            raise OSError(error, f"fdopen failed: {os.strerror(error)}")
         status = lib.FLAC__stream_encoder_init_FILE(encoder, stream, None, None)
         if status != _INIT_OK:
             raise FlacError(f"libFLAC could not start a stream (status {status})")

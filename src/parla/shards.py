@@ -83,17 +83,25 @@ def write_table_atomic(path: str | os.PathLike, table: pa.Table, row_group_size:
 def _encodings(schema: pa.Schema) -> dict[str, Any]:
     """zstd and dictionaries for every column but encoded audio (FLAC bytes): neither shrinks
     it, and trying costs half of the shard's write."""
-    columns: list[str] = []  # parquet's column paths: a struct's fields are columns
-    for field in schema:
-        if pa.types.is_struct(field.type):
-            columns += [f"{field.name}.{child.name}" for child in field.type]
-        else:
-            columns.append(field.name)
+    columns = [path for field in schema for path in _leaf_paths(field.name, field.type)]
     audio = [name for name in columns if name == "audio.bytes"]
     if not audio:
         return {"compression": "zstd"}
     return {"compression": {name: "none" if name in audio else "zstd" for name in columns},
             "use_dictionary": [name for name in columns if name not in audio]}
+
+
+def _leaf_paths(name: str, kind: pa.DataType) -> list[str]:
+    """Parquet's column paths under one field: a struct's fields, a list's elements, a map's
+    keys and values are columns of their own."""
+    if pa.types.is_struct(kind):
+        return [path for child in kind for path in _leaf_paths(f"{name}.{child.name}", child.type)]
+    if pa.types.is_map(kind):
+        return (_leaf_paths(f"{name}.key_value.key", kind.key_type)
+                + _leaf_paths(f"{name}.key_value.value", kind.item_type))
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        return _leaf_paths(f"{name}.list.element", kind.value_type)
+    return [name]
 
 
 def record_key(stage: str) -> bytes:
