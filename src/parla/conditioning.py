@@ -577,15 +577,27 @@ def true_peak_envelope(samples: np.ndarray, floor: float | None = None) -> np.nd
     magnitude = np.abs(x)
     if len(x) == 0:
         return magnitude
-    _, bound = _interpolation_matrix()
     if floor is None:
         floor = float(magnitude.max())
-    hot = np.flatnonzero(magnitude >= floor / bound)
-    if len(hot) == 0:
+    return _envelope(magnitude, *_peaks_near_hot(x, magnitude, floor))
+
+
+def _envelope_to(x: np.ndarray, ceiling: float) -> np.ndarray:
+    """true_peak_envelope(x, min(ceiling, sample peak)): exact wherever x's true peak can reach
+    `ceiling`, and at the sample peak; |x| taken once."""
+    x = np.asarray(x, dtype=np.float64)
+    magnitude = np.abs(x)
+    if len(x) == 0:
         return magnitude
-    candidates = _near(hot, len(x))
-    envelope = magnitude
-    envelope[candidates] = np.maximum(envelope[candidates], _interpolated_peaks(x, candidates))
+    return _envelope(magnitude, *_peaks_near_hot(x, magnitude, min(ceiling,
+                                                                   float(magnitude.max()))))
+
+
+def _envelope(magnitude: np.ndarray, candidates: np.ndarray, peaks: np.ndarray) -> np.ndarray:
+    """|x| raised to the interpolated peaks at `candidates` (float64; a float64 `magnitude` is
+    raised in place): what true_peak_envelope returns."""
+    envelope = magnitude.astype(np.float64, copy=False)
+    envelope[candidates] = np.maximum(envelope[candidates], peaks)
     return envelope
 
 
@@ -605,8 +617,7 @@ def _true_peak(x: np.ndarray, magnitude: np.ndarray, floor: float) -> float:
     """true_peak_envelope(x, floor).max() for float32 or float64 `x` of |x| `magnitude`, without
     building the envelope: the sample peak or an interpolated value near a hot sample."""
     _, peaks = _peaks_near_hot(x, magnitude, floor)
-    return max(float(magnitude.max()), float(peaks.max())) if len(peaks) else float(
-        magnitude.max())
+    return max(float(magnitude.max()), float(peaks.max(initial=0.0)))
 
 
 def true_peak_db(samples: np.ndarray) -> float:
@@ -674,11 +685,11 @@ def limit_true_peak(samples: np.ndarray, sample_rate: int, ceiling_db: float) ->
     if len(x) == 0:
         return x
     ceiling = 10.0 ** (ceiling_db / 20.0)
-    envelope = true_peak_envelope(x, min(ceiling, float(np.abs(x).max())))
+    envelope = _envelope_to(x, ceiling)
     gains = _limiter_gains(envelope, ceiling, sample_rate)
     if gains:
         x = _apply_gains(x, gains)
-        envelope = true_peak_envelope(x, min(ceiling, float(np.abs(x).max())))
+        envelope = _envelope_to(x, ceiling)
     return x * _settle(float(envelope.max()), ceiling)
 
 
@@ -725,7 +736,7 @@ def _try_gain(x: np.ndarray, envelope: np.ndarray, weighted: np.ndarray, gain: f
         lo, hi = max(0, start - 6), min(length, stop + 6)  # the interpolation's context
         segment = x[lo:hi] * gain
         segment[start - lo:stop - lo] *= dip
-        inside = true_peak_envelope(segment, min(ceiling, float(np.abs(segment).max())))
+        inside = _envelope_to(segment, ceiling)
         peak = max(peak, float(inside[start - lo:stop - lo].max()))
     if previous < length:
         outside = max(outside, float(envelope[previous:].max()))
@@ -773,7 +784,7 @@ def _normalize_loudness(
     exact_gain = gain * GAIN_HEADROOM
     floor = min(ceiling / exact_gain, peak)
     candidates, peaks = _peaks_near_hot(x, magnitude, floor)
-    true_peak = max(peak, float(peaks.max())) if len(peaks) else peak
+    true_peak = max(peak, float(peaks.max(initial=0.0)))  # _true_peak, with what it needs next
     if gain * true_peak <= ceiling:
         # A plain gain, the common case: BS.1770 loudness scales with the gain (its gates are
         # relative, bar the -70 LUFS floor), so the result is the target without measuring again.
@@ -782,8 +793,7 @@ def _normalize_loudness(
                           casting="same_kind")
         return out, target_lufs, _amplitude_db(gain * true_peak)
     x = np.asarray(x, dtype=np.float64)
-    envelope = magnitude.astype(np.float64)  # true_peak_envelope(x, floor), from what is known
-    envelope[candidates] = np.maximum(envelope[candidates], peaks)
+    envelope = _envelope(magnitude, candidates, peaks)  # true_peak_envelope(x, floor)
     if weighted is None:
         weighted = k_weighted(x, sample_rate)
     # The limiter lowers the loudness a little: raise the gain and limit again, up to 4 rounds,
