@@ -107,8 +107,9 @@ def decode_both(data: bytes, rate: int) -> tuple[Any, Any, float]:
     energy = float(np.sum(reference.astype(np.float64) ** 2))
     errors = []
     for shift in range(source_rate // rate):  # libmpg123's grid, earlier by `shift` samples
-        shifted = audio.resample(np.concatenate([np.zeros(shift, np.float32), full])[:full.size],
-                                 source_rate, rate, "soxr")
+        shifted = reference if shift == 0 else audio.resample(
+            np.concatenate([np.zeros(shift, np.float32), full])[:full.size], source_rate, rate,
+            "soxr")
         errors.append(float(np.sum((shifted - direct).astype(np.float64) ** 2)) / energy)
     return reference, direct, 10 * math.log10(max(min(errors), 1e-30))
 

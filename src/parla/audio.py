@@ -285,8 +285,7 @@ def decode_audio(data: bytes, expected_format: str | None = None,
             # whether the last one is cut short
             if probe_mp3(data, walk_frames=True).truncated:  # type: ignore[union-attr]
                 raise RowRejected("truncated", "last MP3 frame is cut short")
-    if kind == "mp3" and mpg123_rate is not None:
-        decoded = _decode_with_mpg123(data, info, mpg123_rate)  # type: ignore[arg-type]
+        decoded = None if mpg123_rate is None else _decode_with_mpg123(data, info, mpg123_rate)
         if decoded is not None:
             check_samples(decoded[0], decoded[1], nominal_duration)
             return decoded
