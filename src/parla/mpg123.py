@@ -26,6 +26,7 @@ import ctypes
 import ctypes.util
 import functools
 import threading
+import weakref
 
 import numpy as np
 
@@ -65,6 +66,7 @@ def _library() -> ctypes.CDLL | None:
                               ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_int)],
                              ctypes.c_int),
         "mpg123_close": ([handle], ctypes.c_int),
+        "mpg123_delete": ([handle], None),
         "mpg123_strerror": ([handle], ctypes.c_char_p),
         "mpg123_plain_strerror": ([ctypes.c_int], ctypes.c_char_p),
     }
@@ -92,6 +94,7 @@ class _Decoder:
         if not handle:
             raise Mpg123Error(lib.mpg123_plain_strerror(error.value).decode())
         self.lib, self.handle = lib, handle
+        weakref.finalize(self, lib.mpg123_delete, handle)  # with the thread that made it
         flags = _FORCE_FLOAT | _MONO_MIX | _QUIET | _GAPLESS | _NO_FRANKENSTEIN
         if lib.mpg123_param(handle, _FLAGS, flags, 0.0) != _OK:  # a libmpg123 older than 1.29
             self._check(lib.mpg123_param(handle, _FLAGS, flags & ~_NO_FRANKENSTEIN, 0.0))
