@@ -50,3 +50,17 @@ def test_encode_flac_falls_back_to_libsndfile(monkeypatch) -> None:
     samples = np.linspace(-0.5, 0.5, 2400, dtype=np.float32)
     monkeypatch.setattr(flac, "available", lambda: False)
     assert audio.encode_flac(samples, 24000) == _libsndfile_flac(audio.to_pcm16(samples), 24000)
+
+
+def test_a_stream_longer_than_the_file_buffer_is_whole() -> None:
+    # noise does not compress: about 2.9 MB, past the 1 MiB buffer the FILE writes through
+    pcm = (np.random.default_rng(2).standard_normal(24000 * 60) * 8000).astype(np.int16)
+    data = flac.encode_pcm16(pcm, 24000)
+    assert len(data) > 2 * flac._STREAM_BUFFER_BYTES
+    assert np.array_equal(sf.read(io.BytesIO(data), dtype="int16")[0], pcm)
+
+
+def test_the_encoder_is_named_with_its_version() -> None:
+    assert flac.version().count(".") >= 1
+    assert audio.flac_encoder() == f"libFLAC {flac.version()}"
+    assert flac.version().encode() in flac.encode_pcm16(np.zeros(100, np.int16), 24000)

@@ -109,7 +109,7 @@ def test_a_worker_without_libmpg123_says_so(monkeypatch) -> None:
     monkeypatch.setattr(mpg123, "available", lambda: False)
     options = PrepareOptions(datasets=("x",), output_dir="o", resampler="mpg123")
     with pytest.raises(UsageError, match="libmpg123"):
-        ShardPreparer(options, {}, "digest")
+        ShardPreparer(options, {}, {})
 
 
 def test_two_streams_in_one_file_decode_as_libsndfile_decodes_them(mp3_bytes) -> None:

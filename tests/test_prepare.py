@@ -33,7 +33,7 @@ from parla.planning import split_dialects
 from parla.prepare import prepare
 from parla.prepare_worker import process_clip
 from parla.reports import REJECTS_FILE, SPEAKERS_FILE, STATISTICS_FILE
-from parla.shards import find_shards
+from parla.shards import find_shards, read_shard_record
 
 SPEAKERS = {"ana": ("Central", 3), "bernat": ("Central", 3), "carla": ("Central|Barceloní", 5),
             "dani": ("Central", 3), "eva": ("Balear", 3), "ferran": ("Balear|Mallorquí", 4),
@@ -560,8 +560,27 @@ def test_a_different_run_in_the_same_folder_is_refused(tmp_path: Path) -> None:
     changed = subprocess.run(_prepare_command(out) + ["--seed", "7"], capture_output=True,
                              text=True)
     assert changed.returncode == 2
-    assert "other options or inputs" in changed.stderr
+    assert "other settings" in changed.stderr and "seed (42 -> 7)" in changed.stderr
     assert shard_bytes(out) == before
+
+
+def test_a_resume_names_the_settings_that_differ_and_the_footer_records_them(
+        tmp_path: Path) -> None:
+    from parla.audio import flac_encoder
+
+    out = tmp_path / "out"
+    subprocess.run(_prepare_command(out) + ["--resampler", "soxr"], check=True,
+                   capture_output=True)
+    shard = next(path for splits in find_shards(out).values() for paths in splits.values()
+                 for path in paths)
+    settings = read_shard_record(shard, "prepare")["settings"]
+    assert settings["resampler"] == "soxr" and settings["flac_encoder"] == flac_encoder()
+    assert settings["seed"] == 42 and "output_dir" not in settings
+    # as when the default resampler of an older parla made the folder
+    changed = subprocess.run(_prepare_command(out) + ["--resampler", "scipy"],
+                             capture_output=True, text=True)
+    assert changed.returncode == 2
+    assert "resampler ('soxr' -> 'scipy')" in changed.stderr
 
 
 # --- each clip once, one run per folder (issue 8) ---------------------------------------------

@@ -137,3 +137,16 @@ def test_dnsmos_scores_every_row_and_min_dnsmos_rejects(tmp_path):
     reasons = [json.loads(line)["reason"] for line in (strict / "rejects.jsonl").read_text()
                .splitlines()]
     assert reasons == ["low_dnsmos", "low_dnsmos"]
+
+
+def test_a_worker_with_another_flac_encoder_than_the_run_refuses(monkeypatch) -> None:
+    from parla import audio
+    from parla.errors import UsageError
+    from parla.prepare_worker import ShardPreparer
+
+    options = PrepareOptions(datasets=("x",), output_dir="o", resampler="soxr")
+    ShardPreparer(options, {}, {"flac_encoder": audio.flac_encoder()})  # the same: accepted
+    ShardPreparer(options, {}, {})  # nothing to match (the API without a run): accepted
+    monkeypatch.setattr(audio, "flac_encoder", lambda: "libsndfile 1.0.31")
+    with pytest.raises(UsageError, match="encodes FLAC with libsndfile 1.0.31, the run with lib"):
+        ShardPreparer(options, {}, {"flac_encoder": "libFLAC 1.4.2"})

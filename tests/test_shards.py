@@ -5,7 +5,13 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from parla.shards import prepared_table, read_shard, read_shard_record, write_table_atomic
+from parla.shards import (
+    prepared_table,
+    read_shard,
+    read_shard_record,
+    settings_difference,
+    write_table_atomic,
+)
 
 
 def _row(index: int) -> dict:
@@ -47,3 +53,12 @@ def test_every_column_but_the_audio_bytes_is_zstd(tmp_path) -> None:
                    for i in range(group.num_columns)}
     assert compression.pop("audio.bytes") == "UNCOMPRESSED"
     assert len(compression) == 5 and set(compression.values()) == {"ZSTD"}
+
+
+def test_settings_difference_names_each_changed_setting_with_both_values() -> None:
+    found = {"seed": 42, "resampler": "soxr", "gone": 1}
+    assert settings_difference(found, dict(found)) == ""
+    assert settings_difference(found, {"seed": 7, "resampler": "soxr", "new": True}) == (
+        "gone (1 -> None), new (None -> True), seed (42 -> 7)")
+    assert settings_difference({"a": 1, "b": 1, "c": 1, "d": 1}, {}, shown=2).endswith(", ...")
+    assert settings_difference("3f2a...", {"seed": 42}) == "none recorded"  # an older footer

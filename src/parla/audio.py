@@ -402,6 +402,16 @@ def encode_flac(samples: np.ndarray, sample_rate: int) -> bytes:
     return buffer.getvalue()
 
 
+def flac_encoder() -> str:
+    """Which encoder `encode_flac` uses here, with its version: its bytes differ (the MD5
+    signature, the vendor string), so a run records it and never mixes two."""
+    from . import flac
+
+    if flac.available():
+        return f"libFLAC {flac.version()}"
+    return f"libsndfile {sf.__libsndfile_version__}"
+
+
 def decode_flac(data: bytes) -> tuple[np.ndarray, int]:
     """Inverse of `encode_flac` (mono float32)."""
     samples, sample_rate = sf.read(io.BytesIO(data), dtype="float32")

@@ -10,7 +10,6 @@ rebuilds every report from the records: resume after any interruption, byte for 
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 import shutil
@@ -21,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from .audio import resolve_resampler
+from .audio import flac_encoder, resolve_resampler
 from .engines import get_engine
 from .errors import RowRejected, UsageError
 from .files import lock_folder, remove_stale_tmp, write_json
@@ -42,7 +41,7 @@ from .reports import (
     write_rejects,
 )
 from .selection import StepCount, select_candidates
-from .shards import DATA_DIR, find_shards, read_shard_record
+from .shards import DATA_DIR, find_shards, read_shard_record, settings_difference
 from .sources import ClipReader, LoadedSource, clip_reader, load_source, parse_source_spec
 
 log = get_logger("prepare")
@@ -100,19 +99,22 @@ def _clear_output(out: Path) -> None:
             path.unlink(missing_ok=True)
 
 
-def settings_digest(options: PrepareOptions) -> str:
-    """Identifies the options that change what a run writes."""
+def shard_settings(options: PrepareOptions) -> dict[str, Any]:
+    """What changes the bytes a run writes: its options (as JSON data) and this machine's FLAC
+    encoder. Every shard's record carries them, so a resume can say what differs."""
     settings = asdict(options)
     for irrelevant in (*_RUN_SETTINGS, "save_speaker_metadata", "datasets"):
         settings.pop(irrelevant, None)
-    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+    settings["flac_encoder"] = flac_encoder()
+    return json.loads(json.dumps(settings, sort_keys=True, default=str))
 
 
-def _finished_shards(out: Path, tasks: list[ShardTask], digest: str) -> dict[str, dict]:
+def _finished_shards(out: Path, tasks: list[ShardTask], settings: dict[str, Any]
+                     ) -> dict[str, dict]:
     """The records of shards a previous run finished for this very plan, by path.
 
-    A shard that this plan does not have, or that another run's options or inputs made, means
-    the folder holds another run: refused, so two runs never mix in one folder.
+    A shard that this plan does not have, or that other settings or inputs made, means the
+    folder holds another run: refused, so two runs never mix in one folder.
     """
     planned = {task.path: task for task in tasks}
     done: dict[str, dict] = {}
@@ -121,15 +123,18 @@ def _finished_shards(out: Path, tasks: list[ShardTask], digest: str) -> dict[str
             for path in paths:
                 task = planned.get(str(path))
                 record = read_shard_record(path, STAGE)
+                name = path.relative_to(out)
                 if record is None:
-                    raise UsageError(f"--output_dir {out} holds {path.relative_to(out)}, which "
-                                     "this version of parla did not write; pass --overwrite "
-                                     "to replace it")
-                if task is None or record.get("settings") != digest \
-                        or record.get("task") != task.digest():
-                    raise UsageError(f"--output_dir {out} holds a run with other options or "
-                                     f"inputs ({path.relative_to(out)}); pass --overwrite to "
-                                     "replace it")
+                    raise UsageError(f"--output_dir {out} holds {name}, which this version of "
+                                     "parla did not write; pass --overwrite to replace it")
+                differ = settings_difference(record.get("settings"), settings)
+                if differ:
+                    raise UsageError(f"--output_dir {out} holds a run with other settings "
+                                     f"({name}: {differ}); pass --overwrite to replace it")
+                if task is None or record.get("task") != task.digest():
+                    raise UsageError(f"--output_dir {out} holds a run of other inputs ({name}: "
+                                     "other rows, or another plan); pass --overwrite to replace "
+                                     "it")
                 done[task.path] = record
     return done
 
@@ -166,14 +171,14 @@ def select(options: PrepareOptions, sources: dict[str, LoadedSource]
 
 
 def _run_tasks(todo: list[ShardTask], options: PrepareOptions,
-               readers: dict[str, ClipReader], digest: str) -> dict[str, dict]:
+               readers: dict[str, ClipReader], settings: dict[str, Any]) -> dict[str, dict]:
     map_tasks = get_engine(options.engine)
     workers = options.num_workers or _engine_cpus(options.engine)
     done: dict[str, dict] = {}
     bar = progress(desc="prepare", total=sum(task.rows for task in todo), unit="clips")
     try:
         for task, record in map_tasks(todo, functools.partial(ShardPreparer, options, readers,
-                                                              digest),
+                                                              settings),
                                       num_workers=min(workers, len(todo)),
                                       describe_task=ShardTask.describe):
             done[task.path] = record
@@ -216,18 +221,18 @@ def prepare(options: PrepareOptions) -> PrepareResult:
         raise UsageError("no clips are left after selection, so there is nothing to write; "
                          "--dry_run shows the rows left after each step")
     tasks = plan_shards(split_dialects(candidates, options), options, out)
-    digest = settings_digest(options)
+    settings = shard_settings(options)
     readers = {name: clip_reader(source) for name, source in sources.items()}
     with lock_folder(out):
         if options.overwrite:
             _clear_output(out)
         remove_stale_tmp(out)
-        done = _finished_shards(out, tasks, digest)
+        done = _finished_shards(out, tasks, settings)
         todo = [task for task in tasks if task.path not in done]
         if done:
             log.info("resuming %s: %d of %d shards already written", out, len(done), len(tasks))
         if todo:
-            done |= _run_tasks(todo, options, readers, digest)
+            done |= _run_tasks(todo, options, readers, settings)
         statistics = _write_reports(out, options, counts, tasks, [done[t.path] for t in tasks],
                                     sources, readers)
     print(format_summary(statistics))

@@ -86,6 +86,16 @@ def require_resampler(options: PrepareOptions) -> None:
                              "--resampler soxr needs nothing more")
 
 
+def require_flac_encoder(wanted: str | None) -> None:
+    """Refuse to write with another FLAC encoder than the run's (UsageError): the bytes would
+    differ from shard to shard. None (no run to match) accepts any."""
+    here = audio.flac_encoder()
+    if wanted is not None and here != wanted:
+        raise UsageError(f"this machine encodes FLAC with {here}, the run with {wanted}; "
+                         "install the same libFLAC on every machine of a run (Debian/Ubuntu: "
+                         "libflac12 or libflac14), or prepare into another --output_dir")
+
+
 def score_clip(scorer: Any, samples: Any, options: PrepareOptions) -> dict[str, float]:
     """DNSMOS scores of a conditioned clip; a clip under --min_dnsmos is rejected."""
     from .quality import dnsmos_reject
@@ -109,12 +119,14 @@ class ShardPreparer:
     sessions, the source readers) is built once per worker."""
 
     def __init__(self, options: PrepareOptions, readers: Mapping[str, ClipReader],
-                 settings_digest: str, rank: int = 0) -> None:
+                 settings: Mapping[str, Any], rank: int = 0) -> None:
         del rank  # every worker prepares alike (the engines' factory protocol passes one)
         self.options = options
         self.readers = dict(readers)
-        self.settings_digest = settings_digest
-        require_resampler(options)  # again here: a Ray node may lack what the driver has
+        self.settings = dict(settings)  # what every shard's record says made it
+        # again here: a Ray node may lack what the driver has
+        require_resampler(options)
+        require_flac_encoder(self.settings.get("flac_encoder"))
         # a worker decodes clip after clip: keeping freed memory for reuse saves the page
         # faults of each clip's fresh arrays, about a millisecond a clip
         audio.reuse_freed_memory()
@@ -170,7 +182,7 @@ class ShardPreparer:
             rows += kept
             rejects += group_rejects
             dropped += group_dropped
-        record = shard_record(task, self.settings_digest, rows, rejects, dropped, short,
+        record = shard_record(task, self.settings, rows, rejects, dropped, short,
                               seconds_by_path)
         table = prepared_table(rows, self.options.target_sample_rate,
                                dnsmos=self.scorer is not None)
@@ -178,7 +190,7 @@ class ShardPreparer:
         return record
 
 
-def shard_record(task: ShardTask, settings_digest: str, rows: list[dict[str, Any]],
+def shard_record(task: ShardTask, settings: Mapping[str, Any], rows: list[dict[str, Any]],
                  rejects: list[Reject], dropped: list[dict[str, Any]], short_speakers: int,
                  seconds_by_path: Mapping[str, float]) -> dict[str, Any]:
     """What a prepared shard's footer says about it (plain JSON data)."""
@@ -194,7 +206,7 @@ def shard_record(task: ShardTask, settings_digest: str, rows: list[dict[str, Any
         if any(value is not None for value in values):
             clips[key] = [None if value is None else round(value, 6) for value in values]
     record = {
-        "settings": settings_digest, "task": task.digest(),
+        "settings": dict(settings), "task": task.digest(),
         "config": task.config, "split": task.split, "index": task.index, "count": task.count,
         "planned_rows": task.rows, "rows": len(rows), "short_speakers": short_speakers,
         "clips": clips,

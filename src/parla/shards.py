@@ -108,6 +108,16 @@ def record_key(stage: str) -> bytes:
     return f"parla_{stage}".encode()
 
 
+def settings_difference(found: Any, wanted: Mapping[str, Any], shown: int = 3) -> str:
+    """How the settings in a shard's record (`found`) differ from this run's (`wanted`), as
+    ``name (old -> new), ...`` for the first `shown`; empty when they are the same."""
+    if not isinstance(found, Mapping):
+        return "none recorded"
+    differ = [f"{name} ({found.get(name)!r} -> {wanted.get(name)!r})"
+              for name in sorted(set(found) | set(wanted)) if found.get(name) != wanted.get(name)]
+    return ", ".join(differ[:shown]) + (", ..." if len(differ) > shown else "")
+
+
 def read_shard_record(path: str | os.PathLike, stage: str) -> dict[str, Any] | None:
     """The record in a shard's footer; None for a file that ``stage`` did not write."""
     try:

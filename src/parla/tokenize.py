@@ -53,6 +53,7 @@ from .shards import (
     find_shards,
     read_shard,
     read_shard_record,
+    settings_difference,
     write_table_atomic,
 )
 
@@ -476,9 +477,9 @@ def _plan(found: Mapping[str, Mapping[str, list[Path]]], input_dir: Path, out: P
 
 
 def _check_same_settings(found: Mapping[str, Any], wanted: Mapping[str, Any], path: Path) -> None:
-    differ = sorted(k for k in set(found) | set(wanted) if found.get(k) != wanted.get(k))
+    differ = settings_difference(found, wanted)
     if differ:
-        raise UsageError(f"{path} was tokenized with other settings ({', '.join(differ)}); "
+        raise UsageError(f"{path} was tokenized with other settings ({differ}); "
                          "pass --overwrite to redo every shard, or choose another --output_dir")
 
 
