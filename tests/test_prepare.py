@@ -33,7 +33,7 @@ from parla.planning import split_dialects
 from parla.prepare import prepare
 from parla.prepare_worker import process_clip
 from parla.reports import REJECTS_FILE, SPEAKERS_FILE, STATISTICS_FILE
-from parla.shards import find_shards, read_shard_record
+from parla.shards import find_shards, read_shard_record, write_table_atomic
 
 SPEAKERS = {"ana": ("Central", 3), "bernat": ("Central", 3), "carla": ("Central|Barceloní", 5),
             "dani": ("Central", 3), "eva": ("Balear", 3), "ferran": ("Balear|Mallorquí", 4),
@@ -581,6 +581,14 @@ def test_a_resume_names_the_settings_that_differ_and_the_footer_records_them(
                              capture_output=True, text=True)
     assert changed.returncode == 2
     assert "resampler ('soxr' -> 'scipy')" in changed.stderr
+    # a footer of an older parla, which kept a digest of the settings, not the settings
+    record = read_shard_record(shard, "prepare")
+    table = pq.read_table(shard)
+    write_table_atomic(shard, table.replace_schema_metadata(None),
+                       record=record | {"settings": "3f2a9c"}, stage="prepare")
+    older = subprocess.run(_prepare_command(out) + ["--resampler", "soxr"],
+                           capture_output=True, text=True)
+    assert older.returncode == 2 and "written by an older parla" in older.stderr
 
 
 # --- each clip once, one run per folder (issue 8) ---------------------------------------------

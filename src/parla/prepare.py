@@ -127,7 +127,11 @@ def _finished_shards(out: Path, tasks: list[ShardTask], settings: dict[str, Any]
                 if record is None:
                     raise UsageError(f"--output_dir {out} holds {name}, which this version of "
                                      "parla did not write; pass --overwrite to replace it")
-                differ = settings_difference(record.get("settings"), settings)
+                if not isinstance(record.get("settings"), dict):
+                    raise UsageError(f"--output_dir {out} holds {name}, written by an older "
+                                     "parla whose settings this one cannot compare; pass "
+                                     "--overwrite to replace it")
+                differ = settings_difference(record["settings"], settings)
                 if differ:
                     raise UsageError(f"--output_dir {out} holds a run with other settings "
                                      f"({name}: {differ}); pass --overwrite to replace it")
