@@ -56,9 +56,16 @@ def test_every_column_but_the_audio_bytes_is_zstd(tmp_path) -> None:
 
 
 def test_settings_difference_names_each_changed_setting_with_both_values() -> None:
-    found = {"seed": 42, "resampler": "soxr", "gone": 1}
+    found = {"seed": 42, "resampler": "soxr", "gone": None}
     assert settings_difference(found, dict(found)) == ""
     assert settings_difference(found, {"seed": 7, "resampler": "soxr", "new": True}) == (
-        "gone (1 -> None), new (None -> True), seed (42 -> 7)")
+        "gone (None -> not recorded), new (not recorded -> True), seed (42 -> 7)")
     assert settings_difference({"a": 1, "b": 1, "c": 1, "d": 1}, {}, shown=2).endswith(", ...")
     assert settings_difference("3f2a...", {"seed": 42}) == "none recorded"  # an older footer
+
+
+def test_settings_difference_names_a_nested_setting_and_cuts_long_values() -> None:
+    found = {"conditioning": {"target_lufs": -20.0, "trim_silence": True}, "code": "a" * 64}
+    wanted = {"conditioning": {"target_lufs": -23.0, "trim_silence": True}, "code": "b" * 64}
+    assert settings_difference(found, wanted) == (
+        f"code ('{'a' * 36}... -> '{'b' * 36}...), conditioning.target_lufs (-20.0 -> -23.0)")

@@ -108,13 +108,34 @@ def record_key(stage: str) -> bytes:
     return f"parla_{stage}".encode()
 
 
+def _flat(settings: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings as ``{"conditioning.target_lufs": -20.0, ...}``."""
+    flat: dict[str, Any] = {}
+    for name, value in settings.items():
+        if isinstance(value, Mapping):
+            flat |= _flat(value, f"{prefix}{name}.")
+        else:
+            flat[prefix + name] = value
+    return flat
+
+
+def _shown(value: Any, absent: object) -> str:
+    text = "not recorded" if value is absent else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def settings_difference(found: Any, wanted: Mapping[str, Any], shown: int = 3) -> str:
     """How the settings in a shard's record (`found`) differ from this run's (`wanted`), as
-    ``name (old -> new), ...`` for the first `shown`; empty when they are the same."""
+    ``name (old -> new), ...`` for the first `shown` (nested settings named with dots, long
+    values cut short); empty when they are the same."""
     if not isinstance(found, Mapping):
         return "none recorded"
-    differ = [f"{name} ({found.get(name)!r} -> {wanted.get(name)!r})"
-              for name in sorted(set(found) | set(wanted)) if found.get(name) != wanted.get(name)]
+    old, new, absent = _flat(found), _flat(wanted), object()
+    differ = []
+    for name in sorted(set(old) | set(new)):
+        before, after = old.get(name, absent), new.get(name, absent)
+        if before != after:
+            differ.append(f"{name} ({_shown(before, absent)} -> {_shown(after, absent)})")
     return ", ".join(differ[:shown]) + (", ..." if len(differ) > shown else "")
 
 
