@@ -567,14 +567,16 @@ def test_a_different_run_in_the_same_folder_is_refused(tmp_path: Path) -> None:
 def test_a_resume_names_the_settings_that_differ_and_the_footer_records_them(
         tmp_path: Path) -> None:
     from parla.audio import flac_encoder
+    from parla.conditioning import resolve_vad
 
     out = tmp_path / "out"
-    subprocess.run(_prepare_command(out) + ["--resampler", "soxr"], check=True,
-                   capture_output=True)
+    subprocess.run(_prepare_command(out) + ["--resampler", "soxr", "--vad", "auto"],
+                   check=True, capture_output=True)
     shard = next(path for splits in find_shards(out).values() for paths in splits.values()
                  for path in paths)
     settings = read_shard_record(shard, "prepare")["settings"]
     assert settings["resampler"] == "soxr" and settings["flac_encoder"] == flac_encoder()
+    assert settings["conditioning"]["vad"] == resolve_vad("auto")  # what made the trims
     assert settings["seed"] == 42 and "output_dir" not in settings
     # as when the default resampler of an older parla made the folder
     changed = subprocess.run(_prepare_command(out) + ["--resampler", "scipy"],

@@ -286,11 +286,19 @@ def silero_available() -> bool:
     return all(importlib.util.find_spec(name) is not None for name in ("silero_vad", "torch"))
 
 
+def resolve_vad(vad: str) -> str:
+    """``auto`` is ``silero`` where silero-vad and torch are installed, else ``energy``."""
+    if vad != "auto":
+        return vad
+    return "silero" if silero_available() else "energy"
+
+
 def make_speech_detector(vad: str = "auto") -> SpeechDetector:
-    """Build the detector named by ConditioningOptions.vad (auto: silero when installed)."""
-    if vad == "energy" or (vad == "auto" and not silero_available()):
+    """Build the detector named by ConditioningOptions.vad (auto: `resolve_vad`)."""
+    vad = resolve_vad(vad)
+    if vad == "energy":
         return EnergySpeechDetector()
-    if vad in ("silero", "auto"):
+    if vad == "silero":
         return SileroSpeechDetector()
     raise UsageError(f"unknown VAD backend {vad!r}")
 

@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from .audio import flac_encoder, resolve_resampler
+from .conditioning import resolve_vad
 from .engines import get_engine
 from .errors import RowRejected, UsageError
 from .files import lock_folder, remove_stale_tmp, write_json
@@ -210,8 +211,11 @@ def prepare(options: PrepareOptions) -> PrepareResult:
     """
     started = time.monotonic()
     # what "auto" means on this machine is part of the settings: the card, the statistics and
-    # the shard records say which resampler made the audio, and a resume must use the same
-    options = replace(options, resampler=resolve_resampler(options.resampler))
+    # the shard records say which resampler and detector made the audio, and a resume must use
+    # the same
+    options = replace(options, resampler=resolve_resampler(options.resampler),
+                      conditioning=replace(options.conditioning,
+                                           vad=resolve_vad(options.conditioning.vad)))
     require_resampler(options)
     out = _check_output_dir(options)
     sources = load_sources(options)
