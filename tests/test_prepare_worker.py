@@ -148,5 +148,5 @@ def test_a_worker_with_another_flac_encoder_than_the_run_refuses(monkeypatch) ->
     ShardPreparer(options, {}, {"flac_encoder": audio.flac_encoder()})  # the same: accepted
     ShardPreparer(options, {}, {})  # nothing to match (the API without a run): accepted
     monkeypatch.setattr(audio, "flac_encoder", lambda: "libsndfile 1.0.31")
-    with pytest.raises(UsageError, match="encodes FLAC with libsndfile 1.0.31, the run with lib"):
+    with pytest.raises(UsageError, match="libsndfile 1.0.31, the run.s driver with libFLAC"):
         ShardPreparer(options, {}, {"flac_encoder": "libFLAC 1.4.2"})

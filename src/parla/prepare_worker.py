@@ -87,13 +87,14 @@ def require_resampler(options: PrepareOptions) -> None:
 
 
 def require_flac_encoder(wanted: str | None) -> None:
-    """Refuse to write with another FLAC encoder than the run's (UsageError): the bytes would
-    differ from shard to shard. None (no run to match) accepts any."""
+    """Refuse to write with another FLAC encoder than the run's driver chose (UsageError): the
+    bytes would differ from shard to shard. None (no run to match) accepts any."""
     here = audio.flac_encoder()
     if wanted is not None and here != wanted:
-        raise UsageError(f"this machine encodes FLAC with {here}, the run with {wanted}; "
-                         "install the same libFLAC on every machine of a run (Debian/Ubuntu: "
-                         "libflac12 or libflac14), or prepare into another --output_dir")
+        raise UsageError(f"this machine encodes FLAC with {here}, the run's driver with {wanted}: "
+                         "the driver and every worker machine need the same libFLAC (Debian/"
+                         "Ubuntu: libflac12, libflac14 or libflac12t64), or, without it, the "
+                         "same libsndfile")
 
 
 def score_clip(scorer: Any, samples: Any, options: PrepareOptions) -> dict[str, float]:
