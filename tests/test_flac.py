@@ -64,3 +64,21 @@ def test_the_encoder_is_named_with_its_version() -> None:
     assert flac.version().count(".") >= 1
     assert audio.flac_encoder() == f"libFLAC {flac.version()}"
     assert flac.version().encode() in flac.encode_pcm16(np.zeros(100, np.int16), 24000)
+
+
+def test_a_threads_scratch_file_closes_when_the_thread_ends() -> None:
+    import gc
+    import os
+    import threading
+
+    def encode() -> None:
+        flac.encode_pcm16(np.zeros(1000, np.int16), 24000)
+
+    encode()  # this thread's own, kept
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(4):
+        thread = threading.Thread(target=encode)
+        thread.start()
+        thread.join()
+    gc.collect()
+    assert len(os.listdir("/proc/self/fd")) == before

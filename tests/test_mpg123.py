@@ -149,3 +149,24 @@ def test_prepare_without_libmpg123_says_so_before_any_work(monkeypatch, tmp_path
     with pytest.raises(UsageError, match="libmpg123"):
         prepare(options)
     assert not (tmp_path / "o").exists()
+
+
+def test_a_decoders_handle_is_deleted_with_it() -> None:
+    import gc
+
+    real = mpg123._library()
+    deleted = []
+
+    class Recording:  # the library, with mpg123_delete recorded before it runs
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def mpg123_delete(self, handle):
+            deleted.append(handle)
+            real.mpg123_delete(handle)
+
+    decoder = mpg123._Decoder(Recording(), 1)
+    handle = decoder.handle
+    del decoder
+    gc.collect()
+    assert deleted == [handle]

@@ -20,6 +20,7 @@ import ctypes.util
 import functools
 import os
 import threading
+import weakref
 
 import numpy as np
 
@@ -95,19 +96,28 @@ class FlacError(RuntimeError):
     """libFLAC refused to encode (it does not, for valid 16-bit input)."""
 
 
+class _Scratch:
+    """A thread's in-memory file and the buffer its FILE writes through; the file is closed
+    when the thread's state goes (the thread ends)."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.fd = os.memfd_create("parla-flac")
+        self.buffer = ctypes.create_string_buffer(_STREAM_BUFFER_BYTES)
+        weakref.finalize(self, os.close, self.fd)
+
+
 _files = threading.local()
 
 
 def _scratch_file() -> tuple[int, ctypes.Array]:
-    """This thread's in-memory file, emptied, and the buffer its FILE writes through (one each
-    per process and thread)."""
-    state = _files.__dict__
-    if state.get("pid") != os.getpid():  # a forked child makes its own
-        state["pid"], state["fd"] = os.getpid(), os.memfd_create("parla-flac")
-        state["buffer"] = ctypes.create_string_buffer(_STREAM_BUFFER_BYTES)
-    os.ftruncate(state["fd"], 0)
-    os.lseek(state["fd"], 0, os.SEEK_SET)  # the FILE's descriptor is a dup: it shares the offset
-    return state["fd"], state["buffer"]
+    """This thread's in-memory file, emptied, and its FILE buffer (one per process and thread)."""
+    scratch = getattr(_files, "scratch", None)
+    if scratch is None or scratch.pid != os.getpid():  # a forked child makes its own
+        scratch = _files.scratch = _Scratch()
+    os.ftruncate(scratch.fd, 0)
+    os.lseek(scratch.fd, 0, os.SEEK_SET)  # the FILE's descriptor is a dup: it shares the offset
+    return scratch.fd, scratch.buffer
 
 
 def encode_pcm16(samples: np.ndarray, sample_rate: int, compression_level: int = 0) -> bytes:
