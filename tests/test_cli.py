@@ -137,6 +137,20 @@ def test_flags_reach_the_options() -> None:
     assert options.conditioning.trim_silence is True  # untouched defaults stay
 
 
+def test_the_api_the_cli_and_a_config_give_the_same_numbers() -> None:
+    from parla.options import ConditioningOptions, PrepareOptions
+
+    api = PrepareOptions(datasets=("a",), output_dir="o", min_duration=2,
+                         conditioning=ConditioningOptions(target_lufs=-23))
+    cli = parse_prepare("--datasets", "a", "--output_dir", "o", "--min_duration", "2",
+                        "--target_lufs", "-23")
+    # whole numbers become floats where the option is one, as the CLI makes them: a shard's
+    # recorded settings are then the same whoever started the run
+    assert repr(api.min_duration) == repr(cli.min_duration) == "2.0"
+    assert repr(api.conditioning.target_lufs) == repr(cli.conditioning.target_lufs) == "-23.0"
+    assert api == cli and type(api.seed) is int
+
+
 # --- runs ------------------------------------------------------------------------------------
 
 def test_dry_run_prints_per_step_counts_and_writes_nothing(release: Path, tmp_path: Path,

@@ -27,6 +27,15 @@ def _check(condition: bool, message: str) -> None:
         raise UsageError(message)
 
 
+def _floats_as_floats(options: Any) -> None:
+    """A whole number given for a float option (``min_duration=1`` from Python) becomes a float,
+    as the CLI and config files make it: the settings a shard records are then the same."""
+    for option in dataclasses.fields(options):
+        value = getattr(options, option.name)
+        if option.type in ("float", "float | None") and type(value) is int:
+            object.__setattr__(options, option.name, float(value))
+
+
 @dataclass(frozen=True)
 class ConditioningOptions:
     """TTS-grade clean-up of each clip (trim, loudness, quality rejects, text normalisation)."""
@@ -46,6 +55,7 @@ class ConditioningOptions:
     reject_foreign_text: bool = True
 
     def __post_init__(self) -> None:
+        _floats_as_floats(self)
         _check(self.keep_silence_ms >= 0, "--keep_silence_ms must be >= 0")
         _check(self.vad in VAD_BACKENDS, f"--vad must be one of {', '.join(VAD_BACKENDS)}")
         _check(-70 < self.target_lufs < 0, "--target_lufs must be between -70 and 0")
@@ -93,6 +103,7 @@ class PrepareOptions:
     min_dnsmos: float | None = None  # reject (low_dnsmos) under this overall DNSMOS; needs dnsmos
 
     def __post_init__(self) -> None:
+        _floats_as_floats(self)
         if isinstance(self.datasets, str):
             object.__setattr__(self, "datasets", (self.datasets,))
         object.__setattr__(self, "datasets", tuple(self.datasets))
@@ -154,6 +165,7 @@ class TokenizeOptions:
     engine: str = "local"
 
     def __post_init__(self) -> None:
+        _floats_as_floats(self)
         if self.configs is not None:
             object.__setattr__(self, "configs", tuple(self.configs))
             _check(len(self.configs) > 0, "--configs needs at least one config name")
