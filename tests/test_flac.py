@@ -82,3 +82,12 @@ def test_a_threads_scratch_file_closes_when_the_thread_ends() -> None:
         thread.join()
     gc.collect()
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_without_libflac_the_encoder_is_named_with_libsndfiles_libflac(monkeypatch) -> None:
+    stream = flac.encode_pcm16(np.zeros(100, np.int16), 24000)
+    assert audio.flac_vendor(stream).startswith(f"reference libFLAC {flac.version()}")
+    monkeypatch.setattr(flac, "available", lambda: False)
+    name = audio.flac_encoder()
+    assert name.startswith(f"libsndfile {sf.__libsndfile_version__}, reference libFLAC ")
+    assert audio.flac_vendor(b"fLaC") == ""  # no metadata at all

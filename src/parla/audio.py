@@ -403,13 +403,30 @@ def encode_flac(samples: np.ndarray, sample_rate: int) -> bytes:
 
 
 def flac_encoder() -> str:
-    """Which encoder `encode_flac` uses here, with its version: its bytes differ (the MD5
-    signature, the vendor string), so a run records it and never mixes two."""
+    """Which encoder `encode_flac` uses here, with its libFLAC ("libFLAC 1.4.2", or
+    "libsndfile 1.2.2, reference libFLAC 1.4.3 20230623" from the vendor string of a stream it
+    writes): their bytes differ (the MD5 signature, the vendor string), so a run records it and
+    never mixes two."""
     from . import flac
 
     if flac.available():
         return f"libFLAC {flac.version()}"
-    return f"libsndfile {sf.__libsndfile_version__}"
+    stream = encode_flac(np.zeros(16, dtype=np.float32), 24000)
+    return f"libsndfile {sf.__libsndfile_version__}, {flac_vendor(stream)}"
+
+
+def flac_vendor(data: bytes) -> str:
+    """The vendor string in a FLAC stream's VORBIS_COMMENT block ("" without one)."""
+    position = 4  # past "fLaC"
+    while position + 4 <= len(data):
+        header, size = data[position], int.from_bytes(data[position + 1:position + 4], "big")
+        if header & 0x7F == 4:  # VORBIS_COMMENT: a little-endian length, then the vendor
+            length = int.from_bytes(data[position + 4:position + 8], "little")
+            return data[position + 8:position + 8 + length].decode("utf-8", "replace")
+        if header & 0x80:  # the last metadata block
+            break
+        position += 4 + size
+    return ""
 
 
 def decode_flac(data: bytes) -> tuple[np.ndarray, int]:
