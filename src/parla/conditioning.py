@@ -320,11 +320,13 @@ def detect_speech(
 # Measurements
 
 
-def clipped_fraction(samples: np.ndarray) -> float:
-    """Fraction of samples at full scale (|x| >= 0.999); measure before any gain."""
+def clipped_fraction(samples: np.ndarray, magnitude: np.ndarray | None = None) -> float:
+    """Fraction of samples at full scale (|x| >= 0.999); measure before any gain. `magnitude`
+    is |samples| when already taken."""
     if len(samples) == 0:
         return 0.0
-    return float(np.count_nonzero(np.abs(samples) >= CLIP_LEVEL)) / len(samples)
+    magnitude = np.abs(samples) if magnitude is None else magnitude
+    return float(np.count_nonzero(magnitude >= CLIP_LEVEL)) / len(samples)
 
 
 def estimate_snr_db(powers: np.ndarray, speech_frames: np.ndarray) -> float:
@@ -674,8 +676,10 @@ def _limiter_gains(envelope: np.ndarray, ceiling: float, sample_rate: int, gain:
     return gains
 
 
-def _apply_gains(x: np.ndarray, gains: list[tuple[int, np.ndarray]]) -> np.ndarray:
-    out = x.copy()
+def _apply_gains(x: np.ndarray, gains: list[tuple[int, np.ndarray]], *, copy: bool = True
+                 ) -> np.ndarray:
+    """`x` with each (start, gain) stretch multiplied in; `copy=False` changes `x` itself."""
+    out = x.copy() if copy else x
     for start, gain in gains:
         out[start:start + len(gain)] *= gain
     return out
@@ -713,9 +717,7 @@ class _LimitedGain:
     lufs: float  # of the result
 
     def apply(self, x: np.ndarray) -> np.ndarray:
-        out = x * self.gain  # _apply_gains(x * gain, dips) * scale, in place
-        for start, dip in self.dips:
-            out[start:start + len(dip)] *= dip
+        out = _apply_gains(x * self.gain, self.dips, copy=False)
         out *= self.scale
         return out
 
@@ -892,9 +894,9 @@ def condition_clip(
         return ConditionedClip(samples=np.ascontiguousarray(x), sample_rate=sample_rate,
                                text=text, measurements=m)
 
-    # clipped_fraction(x): none without a sample at the level (compared in float32, as there)
+    # none without a sample at the level: the count is skipped for almost every clip
     m["clipped_fraction"] = clipped = (
-        float(np.count_nonzero(magnitude >= CLIP_LEVEL)) / len(x) if peak >= CLIP_LEVEL else 0.0)
+        clipped_fraction(x, magnitude) if peak >= CLIP_LEVEL else 0.0)
     if options.max_clipped_fraction is not None and clipped > options.max_clipped_fraction:
         raise _reject("clipped", f"{clipped:.4f} of samples at full scale "
                       f"(max {options.max_clipped_fraction})", m)
