@@ -16,16 +16,16 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
+from .dialects import DIALECTS
+
 # hubertsiuzdak/snac_24khz's config.json
 SNAC_24KHZ_CONFIG = {"sampling_rate": 24000, "encoder_dim": 48, "encoder_rates": [2, 4, 8, 8],
                      "decoder_dim": 1024, "decoder_rates": [8, 8, 4, 2], "attn_window_size": None,
                      "codebook_size": 4096, "codebook_dim": 8, "vq_strides": [4, 2, 1],
                      "noise": True, "depthwise": True}
 BOS_TOKEN, BOS_ID = "<|begin_of_text|>", 128000
-# the accents column value of each dialect in a Common Voice release
-DIALECT_ACCENTS = {"alacanti": "Alacantí", "balear": "Balear", "central": "Central",
-                   "nord_occidental": "Nord-occidental", "septentrional": "Septentrional",
-                   "tortosi": "Tortosí", "valencia": "Valencià"}
+# the accents column value of each dialect in a Common Voice release: its display name
+DIALECT_ACCENTS = {dialect.id: dialect.display_name for dialect in DIALECTS.values()}
 CLIPS_PER_SPEAKER = 10
 
 
@@ -122,7 +122,6 @@ def write_demo_release(folder: str | Path, dialects: list[str], clips_per_dialec
         handle.write("clip\tduration[ms]\n")
         handle.writelines(f"{name}\t{ms}\n" for name, ms in durations)
     return folder
-
 
 
 if __name__ == "__main__":
