@@ -94,7 +94,7 @@ class Variant:
 
 VARIANTS = {v.name: v for v in (
     Variant("original", 1, "loop + scipy.signal.resample (FFT) + list + Dataset.from_list, WAV"),
-    Variant("parla1", 1, "parla prepare, num_workers=1, defaults (FLAC, soxr HQ)"),
+    Variant("parla1", 1, "parla prepare, num_workers=1, defaults (FLAC, --resampler auto)"),
     Variant("parla2", 2, "parla prepare, num_workers=2"),
     Variant("parla1-nocond", 1, "parla prepare, num_workers=1, --no_condition_audio"),
 )}
