@@ -5,7 +5,8 @@ side in one run, on the same clips, pinned to one core.
   speechmos  ``speechmos.dnsmos.run(samples_16k, 16000)`` as called by default: SIG/BAK/OVRL and
              P.808 models per 9.01 s window, librosa mel spectrogram for P.808, onnxruntime's
              default threads (every core; here pinned to one, as one prepare worker would be).
-  parla      ``parla.quality.DnsmosScorer()(samples_16k, 16000)``: the SIG/BAK/OVRL model only,
+  parla      ``parla.conditioning.dnsmos.DnsmosScorer()(samples_16k, 16000)``: the SIG/BAK/OVRL
+             model only,
              one intra-op thread, one window per call.
   batched    parla's session given all of a clip's windows in one call (what parla does not do).
 
@@ -45,7 +46,7 @@ SENTENCES = [
 
 
 def make_clips() -> list[np.ndarray]:
-    from parla.audio import resample
+    from parla.audio.decode import resample
 
     clips = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -60,7 +61,7 @@ def make_clips() -> list[np.ndarray]:
 
 STARTUP = {
     "speechmos": "from speechmos import dnsmos; dnsmos.run(x, 16000)",
-    "parla": "from parla.quality import DnsmosScorer; DnsmosScorer()(x, 16000)",
+    "parla": "from parla.conditioning.dnsmos import DnsmosScorer; DnsmosScorer()(x, 16000)",
 }
 
 
@@ -83,7 +84,7 @@ def main() -> None:
     import onnxruntime
     from speechmos import dnsmos
 
-    from parla.quality import DnsmosScorer, calibrate, windows
+    from parla.conditioning.dnsmos import DnsmosScorer, calibrate, windows
 
     clips = make_clips()
     scorer = DnsmosScorer()

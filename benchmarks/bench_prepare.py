@@ -11,7 +11,7 @@ What runs (each variant in its own subprocess, pinned to its cores, BLAS/OpenMP 
                  datasets 4, and what casting the list to ``Audio(sampling_rate=24000)`` did), and
                  ``Dataset.from_list`` + ``cast_column("audio", Audio(sampling_rate=24000))`` +
                  ``save_to_disk`` write the result. One core.
-  parla1         ``parla.prepare.prepare(PrepareOptions(..., num_workers=1))``, defaults otherwise
+  parla1         ``parla.prepare(PrepareOptions(..., num_workers=1))``, defaults otherwise
                  (conditioning included when the options have it). One core.
   parla2         the same with ``num_workers=2``, pinned to two cores: the scaling figure.
   parla1-nocond  parla1 with ``--no_condition_audio`` (``condition_audio=False``: every audio
@@ -300,7 +300,7 @@ def conditioning_off() -> Any:
 
 def run_parla(corpus: Path, out_dir: Path, workers: int, conditioning: bool) -> int:
     from parla.options import PrepareOptions
-    from parla.prepare import prepare
+    from parla.stages.prepare import prepare
 
     extra: dict[str, Any] = {}
     if not conditioning:
@@ -320,7 +320,7 @@ def run_parla(corpus: Path, out_dir: Path, workers: int, conditioning: bool) -> 
 # its spawned workers import, is still timed.
 PRELOAD = {
     "original": ("numpy", "pandas", "soundfile", "scipy.signal", "datasets"),
-    "parla": ("parla.options", "parla.prepare", "parla.hub"),
+    "parla": ("parla.options", "parla.stages.prepare", "parla.hub.client"),
 }
 
 

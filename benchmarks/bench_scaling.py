@@ -27,7 +27,7 @@ from parla.testing import DIALECT_ACCENTS, write_demo_release
 CHILD = """
 import json, resource, sys, time
 from parla.options import ConditioningOptions, PrepareOptions
-from parla.prepare import prepare
+from parla.stages.prepare import prepare
 release, out, workers, condition = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
 rows_per_shard = int(sys.argv[5])
 if __name__ == "__main__":

@@ -88,7 +88,7 @@ def main() -> None:
     import torch
     from snac import SNAC
 
-    from parla.codec import SnacEncoder, load_snac, resolve_snac
+    from parla.tokens.codec import SnacEncoder, load_snac, resolve_snac
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -96,7 +96,7 @@ def decode_both(data: bytes, rate: int) -> tuple[Any, Any, float]:
     """(libsndfile + soxr samples, libmpg123 samples, error between them in dB on one grid)."""
     import numpy as np
 
-    from parla import audio
+    from parla.audio import decode as audio
 
     full, source_rate = audio.decode_audio(data, "mp3")
     direct, direct_rate = audio.decode_audio(data, "mp3", mpg123_rate=rate)
@@ -152,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import pyloudnorm
 
-    from parla import audio, conditioning
+    from parla.audio import decode as audio
+    from parla.conditioning import policy as conditioning
     from parla.errors import RowRejected
 
     if args.decoders == (args.reference is not None):

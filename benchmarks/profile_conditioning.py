@@ -114,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import numpy as np
 
-    from parla import audio, conditioning
+    from parla.audio import decode as audio
+    from parla.conditioning import policy as conditioning
     from parla.options import ConditioningOptions
 
     reuse_freed_memory()
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
          best_mean(lambda s: audio.resample(s[1], 48000, 24000, "soxr"), decoded, args.rounds)),
     ]
     if "mpg123_rate" in inspect.signature(audio.decode_audio).parameters:  # not in older parla
-        from parla import mpg123
+        from parla.audio import mpg123
 
         if mpg123.available():
             steps.append(("MP3 decode + checks straight to 24 kHz, libmpg123 "

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from parla import audio
-from parla.conditioning import Conditioner
+from parla.audio import decode as audio
+from parla.conditioning.policy import Conditioner
 from parla.demo import demo_corpus_path
 from parla.options import ConditioningOptions
-from parla.sources import read_cv_tsv
+from parla.store.sources import read_cv_tsv
 
 
 def main() -> None:

@@ -13,17 +13,17 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from parla import report
-from parla.audio import decode_flac
+from parla.audio.decode import decode_flac
 from parla.demo import demo_corpus_path
 from parla.options import PrepareOptions
-from parla.prepare import prepare
-from parla.shards import find_shards, read_shard
+from parla.report import page as report
+from parla.stages.prepare import prepare
+from parla.store.shards import find_shards, read_shard
 
 
 def dnsmos_by_clip(folder: Path) -> dict[tuple[str, str], dict[str, float]]:
     """DNSMOS of every clip of the dialect configs, keyed by (dialect, source_path)."""
-    from parla.quality import DnsmosScorer
+    from parla.conditioning.dnsmos import DnsmosScorer
 
     scorer = DnsmosScorer()
     scores = {}

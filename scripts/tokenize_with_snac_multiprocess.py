@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from parla.tokenize import tokenize
+    from parla.stages.tokenize import tokenize
 
     def command() -> int:
         args = build_parser().parse_args(argv)

@@ -75,7 +75,7 @@ def _espeak(text: str, voice: str, speed: int) -> tuple[np.ndarray, int]:
 def speech(text: str = "Bon dia a tothom.", sample_rate: int = 48000, voice: str = "ca+m3",
            speed: int = 160, pad_seconds: float = 0.2, seed: int = 0) -> np.ndarray:
     """Catalan speech from espeak-ng (a tone-burst stand-in without it), padded with faint noise."""
-    from parla.audio import resample
+    from parla.audio.decode import resample
 
     if HAVE_ESPEAK:
         samples, rate = _espeak(text, voice, speed)
@@ -366,7 +366,7 @@ def fake_hub(monkeypatch) -> FakeHub:
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # read once, at import
     # http_backoff sleeps 1-8 s between its 5 retries of a 5xx; only `time.sleep` is used there
     monkeypatch.setattr(_http, "time", types.SimpleNamespace(sleep=lambda seconds: None))
-    from parla import hub as parla_hub
+    from parla.hub import client as parla_hub
 
     monkeypatch.setattr(parla_hub, "_sleep", hub.waits.append)  # parla's own retries
     yield hub
@@ -384,7 +384,7 @@ def write_prepared_folder(folder: Path, dialects: dict[str, int], *, clips_per_s
     and mean durations differ per config.
     """
     from parla.dialects import DIALECTS
-    from parla.shards import prepared_table, shard_path, write_table_atomic
+    from parla.store.shards import prepared_table, shard_path, write_table_atomic
 
     validation_dialect = validation_dialect or next(iter(dialects))
     for d_index, (dialect, speakers) in enumerate(dialects.items()):
@@ -409,7 +409,7 @@ def write_prepared_folder(folder: Path, dialects: dict[str, int], *, clips_per_s
             write_table_atomic(shard_path(folder, dialect, "validation", 0, 1), prepared_table(
                 [r for r in rows if r["speaker_id"] == held_out], sample_rate))
     if card:
-        from parla.hub import write_dataset_card
+        from parla.hub.client import write_dataset_card
 
         write_dataset_card(folder, kind="prepared",
                            parameters={"target_sample_rate": sample_rate, "seed": 42})
@@ -439,7 +439,7 @@ def one_torch_thread():
 
 # --- tokenize: a random SNAC of the real 24 kHz config and tiny text tokenizers --------------
 # (test_codec.py, test_tokenize.py) The SNAC folder is what SNAC.from_pretrained and
-# parla.codec.load_snac read (config.json + pytorch_model.bin); weights are random but seeded.
+# codec.load_snac reads (config.json + pytorch_model.bin); weights are random but seeded.
 
 @pytest.fixture(scope="session")
 def snac_dir(tmp_path_factory) -> Path:

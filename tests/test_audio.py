@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 
 from conftest import encode, tone
-from parla import audio
+from parla.audio import decode as audio
 from parla.errors import RowRejected
 
 

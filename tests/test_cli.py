@@ -15,8 +15,8 @@ import pytest
 
 from conftest import RAW_CONDITIONING_FLAGS, write_cv_release
 from parla.cli import EXIT_USAGE, build_parser, main, prepare_options_from_args, run_command
-from parla.reports import REJECTS_FILE
-from parla.shards import find_shards
+from parla.report.statistics import REJECTS_FILE
+from parla.store.shards import find_shards
 
 SPEAKERS = {"ana": ("Central", 3), "bernat": ("Central", 3), "eva": ("Balear", 3),
             "ferran": ("Balear", 4)}

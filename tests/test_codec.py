@@ -19,7 +19,9 @@ import torch  # noqa: E402
 from snac import SNAC  # noqa: E402
 
 from conftest import write_text_tokenizer  # noqa: E402
-from parla.codec import (  # noqa: E402
+from parla.errors import RowRejected, UsageError  # noqa: E402
+from parla.testing import SNAC_24KHZ_CONFIG  # noqa: E402
+from parla.tokens.codec import (  # noqa: E402
     SnacEncoder,
     TextTokenizer,
     code_lengths,
@@ -32,8 +34,6 @@ from parla.codec import (  # noqa: E402
     resolve_snac,
     resolve_text_tokenizer,
 )
-from parla.errors import RowRejected, UsageError  # noqa: E402
-from parla.testing import SNAC_24KHZ_CONFIG  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

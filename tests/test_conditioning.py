@@ -1,4 +1,4 @@
-"""Clip conditioning (parla.conditioning): trimming, loudness, rejects, speech detectors.
+"""Clip conditioning (parla.conditioning.policy): trimming, loudness, rejects, speech detectors.
 
 Clips are built here with known silence, level, clipping and noise, so the speech span is known by
 construction: synthetic voiced "syllables" everywhere, and real Catalan speech from espeak-ng
@@ -19,8 +19,8 @@ import soundfile as sf
 import soxr
 from scipy.signal import resample_poly
 
-from parla import conditioning
-from parla.conditioning import (
+from parla.conditioning import policy as conditioning
+from parla.conditioning.policy import (
     ClipRejected,
     Conditioner,
     EnergySpeechDetector,
@@ -209,7 +209,7 @@ def test_noise_or_silence_only_has_no_speech() -> None:
 
 
 def test_make_speech_detector(monkeypatch) -> None:
-    import parla.conditioning as conditioning
+    import parla.conditioning.policy as conditioning
 
     assert isinstance(make_speech_detector("energy"), EnergySpeechDetector)
     monkeypatch.setattr(conditioning, "silero_available", lambda: False)
@@ -224,7 +224,7 @@ def test_make_speech_detector(monkeypatch) -> None:
 def test_prepare_path_imports_no_torch() -> None:
     code = (
         "import sys, numpy as np\n"
-        "from parla.conditioning import condition_clip\n"
+        "from parla.conditioning.policy import condition_clip\n"
         "from parla.options import ConditioningOptions\n"
         "t = np.arange(48000) / 24000\n"
         "x = (0.3 * np.sin(2 * np.pi * 200 * t) * (np.sin(2 * np.pi * 2 * t) > 0)).astype('f4')\n"
@@ -237,7 +237,7 @@ def test_prepare_path_imports_no_torch() -> None:
 
 def test_silero_detector(espeak) -> None:
     pytest.importorskip("silero_vad")
-    from parla.conditioning import SileroSpeechDetector
+    from parla.conditioning.policy import SileroSpeechDetector
 
     detector = SileroSpeechDetector()
     for lead_s, tail_s, snr_db in [(0.5, 0.7, None), (0.4, 0.4, 25.0)]:
@@ -460,7 +460,7 @@ def test_conditioning_is_deterministic() -> None:
 
 
 def test_condition_audio_off_passes_samples_through_and_keeps_text_rules():
-    from parla.conditioning import ClipRejected, condition_clip, needs_analysis
+    from parla.conditioning.policy import ClipRejected, condition_clip, needs_analysis
     from parla.options import ConditioningOptions
 
     off = ConditioningOptions(condition_audio=False)
@@ -475,7 +475,7 @@ def test_condition_audio_off_passes_samples_through_and_keeps_text_rules():
 
 @pytest.mark.parametrize("length", [6007, 4801, 9599, 2])
 def test_loudness_of_clips_shorter_than_a_gating_block_never_raises(length):
-    from parla.conditioning import measure_loudness
+    from parla.conditioning.policy import measure_loudness
 
     rng = np.random.default_rng(length)
     lufs = measure_loudness((0.1 * rng.standard_normal(length)).astype(np.float32), 24000)
@@ -483,7 +483,7 @@ def test_loudness_of_clips_shorter_than_a_gating_block_never_raises(length):
 
 
 def test_a_very_short_word_is_conditioned_or_rejected_never_a_crash():
-    from parla.conditioning import ClipRejected, condition_clip
+    from parla.conditioning.policy import ClipRejected, condition_clip
 
     rng = np.random.default_rng(0)
     samples = (1e-3 * rng.standard_normal(48000)).astype(np.float32)

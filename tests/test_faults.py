@@ -33,8 +33,8 @@ from conftest import (
     write_cv_release,
 )
 from parla import cli
-from parla.reports import REJECTS_FILE
-from parla.shards import find_shards
+from parla.report.statistics import REJECTS_FILE
+from parla.store.shards import find_shards
 
 SRC = str(Path(parla.__file__).resolve().parents[1])
 SPEAKERS = {"ana": ("Central", 4), "eva": ("Balear", 4)}  # 8 good rows
@@ -366,7 +366,7 @@ def test_decoder_warnings_go_to_the_debug_log_not_the_terminal(capfd) -> None:
 
     import soundfile as sf
 
-    from parla.audio import decode_audio
+    from parla.audio.decode import decode_audio
     from parla.errors import RowRejected
 
     buffer = io.BytesIO()
@@ -488,7 +488,7 @@ def test_a_script_without_the_main_guard_is_told_why_its_workers_died(tmp_path):
     script = tmp_path / "make_corpus.py"
     script.write_text(
         "from parla.options import PrepareOptions\n"
-        "from parla.prepare import prepare\n"
+        "from parla.stages.prepare import prepare\n"
         f"prepare(PrepareOptions(datasets=({str(demo_corpus_path())!r},), "
         f"output_dir={str(tmp_path / 'out')!r}, num_workers=2))\n")
     environment = os.environ | {"PYTHONPATH": SRC, "PARLA_DISABLE_PROGRESS": "1"}

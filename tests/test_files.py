@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from parla.errors import UsageError
-from parla.files import (
+from parla.store.files import (
     LOCK_FILE,
     atomic_path,
     lock_folder,
@@ -43,7 +43,7 @@ def test_remove_stale_tmp_finds_temporaries_anywhere(tmp_path: Path) -> None:
 
 HOLD = """
 import sys, time
-from parla.files import lock_folder
+from parla.store.files import lock_folder
 with lock_folder(sys.argv[1]):
     print("held", flush=True)
     time.sleep(60)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from parla import audio, flac
+from parla.audio import decode as audio
+from parla.audio import flac
 
 pytestmark = pytest.mark.skipif(not flac.available(), reason="libFLAC is not installed")
 

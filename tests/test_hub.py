@@ -19,10 +19,11 @@ import pytest
 import soundfile as sf
 from huggingface_hub import DatasetCard
 
-from parla import cli, hub
-from parla.hub import HubAccessError, HubError
+from parla import cli
+from parla.hub import client as hub
+from parla.hub.client import HubAccessError, HubError
 from parla.options import PublishOptions
-from parla.shards import find_shards, shard_path, write_table_atomic
+from parla.store.shards import find_shards, shard_path, write_table_atomic
 
 REPO = "tester/cv_ca"
 FAKE_TOKEN = "hf_fakeTokenForParlaTests0123456789"  # what the fake_hub fixture sets as HF_TOKEN

@@ -8,7 +8,8 @@ import pytest
 import soundfile as sf
 
 from conftest import encode, speech, tone
-from parla import audio, mpg123
+from parla.audio import decode as audio
+from parla.audio import mpg123
 from parla.errors import RowRejected, UsageError
 from parla.options import PrepareOptions
 
@@ -104,7 +105,7 @@ def test_auto_means_mpg123_where_it_loads(monkeypatch) -> None:
 
 
 def test_a_worker_without_libmpg123_says_so(monkeypatch) -> None:
-    from parla.prepare_worker import ShardPreparer
+    from parla.stages.prepare_worker import ShardPreparer
 
     monkeypatch.setattr(mpg123, "available", lambda: False)
     options = PrepareOptions(datasets=("x",), output_dir="o", resampler="mpg123")
@@ -141,7 +142,7 @@ def test_a_header_claiming_more_than_the_bytes_hold_is_rejected(mp3_bytes, mpg12
 
 
 def test_prepare_without_libmpg123_says_so_before_any_work(monkeypatch, tmp_path) -> None:
-    from parla.prepare import prepare
+    from parla.stages.prepare import prepare
 
     monkeypatch.setattr(mpg123, "available", lambda: False)
     options = PrepareOptions(datasets=(str(tmp_path / "nowhere"),), output_dir=str(tmp_path / "o"),

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from parla import orpheus
-from parla.orpheus import (
+from parla.tokens import orpheus
+from parla.tokens.orpheus import (
     build_example,
     dedupe_frames,
     deinterleave,

@@ -10,9 +10,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from parla import packing
-from parla.orpheus import PAD_TOKEN
-from parla.shards import shard_path, write_table_atomic
+from parla.stages import pack as packing
+from parla.store.shards import shard_path, write_table_atomic
+from parla.tokens.orpheus import PAD_TOKEN
 
 
 def examples(lengths: list[int]) -> tuple[np.ndarray, np.ndarray]:

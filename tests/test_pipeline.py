@@ -12,14 +12,15 @@ import datasets
 import pyarrow as pa
 import pytest
 
-import parla.prepare
-import parla.tokenize
-from parla import cli, pipeline
+import parla.stages.prepare
+import parla.stages.tokenize
+from parla import cli
 from parla.dialects import DIALECTS
 from parla.errors import UsageError
-from parla.hub import HubError, read_card_state, write_dataset_card
+from parla.hub.client import HubError, read_card_state, write_dataset_card
 from parla.options import PrepareOptions, PublishOptions, TokenizeOptions
-from parla.shards import find_shards, read_shard, shard_path, write_table_atomic
+from parla.stages import run as pipeline
+from parla.store.shards import find_shards, read_shard, shard_path, write_table_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "prepare_all_catalan_datasets.sh"
@@ -30,7 +31,7 @@ def files_of(folder: Path) -> dict[str, bytes]:
     """The files of a folder that publish uploads (its ignore patterns left out)."""
     from fnmatch import fnmatch
 
-    from parla.hub import UPLOAD_IGNORE_PATTERNS
+    from parla.hub.client import UPLOAD_IGNORE_PATTERNS
 
     files = {str(p.relative_to(folder)): p for p in sorted(folder.rglob("*")) if p.is_file()}
     return {name: path.read_bytes() for name, path in files.items()
@@ -209,7 +210,7 @@ def test_run_prepares_tokenizes_and_publishes_the_tokenized_folder(fake_hub, pre
     def fake_prepare(options):
         order.append("prepare")
         prepared_folder({"central": 2, "balear": 1}, name=Path(options.output_dir).name)
-        return parla.prepare.PrepareResult(Path(options.output_dir), {})
+        return parla.stages.prepare.PrepareResult(Path(options.output_dir), {})
 
     def fake_tokenize(options):
         order.append("tokenize")
@@ -223,9 +224,10 @@ def test_run_prepares_tokenizes_and_publishes_the_tokenized_folder(fake_hub, pre
                            parameters={"snac_model": options.snac_model})
         return {}
 
-    monkeypatch.setattr(parla.prepare, "prepare", fake_prepare)
-    monkeypatch.setattr(parla.tokenize, "tokenize", fake_tokenize)
-    monkeypatch.setattr("parla.codec.require_tokenize_extra", lambda: None)  # no torch needed
+    monkeypatch.setattr(parla.stages.prepare, "prepare", fake_prepare)
+    monkeypatch.setattr(parla.stages.tokenize, "tokenize", fake_tokenize)
+    # no torch needed
+    monkeypatch.setattr("parla.tokens.codec.require_tokenize_extra", lambda: None)
     out = tmp_path / "processed"
     code = cli.main(["run", "--output_dir", str(out), "--tokenize", "--hf_repo", REPO])
     assert code == 0 and order == ["prepare", "tokenize"]

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from parla.options import PrepareOptions
-from parla.planning import plan_shards, split_dialects
+from parla.stages.planning import plan_shards, split_dialects
 
 
 def candidates(dialect: str, speakers: dict[str, tuple[int, int]]) -> pd.DataFrame:

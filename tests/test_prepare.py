@@ -29,11 +29,11 @@ from conftest import (
 )
 from parla.errors import UsageError
 from parla.options import ConditioningOptions, PrepareOptions
-from parla.planning import split_dialects
-from parla.prepare import prepare
-from parla.prepare_worker import process_clip
-from parla.reports import REJECTS_FILE, SPEAKERS_FILE, STATISTICS_FILE
-from parla.shards import find_shards, read_shard_record, write_table_atomic
+from parla.report.statistics import REJECTS_FILE, SPEAKERS_FILE, STATISTICS_FILE
+from parla.stages.planning import split_dialects
+from parla.stages.prepare import prepare
+from parla.stages.prepare_worker import process_clip
+from parla.store.shards import find_shards, read_shard_record, write_table_atomic
 
 SPEAKERS = {"ana": ("Central", 3), "bernat": ("Central", 3), "carla": ("Central|Barceloní", 5),
             "dani": ("Central", 3), "eva": ("Balear", 3), "ferran": ("Balear|Mallorquí", 4),
@@ -434,8 +434,8 @@ def test_a_hub_layout_folder_with_nameless_audio(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("resampler", ["soxr", "scipy"])
 def test_process_clip_with_each_resampler(resampler: str) -> None:
-    from parla.audio import decode_flac
-    from parla.conditioning import Conditioner
+    from parla.audio.decode import decode_flac
+    from parla.conditioning.policy import Conditioner
 
     item = {"path": "clips/x.mp3", "dialect": "valencia", "sentence": "Bon dia.",
             "client_id": "spk", "gender": "", "age": "", "nominal_duration": None}
@@ -498,8 +498,9 @@ def test_demo_round_trip(prepared_demo: Path, tmp_path: Path) -> None:
 
 
 def test_the_prepare_path_does_not_import_torch() -> None:
-    code = ("import sys, parla.cli, parla.prepare, parla.sources, parla.selection, parla.audio, "
-            "parla.shards, parla.hub; assert 'torch' not in sys.modules, 'torch imported'")
+    code = ("import sys, parla.cli, parla.stages.prepare, parla.store.sources, "
+            "parla.stages.selection, parla.audio.decode, parla.store.shards, parla.hub.client; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
@@ -566,8 +567,8 @@ def test_a_different_run_in_the_same_folder_is_refused(tmp_path: Path) -> None:
 
 def test_a_resume_names_the_settings_that_differ_and_the_footer_records_them(
         tmp_path: Path) -> None:
-    from parla.audio import flac_encoder
-    from parla.conditioning import resolve_vad
+    from parla.audio.decode import flac_encoder
+    from parla.conditioning.policy import resolve_vad
 
     out = tmp_path / "out"
     subprocess.run(_prepare_command(out) + ["--resampler", "soxr", "--vad", "auto"],

@@ -13,10 +13,10 @@ import pytest
 
 from conftest import encode, speaker_id, tone, write_cv_release
 from parla.options import ConditioningOptions, PrepareOptions
-from parla.prepare import prepare
-from parla.prepare_worker import STAGE
-from parla.reports import STATISTICS_FILE
-from parla.shards import find_shards, read_shard_record
+from parla.report.statistics import STATISTICS_FILE
+from parla.stages.prepare import prepare
+from parla.stages.prepare_worker import STAGE
+from parla.store.shards import find_shards, read_shard_record
 
 K = 5
 
@@ -140,9 +140,9 @@ def test_dnsmos_scores_every_row_and_min_dnsmos_rejects(tmp_path):
 
 
 def test_a_worker_with_another_flac_encoder_than_the_run_refuses(monkeypatch) -> None:
-    from parla import audio
+    from parla.audio import decode as audio
     from parla.errors import UsageError
-    from parla.prepare_worker import ShardPreparer
+    from parla.stages.prepare_worker import ShardPreparer
 
     options = PrepareOptions(datasets=("x",), output_dir="o", resampler="soxr")
     ShardPreparer(options, {}, {"flac_encoder": audio.flac_encoder()})  # the same: accepted

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 from conftest import speech
-from parla import quality
-from parla.audio import resample
+from parla.audio.decode import resample
 from parla.cli import EXIT_USAGE, main
+from parla.conditioning import dnsmos as quality
+from parla.conditioning.dnsmos import SCORE_KEYS, dnsmos_reject, require_quality_extra, windows
 from parla.errors import UsageError
 from parla.options import PrepareOptions
-from parla.quality import SCORE_KEYS, dnsmos_reject, require_quality_extra, windows
 
 HAVE_QUALITY = all(importlib.util.find_spec(name) for name in quality.QUALITY_PACKAGES)
 needs_quality = pytest.mark.skipif(not HAVE_QUALITY, reason="needs the parla[quality] extra")

@@ -17,10 +17,11 @@ import pytest
 import soundfile as sf
 
 from conftest import encode, tone
-from parla import hub, report
 from parla.demo import demo_corpus_path
+from parla.hub import client as hub
 from parla.options import PrepareOptions, PublishOptions
-from parla.reports import STATISTICS_FILE
+from parla.report import page as report
+from parla.report.statistics import STATISTICS_FILE
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DIALECTS = ("central", "balear")
@@ -206,7 +207,7 @@ def test_card_embeds_the_summary_and_publish_uploads_the_report(fake_hub, prepar
 @pytest.fixture(scope="module")
 def demo_report(tmp_path_factory) -> Path:
     """The demo corpus prepared with the defaults, and its report built from the folder."""
-    from parla.prepare import prepare
+    from parla.stages.prepare import prepare
 
     out = tmp_path_factory.mktemp("demo") / "prepared"
     prepare(PrepareOptions(datasets=(str(demo_corpus_path()),), output_dir=str(out),

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from parla.options import PrepareOptions
-from parla.selection import (
+from parla.stages.selection import (
     balance_speakers,
     cap_rows,
     count,
@@ -19,7 +19,7 @@ from parla.selection import (
     select_dialect,
     split_by_speaker,
 )
-from parla.sources import METADATA_COLUMNS
+from parla.store.sources import METADATA_COLUMNS
 
 
 def table(rows: list[dict]) -> pd.DataFrame:
@@ -190,7 +190,7 @@ def test_no_validation_when_fraction_is_zero() -> None:
 
 
 def test_candidates_are_the_first_choices_then_each_speakers_spares_in_seeded_order() -> None:
-    from parla.selection import select_candidates
+    from parla.stages.selection import select_candidates
 
     candidates, _ = select_candidates(demo_like(), options(max_samples_per_speaker=5), "central")
     chosen = select_dialect(demo_like(), options(max_samples_per_speaker=5), "central")[0]

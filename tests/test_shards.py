@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from parla.shards import (
+from parla.store.shards import (
     prepared_table,
     read_shard,
     read_shard_record,

@@ -10,7 +10,7 @@ import pytest
 from conftest import append_cv_rows, encode, speaker_id, tone
 from parla.dialects import DIALECTS
 from parla.errors import SourceError, UsageError
-from parla.sources import (
+from parla.store.sources import (
     METADATA_COLUMNS,
     LoadedSource,
     SourceSpec,
@@ -345,7 +345,7 @@ def test_source_spec_name() -> None:
 
 def test_a_clip_listed_twice_is_kept_once_and_the_repeat_is_a_reject(cv_release) -> None:
     from conftest import append_cv_rows, speaker_id
-    from parla.sources import load_source, parse_source_spec
+    from parla.store.sources import load_source, parse_source_spec
 
     release = cv_release({"ana": ("Central", 3)})
     first = (release / "validated.tsv").read_text().splitlines()[1].split("\t")

@@ -21,12 +21,13 @@ pytest.importorskip("tokenizers")
 import torch  # noqa: E402
 
 from conftest import encode, speaker_id, tone, write_prepared_folder  # noqa: E402
-from parla import cli, orpheus  # noqa: E402
-from parla import tokenize as stage  # noqa: E402
-from parla.codec import TextTokenizer  # noqa: E402
+from parla import cli  # noqa: E402
 from parla.errors import RowRejected, UsageError  # noqa: E402
 from parla.options import TokenizeOptions  # noqa: E402
-from parla.shards import prepared_table, shard_path, write_table_atomic  # noqa: E402
+from parla.stages import tokenize as stage  # noqa: E402
+from parla.store.shards import prepared_table, shard_path, write_table_atomic  # noqa: E402
+from parla.tokens import orpheus  # noqa: E402
+from parla.tokens.codec import TextTokenizer  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -26,9 +26,10 @@ pytest.importorskip("accelerate")  # what transformers' Trainer needs with torch
 import torch  # noqa: E402
 
 from conftest import log_records, write_prepared_folder  # noqa: E402
-from parla import orpheus, packing  # noqa: E402
-from parla import tokenize as stage  # noqa: E402
 from parla.options import TokenizeOptions  # noqa: E402
+from parla.stages import pack as packing  # noqa: E402
+from parla.stages import tokenize as stage  # noqa: E402
+from parla.tokens import orpheus  # noqa: E402
 
 ORPHEUS_VOCAB_SIZE = 156_940  # canopylabs/orpheus-3b-0.1-ft config.json: vocab_size
 PACK_LENGTH = 160
@@ -233,7 +234,7 @@ def test_long_rows_are_warned_about():
 def test_pack_length_is_an_option_of_the_cli_the_api_and_the_run():
     from parla import cli
     from parla.errors import UsageError
-    from parla.pipeline import build_run_options
+    from parla.stages.run import build_run_options
 
     args = cli.build_parser().parse_args(["tokenize", "--input_dir", "a", "--output_dir", "b",
                                           "--pack-length", "2048", "--seed", "7"])

@@ -17,8 +17,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .errors import ParlaError, Terminated, UsageError
-from .options import (
+from parla.errors import ParlaError, Terminated, UsageError
+from parla.options import (
     ENGINES,
     RESAMPLERS,
     SELECT_BY,
@@ -27,7 +27,7 @@ from .options import (
     PrepareOptions,
     TokenizeOptions,
 )
-from .progress import configure_logging
+from parla.progress import configure_logging
 
 EXIT_ENVIRONMENT = 1
 EXIT_USAGE = 2
@@ -186,7 +186,7 @@ def prepare_options_from_args(args: argparse.Namespace) -> PrepareOptions:
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
-    from .prepare import prepare
+    from parla.stages.prepare import prepare
 
     prepare(prepare_options_from_args(args))
     return 0
@@ -195,7 +195,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 # --- demo ------------------------------------------------------------------------------------
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .prepare import run_demo
+    from parla.stages.prepare import run_demo
 
     run_demo(args.output_dir, overwrite=args.overwrite, num_workers=args.num_workers)
     return 0
@@ -266,7 +266,7 @@ def tokenize_options_from_args(args: argparse.Namespace) -> TokenizeOptions:
 
 
 def _cmd_tokenize(args: argparse.Namespace) -> int:
-    from .tokenize import tokenize
+    from parla.stages.tokenize import tokenize
 
     tokenize(tokenize_options_from_args(args))
     return 0
@@ -289,8 +289,8 @@ def add_publish_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_publish(args: argparse.Namespace) -> int:
-    from .hub import publish
-    from .options import PublishOptions
+    from parla.hub.client import publish
+    from parla.options import PublishOptions
 
     options = PublishOptions(folder=args.folder, repo_id=args.repo_id, private=args.private,
                              revision=args.revision, commit_message=args.commit_message,
@@ -334,7 +334,7 @@ def _unset_defaults(parser: argparse.ArgumentParser, keep: tuple[str, ...]) -> N
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    from .pipeline import DEFAULT_DATASETS, TOKENIZED_SUFFIX
+    from parla.stages.run import DEFAULT_DATASETS, TOKENIZED_SUFFIX
 
     _flag(parser, "config", metavar="FILE",
           help="TOML or YAML file holding any of the options below (see the end of this help)")
@@ -366,7 +366,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .pipeline import build_run_options, load_config, run, run_option_types
+    from parla.stages.run import build_run_options, load_config, run, run_option_types
 
     values = load_config(args.config) if args.config else {}
     known = run_option_types()

@@ -6,7 +6,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from .errors import UsageError
+from parla.errors import UsageError
 
 
 @dataclass(frozen=True)

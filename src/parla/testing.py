@@ -16,7 +16,7 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-from .dialects import DIALECTS
+from parla.dialects import DIALECTS
 
 # hubertsiuzdak/snac_24khz's config.json
 SNAC_24KHZ_CONFIG = {"sampling_rate": 24000, "encoder_dim": 48, "encoder_rates": [2, 4, 8, 8],
@@ -51,7 +51,7 @@ def write_word_tokenizer(path: str | Path, sentences: Iterable[str], add_bos: bo
     """
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
-    from .dialects import DIALECTS
+    from parla.dialects import DIALECTS
 
     words = {"[UNK]"} | {d.voice_name for d in DIALECTS.values()}
     for sentence in sentences:
@@ -72,8 +72,8 @@ def write_word_tokenizer(path: str | Path, sentences: Iterable[str], add_bos: bo
 
 def write_offline_models(out_dir: str | Path) -> tuple[Path, Path]:
     """Random SNAC and a tokenizer over the demo corpus's sentences, under ``out_dir``."""
-    from .demo import demo_corpus_path
-    from .sources import read_cv_tsv
+    from parla.demo import demo_corpus_path
+    from parla.store.sources import read_cv_tsv
 
     out_dir = Path(out_dir)
     sentences = read_cv_tsv(demo_corpus_path() / "validated.tsv")["sentence"]
@@ -90,8 +90,8 @@ def write_demo_release(folder: str | Path, dialects: list[str], clips_per_dialec
     import hashlib
     import shutil
 
-    from .demo import demo_corpus_path
-    from .sources import read_cv_tsv
+    from parla.demo import demo_corpus_path
+    from parla.store.sources import read_cv_tsv
 
     folder = Path(folder)
     demo = demo_corpus_path()

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ..errors import UsageError
+from parla.errors import UsageError
 
 WorkerFactory = Callable[[int], Callable[[Any], Any]]
 
@@ -25,11 +25,11 @@ WorkerFactory = Callable[[int], Callable[[Any], Any]]
 def get_engine(name: str) -> Callable[..., Iterator[tuple[Any, Any]]]:
     """The `map_tasks` function of an engine by name ("local" or "ray")."""
     if name == "local":
-        from .local import map_tasks
+        from parla.engines.local import map_tasks
 
         return map_tasks
     if name == "ray":
-        from .ray import map_tasks
+        from parla.engines.ray import map_tasks
 
         return map_tasks
     raise UsageError(f"unknown engine {name!r}; choose local or ray")

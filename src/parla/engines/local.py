@@ -19,8 +19,8 @@ from collections.abc import Iterable, Iterator
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from ..errors import WorkerDied
-from . import WorkerFactory
+from parla.engines import WorkerFactory
+from parla.errors import WorkerDied
 
 _PR_SET_PDEATHSIG = 1
 _STOP_SECONDS = 5.0  # how long a worker may take to exit before it is killed

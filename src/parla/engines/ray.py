@@ -14,8 +14,8 @@ import socket
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from ..errors import EnvironmentFailure, UsageError, WorkerDied
-from . import WorkerFactory
+from parla.engines import WorkerFactory
+from parla.errors import EnvironmentFailure, UsageError, WorkerDied
 
 MAX_RETRIES = 3  # restarts of a dead actor, and retries of the task it was running
 

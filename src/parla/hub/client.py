@@ -32,13 +32,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 
-from .dialects import ALL_CONFIG, DIALECTS
-from .errors import ParlaError, UsageError
-from .files import write_text_atomic
-from .options import PublishOptions
-from .packing import PACKED_CONFIG, read_packed_summary
-from .progress import get_logger
-from .shards import find_shards, shard_glob
+from parla.dialects import ALL_CONFIG, DIALECTS
+from parla.errors import ParlaError, UsageError
+from parla.options import PublishOptions
+from parla.progress import get_logger
+from parla.stages.pack import PACKED_CONFIG, read_packed_summary
+from parla.store.files import write_text_atomic
+from parla.store.shards import find_shards, shard_glob
 
 log = get_logger("hub")
 
@@ -395,7 +395,7 @@ def _intro(kind: str, parameters: Mapping[str, Any], dialects: Sequence[str]) ->
 
 
 def _packed_section(packed: Mapping[str, Any]) -> list[str]:
-    from .orpheus import PAD_TOKEN  # numpy only
+    from parla.tokens.orpheus import PAD_TOKEN  # numpy only
 
     n = packed["pack_length"]
     lines = ["", "## Packed config", "",
@@ -423,7 +423,7 @@ def _packed_section(packed: Mapping[str, Any]) -> list[str]:
 
 
 def _tokenization_notes(parameters: Mapping[str, Any]) -> list[str]:
-    from . import orpheus  # numpy only
+    from parla.tokens import orpheus  # numpy only
 
     snac = parameters.get("snac_model", "not recorded")
     tokenizer = parameters.get("text_tokenizer", "not recorded")
@@ -446,8 +446,8 @@ def _tokenization_notes(parameters: Mapping[str, Any]) -> list[str]:
 
 def _report_summary(folder: Path, repo_id: str | None) -> str | None:
     """The card's report section, when the folder has report.html and its statistics."""
-    from .report import REPORT_FILE, card_summary
-    from .reports import STATISTICS_FILE
+    from parla.report.page import REPORT_FILE, card_summary
+    from parla.report.statistics import STATISTICS_FILE
 
     statistics = folder / STATISTICS_FILE
     if not (folder / REPORT_FILE).is_file() or not statistics.is_file():
@@ -655,7 +655,9 @@ def _quiet_hub_library() -> Iterator[None]:
 def _resolve_token(token: str | None, repo_id: str) -> str:
     from huggingface_hub import constants, get_token
 
-    from .codec import hub_offline  # no torch: codec imports it only where a model is loaded
+    from parla.tokens.codec import (
+        hub_offline,  # no torch: codec imports it only where a model is loaded
+    )
 
     if getattr(constants, "HF_HUB_OFFLINE", False) or hub_offline():
         raise HubAccessError(f"HF_HUB_OFFLINE is set, so {repo_id} cannot be uploaded; unset it "

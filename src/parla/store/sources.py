@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .audio import probe_duration
-from .dialects import DIALECTS, Dialect, dialect_from_accent, find_dialect, resolve_dialect
-from .errors import ParlaError, Reject, RowRejected, SourceError
-from .progress import get_logger, progress
+from parla.audio.decode import probe_duration
+from parla.dialects import DIALECTS, Dialect, dialect_from_accent, find_dialect, resolve_dialect
+from parla.errors import ParlaError, Reject, RowRejected, SourceError
+from parla.progress import get_logger, progress
 
 log = get_logger("sources")
 
@@ -328,7 +328,7 @@ def _load_datasets_source(spec: SourceSpec, kind: str, cache_dir: str | None) ->
 
     unreachable = None
     if kind == "hub" and not _hub_offline():
-        from .hub import hub_unreachable
+        from parla.hub.client import hub_unreachable
 
         # about a second, where the HTTP clients' retries take 25 s before they give up
         unreachable = hub_unreachable()
@@ -342,7 +342,7 @@ def _load_datasets_source(spec: SourceSpec, kind: str, cache_dir: str | None) ->
         download = (f"download it where there is network (`hf download {spec.location} "
                     "--repo-type dataset --local-dir DIR`) and pass DIR")
         if unreachable:
-            from .hub import hub_endpoint
+            from parla.hub.client import hub_endpoint
 
             raise HubUnreachableError(
                 f"{spec.location}: cannot load: not a local folder, the Hub at {hub_endpoint()} "

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .files import write_bytes_atomic
+from parla.store.files import write_bytes_atomic
 
 REPORT_FILE = "report.html"
 REPORT_DIR = "report"
@@ -454,10 +454,10 @@ def read_prepared_folder(folder: str | os.PathLike, source_dirs: Sequence[str | 
     """`write_report`'s inputs from a prepared folder: its statistics and rejects, and the
     per-clip measurements from its shards' footer records. Source clips are looked up as
     ``clips/<source_path>`` or ``<source_path>`` under each of ``source_dirs``."""
-    from .errors import UsageError
-    from .prepare_worker import STAGE
-    from .reports import REJECTS_FILE, STATISTICS_FILE
-    from .shards import find_shards, read_shard_record
+    from parla.errors import UsageError
+    from parla.report.statistics import REJECTS_FILE, STATISTICS_FILE
+    from parla.stages.prepare_worker import STAGE
+    from parla.store.shards import find_shards, read_shard_record
 
     out = Path(folder)
     if not (out / STATISTICS_FILE).is_file():
@@ -475,7 +475,7 @@ def read_prepared_folder(folder: str | os.PathLike, source_dirs: Sequence[str | 
 
 def report_clips(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """One dict per kept clip from the shards' records, missing measurements left out."""
-    from .reports import clips_table
+    from parla.report.statistics import clips_table
 
     return [{key: value for key, value in clip.items()
              if value is not None and not (isinstance(value, float) and np.isnan(value))}
@@ -488,8 +488,8 @@ def collect_samples(folder: Path, samples_per_dialect: int,
     ``read_source(row)`` gives the row's original clip bytes, or None."""
     import pyarrow.parquet as pq
 
-    from .dialects import DIALECTS
-    from .shards import find_shards
+    from parla.dialects import DIALECTS
+    from parla.store.shards import find_shards
 
     samples: dict[str, list[dict[str, Any]]] = {}
     for config, splits in sorted(find_shards(folder).items()):
@@ -527,7 +527,7 @@ def _sample(row: Mapping[str, Any], source: bytes | None) -> dict[str, Any]:
 
 def _local_sources(folder: Path) -> list[str]:
     """Source folders named in the folder's dataset card that exist here (raw CV releases)."""
-    from .hub import CARD_FILE, read_card_state
+    from parla.hub.client import CARD_FILE, read_card_state
 
     card = folder / CARD_FILE
     state = read_card_state(card.read_text(encoding="utf-8")) if card.is_file() else None
@@ -540,7 +540,7 @@ def _local_sources(folder: Path) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .cli import run_command
+    from parla.cli import run_command
 
     parser = argparse.ArgumentParser(prog="python -m parla.report",
                                      description="(Re)build report.html of a prepared folder.")

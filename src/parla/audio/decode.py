@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import soundfile as sf
 
-from .errors import RowRejected
+from parla.errors import RowRejected
 
 # --- MP3 headers (no decoding) ---------------------------------------------------------------
 
@@ -223,7 +223,7 @@ def _decode_with_soundfile(data: bytes) -> tuple[np.ndarray, int]:
 def _decode_with_mpg123(data: bytes, info: Mp3Info, rate: int) -> tuple[np.ndarray, int] | None:
     """libmpg123's decode at ``rate`` where it can make it (else at the stream's rate), or None
     when libmpg123 cannot decode the bytes."""
-    from . import mpg123
+    from parla.audio import mpg123
 
     divisor = info.sample_rate // rate if rate and info.sample_rate % rate == 0 else 1
     if divisor not in mpg123.DOWN_SAMPLE_FACTORS:
@@ -262,7 +262,7 @@ def decode_audio(data: bytes, expected_format: str | None = None,
     happily decodes WAV bytes named .mp3, which means the file is not what the dataset says.
     ``nominal_duration`` (clip_durations.tsv, or the MP3 length header) catches truncated files,
     which libsndfile decodes without any error.
-    With ``mpg123_rate``, MP3 is decoded by libmpg123 itself (`parla.mpg123`), straight at that
+    With ``mpg123_rate``, MP3 is decoded by libmpg123 itself (`audio.mpg123`), straight at that
     rate when it is the stream's rate divided by 2 or 4 and at the stream's rate otherwise; what
     libmpg123 cannot decode goes to libsndfile, which rejects it or not as it would anyway.
     """
@@ -322,7 +322,7 @@ def resolve_resampler(method: str) -> str:
     """``auto`` is ``mpg123`` where the libmpg123 library loads, else ``soxr``."""
     if method != "auto":
         return method
-    from . import mpg123
+    from parla.audio import mpg123
 
     return "mpg123" if mpg123.available() else "soxr"
 
@@ -390,9 +390,9 @@ def encode_flac(samples: np.ndarray, sample_rate: int) -> bytes:
     """16-bit FLAC bytes; samples are clipped to [-1, 1] first so nothing wraps around.
 
     The lowest compression level: 40% faster to encode than the default, files 1% larger. With
-    the libFLAC library installed, it encodes without the MD5 signature (`parla.flac`: a third
+    the libFLAC library installed, it encodes without the MD5 signature (`parla.audio.flac`: a third
     faster); else libsndfile does, with it. The samples are the same."""
-    from . import flac
+    from parla.audio import flac
 
     pcm = to_pcm16(samples)  # int16 in: libsndfile's own float conversion costs a fifth more
     if flac.available():
@@ -407,7 +407,7 @@ def flac_encoder() -> str:
     "libsndfile 1.2.2, reference libFLAC 1.4.3 20230623" from the vendor string of a stream it
     writes): their bytes differ (the MD5 signature, the vendor string), so a run records it and
     never mixes two."""
-    from . import flac
+    from parla.audio import flac
 
     if flac.available():
         return f"libFLAC {flac.version()}"
@@ -472,7 +472,7 @@ def decoder_messages_to_log() -> Iterator[None]:
         os.close(saved)
     size = os.fstat(scratch).st_size
     if size:
-        from .progress import get_logger
+        from parla.progress import get_logger
 
         text = os.pread(scratch, min(size, 65536), 0).decode("utf-8", "replace")
         for line in dict.fromkeys(text.splitlines()):

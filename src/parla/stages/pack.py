@@ -35,10 +35,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .dialects import ALL_CONFIG
-from .orpheus import PAD_TOKEN
-from .progress import get_logger
-from .shards import DATA_DIR, find_shards, read_shard_record, shard_path, write_table_atomic
+from parla.dialects import ALL_CONFIG
+from parla.progress import get_logger
+from parla.store.shards import (
+    DATA_DIR,
+    find_shards,
+    read_shard_record,
+    shard_path,
+    write_table_atomic,
+)
+from parla.tokens.orpheus import PAD_TOKEN
 
 log = get_logger("packing")
 

@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import RowRejected, UsageError
-from .orpheus import with_bos
-from .progress import get_logger
+from parla.errors import RowRejected, UsageError
+from parla.progress import get_logger
+from parla.tokens.orpheus import with_bos
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import UsageError
+from parla.errors import UsageError
 
 TMP_SUFFIX = ".tmp"
 LOCK_FILE = ".parla.lock"

@@ -15,14 +15,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from . import audio
-from .conditioning import Conditioner
-from .dialects import DIALECTS
-from .errors import Reject, RowRejected, UsageError
-from .options import PrepareOptions
-from .planning import ShardTask, SpeakerGroup
-from .shards import prepared_table, write_table_atomic
-from .sources import ClipReader
+from parla.audio import decode as audio
+from parla.conditioning.policy import Conditioner
+from parla.dialects import DIALECTS
+from parla.errors import Reject, RowRejected, UsageError
+from parla.options import PrepareOptions
+from parla.stages.planning import ShardTask, SpeakerGroup
+from parla.store.shards import prepared_table, write_table_atomic
+from parla.store.sources import ClipReader
 
 STAGE = "prepare"
 # per-clip measurements kept in the shard record (numbers only), for statistics and the report
@@ -78,7 +78,7 @@ def process_clip(data: bytes, item: Mapping[str, Any], options: PrepareOptions,
 def require_resampler(options: PrepareOptions) -> None:
     """Refuse --resampler mpg123 on a machine without the libmpg123 library (UsageError)."""
     if audio.resolve_resampler(options.resampler) == "mpg123":
-        from .mpg123 import available
+        from parla.audio.mpg123 import available
 
         if not available():
             raise UsageError("--resampler mpg123 needs the libmpg123 library, which this "
@@ -99,7 +99,7 @@ def require_flac_encoder(wanted: str | None) -> None:
 
 def score_clip(scorer: Any, samples: Any, options: PrepareOptions) -> dict[str, float]:
     """DNSMOS scores of a conditioned clip; a clip under --min_dnsmos is rejected."""
-    from .quality import dnsmos_reject
+    from parla.conditioning.dnsmos import dnsmos_reject
 
     scores = scorer(samples, options.target_sample_rate)
     verdict = dnsmos_reject(scores, options.min_dnsmos)
@@ -134,7 +134,7 @@ class ShardPreparer:
         self.conditioner = Conditioner(options.conditioning)  # loads a VAD model once, if any
         self.scorer = None
         if options.dnsmos:
-            from .quality import DnsmosScorer
+            from parla.conditioning.dnsmos import DnsmosScorer
 
             self.scorer = DnsmosScorer()
 

@@ -20,17 +20,14 @@ from typing import Any
 
 import pandas as pd
 
-from .audio import flac_encoder, resolve_resampler
-from .conditioning import resolve_vad
-from .engines import get_engine
-from .errors import RowRejected, UsageError
-from .files import lock_folder, remove_stale_tmp, write_json
-from .options import PrepareOptions
-from .planning import ShardTask, plan_shards, split_dialects
-from .prepare_worker import STAGE, ShardPreparer, require_resampler
-from .progress import get_logger, progress
-from .report import SAMPLES_PER_DIALECT, collect_samples, report_clips, write_report
-from .reports import (
+from parla.audio.decode import flac_encoder, resolve_resampler
+from parla.conditioning.policy import resolve_vad
+from parla.engines import get_engine
+from parla.errors import RowRejected, UsageError
+from parla.options import PrepareOptions
+from parla.progress import get_logger, progress
+from parla.report.page import SAMPLES_PER_DIALECT, collect_samples, report_clips, write_report
+from parla.report.statistics import (
     REJECTS_FILE,
     REPORT_FILES,
     SPEAKERS_FILE,
@@ -41,9 +38,18 @@ from .reports import (
     speaker_metadata,
     write_rejects,
 )
-from .selection import StepCount, select_candidates
-from .shards import DATA_DIR, find_shards, read_shard_record, settings_difference
-from .sources import ClipReader, LoadedSource, clip_reader, load_source, parse_source_spec
+from parla.stages.planning import ShardTask, plan_shards, split_dialects
+from parla.stages.prepare_worker import STAGE, ShardPreparer, require_resampler
+from parla.stages.selection import StepCount, select_candidates
+from parla.store.files import lock_folder, remove_stale_tmp, write_json
+from parla.store.shards import DATA_DIR, find_shards, read_shard_record, settings_difference
+from parla.store.sources import (
+    ClipReader,
+    LoadedSource,
+    clip_reader,
+    load_source,
+    parse_source_spec,
+)
 
 log = get_logger("prepare")
 
@@ -196,7 +202,7 @@ def _run_tasks(todo: list[ShardTask], options: PrepareOptions,
 def _engine_cpus(engine: str) -> int:
     """Every core: this machine's, or on Ray the whole cluster's."""
     if engine == "ray":
-        from .engines.ray import cluster_cpus
+        from parla.engines.ray import cluster_cpus
 
         return cluster_cpus()
     return os.cpu_count() or 1
@@ -301,7 +307,7 @@ def _statistics_parameters(options: PrepareOptions) -> dict[str, Any]:
 
 
 def _write_card(out: Path, options: PrepareOptions) -> None:
-    from .hub import write_dataset_card
+    from parla.hub.client import write_dataset_card
 
     parameters = asdict(options)
     for private in _RUN_SETTINGS:
@@ -314,7 +320,7 @@ def _write_card(out: Path, options: PrepareOptions) -> None:
 def run_demo(output_dir: str = "parla_demo_output", overwrite: bool = False,
              num_workers: int | None = None) -> PrepareResult:
     """Prepare the embedded demo corpus and say how to load the result."""
-    from .demo import demo_corpus_path
+    from parla.demo import demo_corpus_path
 
     options = PrepareOptions(datasets=(str(demo_corpus_path()),), output_dir=output_dir,
                              overwrite=overwrite, num_workers=num_workers,

@@ -30,31 +30,31 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import soundfile as sf
 
-from . import orpheus
-from .audio import libsndfile_message
-from .codec import (
-    SnacEncoder,
-    SnacFiles,
-    TextTokenizer,
-    require_tokenize_extra,
-    resolve_snac,
-    resolve_text_tokenizer,
-)
-from .dialects import ALL_CONFIG, DIALECTS
-from .engines import get_engine
-from .errors import Reject, RowRejected, UsageError, WorkerDied
-from .files import lock_folder, remove_stale_tmp
-from .options import TokenizeOptions
-from .packing import update_packed
-from .progress import get_logger, progress
-from .reports import REJECTS_FILE, write_json, write_rejects
-from .shards import (
+from parla.audio.decode import libsndfile_message
+from parla.dialects import ALL_CONFIG, DIALECTS
+from parla.engines import get_engine
+from parla.errors import Reject, RowRejected, UsageError, WorkerDied
+from parla.options import TokenizeOptions
+from parla.progress import get_logger, progress
+from parla.report.statistics import REJECTS_FILE, write_json, write_rejects
+from parla.stages.pack import update_packed
+from parla.store.files import lock_folder, remove_stale_tmp
+from parla.store.shards import (
     DATA_DIR,
     find_shards,
     read_shard,
     read_shard_record,
     settings_difference,
     write_table_atomic,
+)
+from parla.tokens import orpheus
+from parla.tokens.codec import (
+    SnacEncoder,
+    SnacFiles,
+    TextTokenizer,
+    require_tokenize_extra,
+    resolve_snac,
+    resolve_text_tokenizer,
 )
 
 log = get_logger("tokenize")
@@ -89,7 +89,7 @@ def decode_clip(data: bytes | None, sample_rate: int) -> np.ndarray:
     if mono.size == 0:
         raise RowRejected("empty_audio", "no samples")
     if rate != sample_rate:  # prepared corpora are 24 kHz; another rate is resampled, not refused
-        from .audio import resample
+        from parla.audio.decode import resample
 
         mono = resample(mono, rate, sample_rate)
     return np.ascontiguousarray(mono, dtype=np.float32)
@@ -374,7 +374,7 @@ def pick_devices(options: TokenizeOptions) -> tuple[tuple[str, ...], int]:
 
     wanted = options.device
     if options.engine == "ray":  # the cluster's GPUs, not only this machine's
-        from .engines.ray import cluster_gpus
+        from parla.engines.ray import cluster_gpus
 
         gpus = cluster_gpus()
     else:
@@ -671,7 +671,7 @@ def tokenize(options: TokenizeOptions) -> dict[str, Any]:
 def _write_reports(out: Path, records: list[dict], settings: WorkerSettings,
                    parameters: Mapping[str, Any], pack_length: int | None,
                    seed: int) -> dict[str, Any]:
-    from .hub import write_dataset_card
+    from parla.hub.client import write_dataset_card
 
     sample_rate = int(parameters["target_sample_rate"])
     statistics = aggregate(records, sample_rate, settings.fmt == "orpheus", parameters)

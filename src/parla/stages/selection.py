@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from .options import PrepareOptions
+from parla.options import PrepareOptions
 
 
 def rng_for(seed: int, *keys: str) -> np.random.Generator:

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .dialects import DIALECTS
-from .errors import UsageError
-from .options import ConditioningOptions, PrepareOptions, PublishOptions, TokenizeOptions
-from .progress import get_logger
+from parla.dialects import DIALECTS
+from parla.errors import UsageError
+from parla.options import ConditioningOptions, PrepareOptions, PublishOptions, TokenizeOptions
+from parla.progress import get_logger
 
 log = get_logger("pipeline")
 
@@ -209,7 +209,7 @@ def _check_chain(prepare_options: PrepareOptions, tokenize_options: TokenizeOpti
     if tokenize_options is not None:
         if not _same_path(tokenize_options.input_dir, prepare_options.output_dir):
             raise UsageError("the tokenize stage must read the prepare stage's output_dir")
-        from .codec import require_tokenize_extra
+        from parla.tokens.codec import require_tokenize_extra
 
         require_tokenize_extra()  # before hours of prepare, not after
     if publish_options is not None:
@@ -226,24 +226,24 @@ def run(prepare_options: PrepareOptions, tokenize_options: TokenizeOptions | Non
     """
     _check_chain(prepare_options, tokenize_options, publish_options)
     if publish_options is not None:
-        from .hub import check_write_access
+        from parla.hub.client import check_write_access
 
         user = check_write_access(publish_options.repo_id)
         log.info("the Hub login (%s) may write to %s", user, publish_options.repo_id)
 
-    from .prepare import prepare
+    from parla.stages.prepare import prepare
 
     prepared = prepare(prepare_options)
     result = RunResult(prepared_dir=Path(prepared.output_dir))
     if prepare_options.dry_run:
         return result
     if tokenize_options is not None:
-        from .tokenize import tokenize
+        from parla.stages.tokenize import tokenize
 
         tokenize(tokenize_options)
         result.tokenized_dir = Path(tokenize_options.output_dir)
     if publish_options is not None:
-        from .hub import publish
+        from parla.hub.client import publish
 
         try:
             result.url = publish(publish_options)

@@ -30,9 +30,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .errors import RowRejected, UsageError
-from .options import ConditioningOptions
-from .text import invalid_characters, normalize_sentence
+from parla.errors import RowRejected, UsageError
+from parla.options import ConditioningOptions
+from parla.text import invalid_characters, normalize_sentence
 
 FRAME_S = 0.010  # frame hop and length for levels: 10 ms resolution on speech boundaries
 FLOOR_DB = -100.0  # level given to digital silence, so logs stay finite

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import UsageError
+from parla.errors import UsageError
 
 SAMPLE_RATE = 16000
 WINDOW_SECONDS = 9.01
@@ -105,7 +105,7 @@ class DnsmosScorer:
         self.input_name = self.session.get_inputs()[0].name
 
     def __call__(self, samples: np.ndarray, sample_rate: int) -> dict[str, float]:
-        from .audio import resample
+        from parla.audio.decode import resample
 
         audio = resample(np.asarray(samples, dtype=np.float32), sample_rate, SAMPLE_RATE)
         # one window per call: a batch of a clip's 7 windows was no faster on a CPU and took

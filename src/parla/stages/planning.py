@@ -19,9 +19,9 @@ from typing import Any
 
 import pandas as pd
 
-from .options import PrepareOptions
-from .selection import rng_for, split_by_speaker
-from .shards import shard_path
+from parla.options import PrepareOptions
+from parla.stages.selection import rng_for, split_by_speaker
+from parla.store.shards import shard_path
 
 SPLITS = ("train", "validation")
 # what a worker needs of each candidate clip; `source` with `row` or `path` finds its bytes

@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from .files import write_json, write_jsonl
+from parla.store.files import write_json, write_jsonl
 
 __all__ = ["write_json"]  # stages write their JSON reports through this module
 
