@@ -16,7 +16,7 @@ from pathlib import Path
 from parla.audio.decode import decode_flac
 from parla.demo import demo_corpus_path
 from parla.options import PrepareOptions
-from parla.report import page as report
+from parla.report import build as report_build
 from parla.stages.prepare import prepare
 from parla.store.shards import find_shards, read_shard
 
@@ -47,7 +47,7 @@ def main() -> None:
     folder = work / "prepared"
     prepare(PrepareOptions(datasets=(str(demo_corpus_path()),), output_dir=str(folder),
                            overwrite=True, num_workers=1, max_samples_per_speaker=8))
-    data = report.read_prepared_folder(folder, [str(demo_corpus_path())])
+    data = report_build.read_prepared_folder(folder, [str(demo_corpus_path())])
     try:
         scores = dnsmos_by_clip(folder)
     except Exception as error:  # the extra is optional here: the figure then says "not scored"
@@ -55,7 +55,7 @@ def main() -> None:
         scores = {}
     for clip in data["clips"]:
         clip.update(scores.get((clip.get("dialect"), clip.get("source_path")), {}))
-    page = report.write_report(folder, data["statistics"], data["clips"], data["rejects"],
+    page = report_build.write_report(folder, data["statistics"], data["clips"], data["rejects"],
                                data["samples"])
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:

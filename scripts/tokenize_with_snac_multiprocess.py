@@ -15,14 +15,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from parla.cli import (
-    _common,
-    _flag,
-    _Parser,
-    add_tokenize_arguments,
-    run_command,
-    tokenize_options_from_args,
-)
+from parla.cli import _common, _flag, _Parser, add_tokenize_arguments, tokenize_options_from_args
+from parla.failures import run_command
 from parla.progress import configure_logging, get_logger
 
 

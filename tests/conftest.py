@@ -409,7 +409,7 @@ def write_prepared_folder(folder: Path, dialects: dict[str, int], *, clips_per_s
             write_table_atomic(shard_path(folder, dialect, "validation", 0, 1), prepared_table(
                 [r for r in rows if r["speaker_id"] == held_out], sample_rate))
     if card:
-        from parla.hub.client import write_dataset_card
+        from parla.card.folder import write_dataset_card
 
         write_dataset_card(folder, kind="prepared",
                            parameters={"target_sample_rate": sample_rate, "seed": 42})

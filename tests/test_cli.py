@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from conftest import RAW_CONDITIONING_FLAGS, write_cv_release
-from parla.cli import EXIT_USAGE, build_parser, main, prepare_options_from_args, run_command
-from parla.report.statistics import REJECTS_FILE
+from parla.cli import build_parser, main, prepare_options_from_args
+from parla.failures import EXIT_USAGE, run_command
+from parla.store.layout import REJECTS_FILE
 from parla.store.shards import find_shards
 
 SPEAKERS = {"ana": ("Central", 3), "bernat": ("Central", 3), "eva": ("Balear", 3),

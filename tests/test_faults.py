@@ -33,7 +33,7 @@ from conftest import (
     write_cv_release,
 )
 from parla import cli
-from parla.report.statistics import REJECTS_FILE
+from parla.store.layout import REJECTS_FILE
 from parla.store.shards import find_shards
 
 SRC = str(Path(parla.__file__).resolve().parents[1])

@@ -19,7 +19,9 @@ import pytest
 import soundfile as sf
 from huggingface_hub import DatasetCard
 
-from parla import cli
+from parla import cli, endpoint
+from parla.card import folder as card_folder
+from parla.card import render as card_render
 from parla.hub import client as hub
 from parla.hub.client import HubAccessError, HubError
 from parla.options import PublishOptions
@@ -103,14 +105,14 @@ def test_card_is_regenerated_from_the_shards_and_keeps_its_parameters(prepared_f
     folder = prepared_folder({"central": 2, "balear": 1})
     parameters = {"seed": 7, "datasets": ["a/b", "c--d -->"], "conditioning": {"vad": "energy"},
                   "note": "«col·legi» | pipes"}
-    hub.write_dataset_card(folder, kind="prepared", parameters=parameters)
+    card_folder.write_dataset_card(folder, kind="prepared", parameters=parameters)
     # the folder changes: central loses its shard rows but one
     central = shard_path(folder, "central", "train", 0, 1)
     write_table_atomic(central, pq.read_table(central).slice(0, 1))
-    assert hub.refresh_dataset_card(folder, REPO) == folder / "README.md"
+    assert card_folder.refresh_dataset_card(folder, REPO) == folder / "README.md"
     text = (folder / "README.md").read_text(encoding="utf-8")
     assert card_table(text)[("central", "train")][:2] == ["1", "1"]
-    assert hub.read_card_state(text) == ("prepared", parameters)
+    assert card_render.read_card_state(text) == ("prepared", parameters)
     assert f'load_dataset("{REPO}", "central")' in text
     assert "| `conditioning.vad` | energy |" in text
     comment = text.strip().splitlines()[-1]
@@ -121,12 +123,12 @@ def test_card_is_regenerated_from_the_shards_and_keeps_its_parameters(prepared_f
 def test_card_rendering_is_deterministic(prepared_folder):
     folder = prepared_folder()
     first = (folder / "README.md").read_bytes()
-    hub.write_dataset_card(folder, kind="prepared",
+    card_folder.write_dataset_card(folder, kind="prepared",
                            parameters={"target_sample_rate": 24000, "seed": 42})
     assert (folder / "README.md").read_bytes() == first
-    configs, stats = hub.folder_statistics(folder)
-    once = hub.render_card(configs, stats, {"seed": 1}, "prepared")
-    assert once == hub.render_card(configs, stats, {"seed": 1}, "prepared")
+    configs, stats = card_folder.folder_statistics(folder)
+    once = card_render.render_card(configs, stats, {"seed": 1}, "prepared")
+    assert once == card_render.render_card(configs, stats, {"seed": 1}, "prepared")
 
 
 def test_tokenized_card_names_codec_tokenizer_and_layout(tmp_path):
@@ -135,7 +137,7 @@ def test_tokenized_card_names_codec_tokenizer_and_layout(tmp_path):
                       "dialect": ["central", "central"]})
     write_table_atomic(shard_path(folder, "central", "train", 0, 1), table)
     write_table_atomic(shard_path(folder, "all", "train", 0, 1), table)
-    hub.write_dataset_card(folder, kind="tokenized", parameters={
+    card_folder.write_dataset_card(folder, kind="tokenized", parameters={
         "snac_model": "hubertsiuzdak/snac_24khz", "text_tokenizer": "some/tokenizer",
         "format": "orpheus"})
     text = (folder / "README.md").read_text(encoding="utf-8")
@@ -148,25 +150,26 @@ def test_tokenized_card_names_codec_tokenizer_and_layout(tmp_path):
 def test_refresh_leaves_a_card_parla_did_not_write(prepared_folder):
     folder = prepared_folder()
     (folder / "README.md").write_text("# my own card\n", encoding="utf-8")
-    assert hub.refresh_dataset_card(folder, REPO) is None
+    assert card_folder.refresh_dataset_card(folder, REPO) is None
     assert (folder / "README.md").read_text(encoding="utf-8") == "# my own card\n"
     (folder / "README.md").unlink()
-    hub.refresh_dataset_card(folder, REPO)  # a missing card is written, kind from the columns
-    assert hub.read_card_state((folder / "README.md").read_text()) == ("prepared", {})
+    # a missing card is written, kind from the columns
+    card_folder.refresh_dataset_card(folder, REPO)
+    assert card_render.read_card_state((folder / "README.md").read_text()) == ("prepared", {})
 
 
 def test_card_of_a_folder_without_shards_is_a_usage_error(tmp_path):
     with pytest.raises(hub.UsageError, match="no shards"):
-        hub.write_dataset_card(tmp_path, kind="prepared", parameters={})
+        card_folder.write_dataset_card(tmp_path, kind="prepared", parameters={})
     with pytest.raises(hub.UsageError, match="unknown card kind"):
-        hub.render_card({}, [], {}, "audio")
+        card_render.render_card({}, [], {}, "audio")
 
 
 @pytest.mark.parametrize(("rows", "category"), [
     (0, "n<1K"), (999, "n<1K"), (1000, "1K<n<10K"), (54_321, "10K<n<100K"),
     (100_000, "100K<n<1M"), (2_000_000, "1M<n<10M")])
 def test_size_category(rows, category):
-    assert hub.size_category(rows) == category
+    assert card_render.size_category(rows) == category
 
 
 # --- publishing ------------------------------------------------------------------------------
@@ -270,7 +273,7 @@ def test_access_is_checked_before_anything_is_uploaded(fake_hub, prepared_folder
 def test_failed_upload_keeps_the_folder_and_publishing_again_finishes_it(
         fake_hub, prepared_folder, route, status, message):
     folder = prepared_folder()
-    hub.write_dataset_card(folder, kind="prepared", parameters={"seed": 42}, repo_id=REPO)
+    card_folder.write_dataset_card(folder, kind="prepared", parameters={"seed": 42}, repo_id=REPO)
     before = snapshot(folder)
     fake_hub.fail[route] = status
     caught = _publish_error(folder)
@@ -340,11 +343,11 @@ def test_cli_publish_in_a_subprocess_reads_the_endpoint_and_token_from_the_envir
 # --- timeouts, retries, reachability ---------------------------------------------------------
 
 def test_hub_unreachable_is_one_quick_connection(fake_hub, monkeypatch):
-    assert hub.hub_unreachable() is None  # the fake Hub listens
+    assert endpoint.hub_unreachable() is None  # the fake Hub listens
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{unused_port()}")
-    assert hub.hub_unreachable() == "Connection refused"
+    assert endpoint.hub_unreachable() == "Connection refused"
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
-    assert hub.hub_unreachable() is None  # behind a proxy only the proxy can tell
+    assert endpoint.hub_unreachable() is None  # behind a proxy only the proxy can tell
 
 
 @pytest.mark.parametrize(("status", "headers", "attempt", "wait"), [
@@ -364,4 +367,4 @@ def test_retry_waits(status, headers, attempt, wait):
 def test_a_bad_timeout_setting_is_a_usage_error(monkeypatch):
     monkeypatch.setenv("PARLA_HUB_TIMEOUT", "soon")
     with pytest.raises(hub.UsageError, match="PARLA_HUB_TIMEOUT='soon' is not a number"):
-        hub.read_timeout()
+        endpoint.read_timeout()

@@ -10,8 +10,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from parla.stages import pack as packing
+from parla.card.folder import read_packed_summary
+from parla.stages import pack
 from parla.store.shards import shard_path, write_table_atomic
+from parla.tokens import packing
 from parla.tokens.orpheus import PAD_TOKEN
 
 
@@ -59,7 +61,7 @@ def test_rows_are_exactly_n_tokens_with_the_padding_masked():
     tokens, offsets = examples([4, 3, 2])
     columns = packing.pack_rows(tokens, offsets, [[1, 0], [2]], 8)
     assert {name: array.shape for name, array in columns.items()} == {
-        name: (2, 8) for name in packing.COLUMNS}
+        name: (2, 8) for name in pack.COLUMNS}
     ids, labels = columns["input_ids"], columns["labels"]
     mask, positions = columns["attention_mask"], columns["position_ids"]
     # row 0: example 1 (3 tokens) then example 0 (4 tokens), one pad
@@ -112,7 +114,7 @@ def test_sources_of_the_layout_with_a_physical_all_config():
     found = {"all": {"train": [Path("data/all/train-0")], "validation": [Path("data/all/val-0")]},
              "central": {"train": [Path("data/central/train-0")]},
              "balear": {"train": [Path("data/balear/train-0")]}}
-    assert packing.packing_sources(found) == {"train": [Path("data/all/train-0")],
+    assert pack.packing_sources(found) == {"train": [Path("data/all/train-0")],
                                               "validation": [Path("data/all/val-0")]}
 
 
@@ -120,17 +122,17 @@ def test_sources_of_the_layout_with_dialect_splits_and_no_all_folder():
     found = {"central": {"train": [Path("c/t")], "validation": [Path("c/v")]},
              "balear": {"train": [Path("b/t")], "validation": [Path("b/v")]},
              "packed": {"train": [Path("p/t")]}}
-    assert packing.packing_sources(found) == {"train": [Path("b/t"), Path("c/t")],
+    assert pack.packing_sources(found) == {"train": [Path("b/t"), Path("c/t")],
                                               "validation": [Path("b/v"), Path("c/v")]}
     # dialect configs with splits win even over a stray `all` folder
-    assert packing.packing_sources(found | {"all": {"train": [Path("a/t")]}}) == (
-        packing.packing_sources(found))
+    assert pack.packing_sources(found | {"all": {"train": [Path("a/t")]}}) == (
+        pack.packing_sources(found))
 
 
 def test_sources_when_only_some_dialects_or_only_all_were_tokenized():
-    assert packing.packing_sources({"central": {"train": [Path("c/t")]}}) == {
+    assert pack.packing_sources({"central": {"train": [Path("c/t")]}}) == {
         "train": [Path("c/t")]}
-    assert packing.packing_sources({"all": {"train": [Path("a/t")]}}) == {"train": [Path("a/t")]}
+    assert pack.packing_sources({"all": {"train": [Path("a/t")]}}) == {"train": [Path("a/t")]}
 
 
 # --- the packed shards -----------------------------------------------------------------------
@@ -155,42 +157,42 @@ def tokenized(tmp_path) -> Path:
 
 
 def test_update_packed_writes_train_and_validation_and_counts(tokenized):
-    result = packing.update_packed(tokenized, 10, seed=42)
+    result = pack.update_packed(tokenized, 10, seed=42)
     train = pq.read_table(shard_path(tokenized, "packed", "train", 0, 1)).to_pylist()
     validation = pq.read_table(shard_path(tokenized, "packed", "validation", 0, 1)).to_pylist()
-    assert all(len(row[c]) == 10 for row in train + validation for c in packing.COLUMNS)
+    assert all(len(row[c]) == 10 for row in train + validation for c in pack.COLUMNS)
     assert result["splits"]["train"]["examples_skipped_too_long"] == 2  # 12 and 11 tokens
     assert result["splits"]["train"]["examples"] == 6
     assert result["splits"]["validation"]["examples"] == 3
     kept = sorted(t for row in train for t, m in zip(row["input_ids"], row["attention_mask"],
                                                      strict=True) if m)
     assert kept == [*range(0, 17), *range(29, 36), *range(100, 108)]
-    assert packing.read_packed_summary(tokenized) == result
+    assert read_packed_summary(tokenized) == result
 
 
 def test_update_packed_trusts_a_matching_set_and_rewrites_any_other(tokenized):
-    first = packing.update_packed(tokenized, 10, seed=42)
+    first = pack.update_packed(tokenized, 10, seed=42)
     shard = shard_path(tokenized, "packed", "train", 0, 1)
     written = shard.read_bytes()
     stamp = shard.stat().st_mtime_ns
-    assert packing.update_packed(tokenized, 10, seed=42) == first
+    assert pack.update_packed(tokenized, 10, seed=42) == first
     assert shard.stat().st_mtime_ns == stamp  # trusted, not rewritten
-    packing.update_packed(tokenized, 16, seed=42)
+    pack.update_packed(tokenized, 16, seed=42)
     assert len(pq.read_table(shard).column("input_ids")[0]) == 16
     # a changed source makes the packed set stale: rewritten, same bytes as a fresh packing
     write_tokenized_shard(shard_path(tokenized, "balear", "train", 0, 1), [4, 11], 100)
-    second = packing.update_packed(tokenized, 10, seed=42)
+    second = pack.update_packed(tokenized, 10, seed=42)
     assert second["splits"]["train"]["examples"] == 5
     write_tokenized_shard(shard_path(tokenized, "balear", "train", 0, 1), [4, 4, 11], 100)
-    assert packing.update_packed(tokenized, 10, seed=42) == first
+    assert pack.update_packed(tokenized, 10, seed=42) == first
     assert shard.read_bytes() == written
     # an interrupted write (a missing shard) is not trusted either
     shard.unlink()
-    assert packing.update_packed(tokenized, 10, seed=42) == first and shard.is_file()
+    assert pack.update_packed(tokenized, 10, seed=42) == first and shard.is_file()
 
 
 def test_update_packed_without_a_length_removes_an_earlier_packed_config(tokenized):
-    packing.update_packed(tokenized, 10, seed=42)
-    assert packing.update_packed(tokenized, None, seed=42) is None
+    pack.update_packed(tokenized, 10, seed=42)
+    assert pack.update_packed(tokenized, None, seed=42) is None
     assert not (tokenized / "data" / "packed").exists()
-    assert packing.read_packed_summary(tokenized) is None
+    assert read_packed_summary(tokenized) is None

@@ -15,9 +15,11 @@ import pytest
 import parla.stages.prepare
 import parla.stages.tokenize
 from parla import cli
+from parla.card.folder import write_dataset_card
+from parla.card.render import read_card_state
 from parla.dialects import DIALECTS
 from parla.errors import UsageError
-from parla.hub.client import HubError, read_card_state, write_dataset_card
+from parla.hub.client import HubError
 from parla.options import PrepareOptions, PublishOptions, TokenizeOptions
 from parla.stages import run as pipeline
 from parla.store.shards import find_shards, read_shard, shard_path, write_table_atomic
@@ -227,7 +229,7 @@ def test_run_prepares_tokenizes_and_publishes_the_tokenized_folder(fake_hub, pre
     monkeypatch.setattr(parla.stages.prepare, "prepare", fake_prepare)
     monkeypatch.setattr(parla.stages.tokenize, "tokenize", fake_tokenize)
     # no torch needed
-    monkeypatch.setattr("parla.tokens.codec.require_tokenize_extra", lambda: None)
+    monkeypatch.setattr("parla.stages.run.require_tokenize_extra", lambda: None)
     out = tmp_path / "processed"
     code = cli.main(["run", "--output_dir", str(out), "--tokenize", "--hf_repo", REPO])
     assert code == 0 and order == ["prepare", "tokenize"]

@@ -29,10 +29,10 @@ from conftest import (
 )
 from parla.errors import UsageError
 from parla.options import ConditioningOptions, PrepareOptions
-from parla.report.statistics import REJECTS_FILE, SPEAKERS_FILE, STATISTICS_FILE
 from parla.stages.planning import split_dialects
 from parla.stages.prepare import prepare
 from parla.stages.prepare_worker import process_clip
+from parla.store.layout import REJECTS_FILE, SPEAKERS_FILE, STATISTICS_FILE
 from parla.store.shards import find_shards, read_shard_record, write_table_atomic
 
 SPEAKERS = {"ana": ("Central", 3), "bernat": ("Central", 3), "carla": ("Central|Barceloní", 5),

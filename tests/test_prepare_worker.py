@@ -13,9 +13,8 @@ import pytest
 
 from conftest import encode, speaker_id, tone, write_cv_release
 from parla.options import ConditioningOptions, PrepareOptions
-from parla.report.statistics import STATISTICS_FILE
 from parla.stages.prepare import prepare
-from parla.stages.prepare_worker import STAGE
+from parla.store.layout import PREPARE_STAGE, STATISTICS_FILE
 from parla.store.shards import find_shards, read_shard_record
 
 K = 5
@@ -36,7 +35,7 @@ def kept_per_speaker(out: Path) -> Counter:
 
 
 def records(out: Path) -> list[dict]:
-    return [read_shard_record(path, STAGE) for splits in find_shards(out).values()
+    return [read_shard_record(path, PREPARE_STAGE) for splits in find_shards(out).values()
             for paths in splits.values() for path in paths]
 
 

@@ -12,13 +12,15 @@ import pytest
 
 from conftest import speech
 from parla.audio.decode import resample
-from parla.cli import EXIT_USAGE, main
+from parla.cli import main
 from parla.conditioning import dnsmos as quality
-from parla.conditioning.dnsmos import SCORE_KEYS, dnsmos_reject, require_quality_extra, windows
+from parla.conditioning.dnsmos import SCORE_KEYS, dnsmos_reject, windows
 from parla.errors import UsageError
+from parla.extras import QUALITY_PACKAGES, require_quality_extra
+from parla.failures import EXIT_USAGE
 from parla.options import PrepareOptions
 
-HAVE_QUALITY = all(importlib.util.find_spec(name) for name in quality.QUALITY_PACKAGES)
+HAVE_QUALITY = all(importlib.util.find_spec(name) for name in QUALITY_PACKAGES)
 needs_quality = pytest.mark.skipif(not HAVE_QUALITY, reason="needs the parla[quality] extra")
 
 
@@ -93,7 +95,7 @@ def _without(monkeypatch, name: str) -> None:
                         lambda module, *a, **k: None if module == name else real(module, *a, **k))
 
 
-@pytest.mark.parametrize("missing", quality.QUALITY_PACKAGES)
+@pytest.mark.parametrize("missing", QUALITY_PACKAGES)
 def test_missing_extra_is_one_clear_line(monkeypatch, missing: str) -> None:
     _without(monkeypatch, missing)
     with pytest.raises(UsageError) as error:

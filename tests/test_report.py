@@ -17,11 +17,14 @@ import pytest
 import soundfile as sf
 
 from conftest import encode, tone
+from parla.card import render as card_render
 from parla.demo import demo_corpus_path
 from parla.hub import client as hub
 from parla.options import PrepareOptions, PublishOptions
-from parla.report import page as report
-from parla.report.statistics import STATISTICS_FILE
+from parla.report import __main__ as report_main
+from parla.report import build as report_build
+from parla.report import figures as report_figures
+from parla.store.layout import STATISTICS_FILE
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DIALECTS = ("central", "balear")
@@ -112,7 +115,7 @@ REJECTS = [{"source_path": "a.mp3", "dialect": "central", "reason": "low_snr", "
 
 def test_report_has_every_figure_and_player(tmp_path: Path) -> None:
     clips = _clips(measured=True)
-    path = report.write_report(tmp_path, _statistics(clips), clips, REJECTS, _samples(True))
+    path = report_build.write_report(tmp_path, _statistics(clips), clips, REJECTS, _samples(True))
     assert path == tmp_path / "report.html"
     page = parse(path)
     assert page.sections == list(DIALECTS)
@@ -133,14 +136,14 @@ def test_report_has_every_figure_and_player(tmp_path: Path) -> None:
 def test_all_dialects_add_up_the_rejects_of_every_dialect(tmp_path: Path) -> None:
     clips = _clips(measured=True)
     rejects = REJECTS + [{"source_path": "c.mp3", "dialect": "balear", "reason": "low_snr"}]
-    page = parse(report.write_report(tmp_path, _statistics(clips), clips, rejects, {}))
+    page = parse(report_build.write_report(tmp_path, _statistics(clips), clips, rejects, {}))
     assert page.svgs.count("Rejected clips by reason: low_snr 2, truncated 1") == 1
 
 
 def test_missing_measurements_are_said_not_drawn(tmp_path: Path) -> None:
     """--no_condition_audio, no --dnsmos, no source clips: the report still works."""
     clips = _clips(measured=False)
-    path = report.write_report(tmp_path, _statistics(clips), clips, [], _samples(False))
+    path = report_build.write_report(tmp_path, _statistics(clips), clips, [], _samples(False))
     page = parse(path)
     notes = " ".join(page.missing)
     assert "DNSMOS overall (OVRL): not scored in this run" in notes
@@ -153,12 +156,12 @@ def test_missing_measurements_are_said_not_drawn(tmp_path: Path) -> None:
 
 def test_rebuilding_replaces_old_samples_and_is_deterministic(tmp_path: Path) -> None:
     clips = _clips(measured=True)
-    report.write_report(tmp_path, _statistics(clips), clips, REJECTS, _samples(True))
+    report_build.write_report(tmp_path, _statistics(clips), clips, REJECTS, _samples(True))
     first = (tmp_path / "report.html").read_bytes()
     stale = tmp_path / "report" / "audio" / "gone" / "0-conditioned.flac"
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"x")
-    report.write_report(tmp_path, _statistics(clips), clips, REJECTS, _samples(True))
+    report_build.write_report(tmp_path, _statistics(clips), clips, REJECTS, _samples(True))
     assert (tmp_path / "report.html").read_bytes() == first
     assert not stale.exists()
 
@@ -167,14 +170,14 @@ def test_text_is_escaped(tmp_path: Path) -> None:
     clips = _clips(measured=True)
     samples = _samples(False)
     samples["central"][0]["text"] = "<script>alert(1)</script>"
-    path = report.write_report(tmp_path, _statistics(clips), clips, REJECTS, samples)
+    path = report_build.write_report(tmp_path, _statistics(clips), clips, REJECTS, samples)
     assert "<script>" not in path.read_text(encoding="utf-8")
 
 
 # --- the card and publishing -----------------------------------------------------------------
 
 def test_card_summary_has_the_key_figures_and_the_link() -> None:
-    text = report.card_summary(_statistics(_clips(measured=True)))
+    text = card_render.card_summary(_statistics(_clips(measured=True)))
     assert text.startswith("## Report")
     assert "10 clips from 5 speakers" in text and "2 dialects" in text
     assert "2 clips rejected (low_snr 1, truncated 1)" in text
@@ -188,7 +191,7 @@ def test_card_embeds_the_summary_and_publish_uploads_the_report(fake_hub, prepar
     statistics = _statistics(clips)
     (folder / STATISTICS_FILE).write_text(json.dumps(statistics), encoding="utf-8")
     assert "## Report" not in (folder / "README.md").read_text(encoding="utf-8")  # no page yet
-    report.write_report(folder, statistics, clips, REJECTS, _samples(True))
+    report_build.write_report(folder, statistics, clips, REJECTS, _samples(True))
     hub.publish(PublishOptions(folder=str(folder), repo_id="tester/cv_ca"))
     uploaded = fake_hub.repos["tester/cv_ca"]
     report_files = {str(p.relative_to(folder)) for p in folder.rglob("*")
@@ -198,7 +201,7 @@ def test_card_embeds_the_summary_and_publish_uploads_the_report(fake_hub, prepar
     assert not any(fnmatch.fnmatch(name, pattern) for name in report_files
                    for pattern in hub.UPLOAD_IGNORE_PATTERNS)
     card = uploaded["README.md"].decode()
-    assert report.card_summary(statistics, "tester/cv_ca") in card
+    assert card_render.card_summary(statistics, "tester/cv_ca") in card
     assert "hf download tester/cv_ca --repo-type dataset" in card
 
 
@@ -212,7 +215,7 @@ def demo_report(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("demo") / "prepared"
     prepare(PrepareOptions(datasets=(str(demo_corpus_path()),), output_dir=str(out),
                            num_workers=1, max_samples_per_speaker=8))
-    assert report.main([str(out), "--sources", str(demo_corpus_path())]) == 0
+    assert report_main.main([str(out), "--sources", str(demo_corpus_path())]) == 0
     return out
 
 
@@ -224,7 +227,7 @@ def test_report_of_a_prepared_folder(demo_report: Path) -> None:
     total_rows = statistics["total"]["rows"]
     assert f"Clip duration: {total_rows} values" in labels
     assert f"Loudness, before and after conditioning: {2 * total_rows} values" in labels
-    assert len(page.audio) == 2 * report.SAMPLES_PER_DIALECT * len(statistics["dialects"])
+    assert len(page.audio) == 2 * report_build.SAMPLES_PER_DIALECT * len(statistics["dialects"])
     for source in page.audio:  # every player plays a real clip: the conditioned and its source
         samples, rate = sf.read(io.BytesIO((demo_report / source).read_bytes()))
         assert samples.size > 0.5 * rate and rate in (24000, 48000)
@@ -258,15 +261,15 @@ def test_report_renders_in_headless_chromium(demo_report: Path, tmp_path: Path) 
 
 
 def test_many_speakers_are_drawn_as_a_histogram() -> None:
-    few = report.speaker_bars_svg("Clips per speaker", [5, 3, 3])
-    many = report.speaker_bars_svg("Clips per speaker", [50] * 400 + [10] * 100)
+    few = report_figures.speaker_bars_svg("Clips per speaker", [5, 3, 3])
+    many = report_figures.speaker_bars_svg("Clips per speaker", [50] * 400 + [10] * 100)
     assert few.count("<rect") == 3
     assert "500 speakers" in many and many.count("<rect") < 40
-    assert report.speaker_bars_svg("Clips per speaker", []) is None
+    assert report_figures.speaker_bars_svg("Clips per speaker", []) is None
 
 
 def test_rebuilding_from_a_folder_that_is_not_prepared_is_one_line(tmp_path, capsys) -> None:
-    assert report.main([str(tmp_path)]) == 2
+    assert report_main.main([str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no dialect_statistics.json" in err
     assert not (tmp_path / "report.html").exists()

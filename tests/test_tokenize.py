@@ -25,6 +25,7 @@ from parla import cli  # noqa: E402
 from parla.errors import RowRejected, UsageError  # noqa: E402
 from parla.options import TokenizeOptions  # noqa: E402
 from parla.stages import tokenize as stage  # noqa: E402
+from parla.store.layout import TOKENIZATION_STATS_FILE
 from parla.store.shards import prepared_table, shard_path, write_table_atomic  # noqa: E402
 from parla.tokens import orpheus  # noqa: E402
 from parla.tokens.codec import TextTokenizer  # noqa: E402
@@ -111,7 +112,7 @@ def test_each_clip_is_encoded_once_by_default(corpus, reference):
     def rows(folder: Path) -> int:
         return sum(pq.read_metadata(p).num_rows for p in (folder / "data").rglob("*.parquet"))
 
-    stats = json.loads((reference / stage.STATS_FILE).read_text())
+    stats = json.loads((reference / TOKENIZATION_STATS_FILE).read_text())
     assert not (reference / "data" / "all").exists()
     assert rows(reference) == stats["total"]["rows"] == rows(corpus) - stats["total"][
         "rows_skipped"]
@@ -167,7 +168,7 @@ def test_codes_equal_encoding_each_clip_alone(corpus, reference, snac_dir):
 def test_bad_rows_are_skipped_and_counted(reference):
     rows = read_rows(reference / "data/tortosi/train-00000-of-00001.parquet")
     assert [r["text"] for r in rows] == ["tortosi: Bon dia a tothom."]
-    stats = json.loads((reference / stage.STATS_FILE).read_text())
+    stats = json.loads((reference / TOKENIZATION_STATS_FILE).read_text())
     tortosi = stats["dialects"]["tortosi"]
     assert tortosi["rows"] == 1 and tortosi["rows_skipped"] == 2
     assert tortosi["skipped_by_reason"] == {"missing_audio": 1, "undecodable_audio": 1}
@@ -177,7 +178,7 @@ def test_bad_rows_are_skipped_and_counted(reference):
 
 
 def test_statistics(reference):
-    stats = json.loads((reference / stage.STATS_FILE).read_text())
+    stats = json.loads((reference / TOKENIZATION_STATS_FILE).read_text())
     assert sorted(stats["dialects"]) == ["balear", "central", "tortosi"]
     central = stats["dialects"]["central"]
     assert central["rows"] == 2
@@ -243,7 +244,7 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_output(reference, corpus, sna
     process.wait()
     assert process.returncode == -9
     done = list(out.glob("data/*/*.parquet"))
-    assert 1 <= len(done) < 5 and not (out / stage.STATS_FILE).exists()
+    assert 1 <= len(done) < 5 and not (out / TOKENIZATION_STATS_FILE).exists()
 
     stage.tokenize(options(corpus, out, snac_dir, text_tokenizer_file))
     assert output_files(out) == output_files(reference)

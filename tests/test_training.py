@@ -29,6 +29,7 @@ from conftest import log_records, write_prepared_folder  # noqa: E402
 from parla.options import TokenizeOptions  # noqa: E402
 from parla.stages import pack as packing  # noqa: E402
 from parla.stages import tokenize as stage  # noqa: E402
+from parla.store.layout import TOKENIZATION_STATS_FILE
 from parla.tokens import orpheus  # noqa: E402
 
 ORPHEUS_VOCAB_SIZE = 156_940  # canopylabs/orpheus-3b-0.1-ft config.json: vocab_size
@@ -169,7 +170,7 @@ def test_packed_rows_match_transformers_flattening_collator(tokenized):
 def test_packed_config_statistics_and_card(tokenized, tmp_path):
     from datasets import load_dataset
 
-    stats = json.loads((tokenized / stage.STATS_FILE).read_text())
+    stats = json.loads((tokenized / TOKENIZATION_STATS_FILE).read_text())
     packed = stats["packed"]
     assert packed["pack_length"] == PACK_LENGTH and packed["seed"] == 42
     assert sorted(packed["splits"]) == ["train", "validation"]
@@ -189,7 +190,7 @@ def test_packed_config_statistics_and_card(tokenized, tmp_path):
 
 
 def test_length_distribution_per_dialect(tokenized):
-    stats = json.loads((tokenized / stage.STATS_FILE).read_text())
+    stats = json.loads((tokenized / TOKENIZATION_STATS_FILE).read_text())
     for dialect in ("central", "balear"):
         summary = stats["dialects"][dialect]
         distribution = summary["sequence_length_distribution"]

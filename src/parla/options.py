@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from parla.errors import UsageError
+from parla.extras import require_quality_extra
 
 DEFAULT_SNAC_MODEL = "hubertsiuzdak/snac_24khz"
 DEFAULT_TEXT_TOKENIZER = "canopylabs/orpheus-3b-0.1-pretrained"
@@ -131,10 +132,6 @@ class PrepareOptions:
         _check(self.min_dnsmos is None or 1 <= self.min_dnsmos <= 5,
                "--min_dnsmos must be in [1, 5] (DNSMOS is a 1-5 opinion score)")
         if self.dnsmos:
-            from parla.conditioning.dnsmos import (
-                require_quality_extra,  # find_spec only: nothing is loaded
-            )
-
             require_quality_extra()
 
     @property

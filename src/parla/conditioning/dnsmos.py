@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from parla.errors import UsageError
+from parla.extras import require_quality_extra
 
 SAMPLE_RATE = 16000
 WINDOW_SECONDS = 9.01
@@ -31,7 +32,6 @@ WINDOW_SAMPLES = int(WINDOW_SECONDS * SAMPLE_RATE)  # 144160: the model's fixed 
 HOP_SAMPLES = SAMPLE_RATE  # windows start every second
 SCORE_KEYS = ("dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl")
 LOW_DNSMOS = "low_dnsmos"
-QUALITY_PACKAGES = ("speechmos", "onnxruntime")
 
 # raw model output -> MOS, per score, for the non-personalised model (speechmos / dnsmos_local.py)
 _CALIBRATION = {
@@ -39,13 +39,6 @@ _CALIBRATION = {
     "dnsmos_bak": np.poly1d([-0.13166888, 1.60915514, -0.39604546]),
     "dnsmos_ovrl": np.poly1d([-0.06766283, 1.11546468, 0.04602535]),
 }
-
-
-def require_quality_extra() -> None:
-    """UsageError (exit 2) unless speechmos and onnxruntime are importable (`parla[quality]`)."""
-    missing = [name for name in QUALITY_PACKAGES if importlib.util.find_spec(name) is None]
-    if missing:
-        raise UsageError(f"--dnsmos needs {' and '.join(missing)}: pip install 'parla[quality]'")
 
 
 def model_path() -> Path:

@@ -16,12 +16,7 @@ from parla.store.files import write_json, write_jsonl
 
 __all__ = ["write_json"]  # stages write their JSON reports through this module
 
-STATISTICS_FILE = "dialect_statistics.json"
-SPEAKERS_FILE = "speaker_metadata.json"
-REJECTS_FILE = "rejects.jsonl"
 # everything prepare writes beside data/ (report.html and its clips under report/ included)
-REPORT_FILES = (STATISTICS_FILE, SPEAKERS_FILE, REJECTS_FILE, "README.md", "report.html",
-                "report")
 
 
 def sort_rejects(rejects: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:

@@ -21,7 +21,6 @@ digest, the split's numbers), so a rerun trusts a complete, matching set and rew
 
 from __future__ import annotations
 
-import bisect
 import hashlib
 import json
 import os
@@ -35,22 +34,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from parla.card.folder import read_packed_record
 from parla.dialects import ALL_CONFIG
 from parla.progress import get_logger
+from parla.store.layout import PACK_STAGE, PACKED_CONFIG
 from parla.store.shards import (
     DATA_DIR,
     find_shards,
-    read_shard_record,
     shard_path,
     write_table_atomic,
 )
-from parla.tokens.orpheus import PAD_TOKEN
+from parla.tokens.packing import combine_summaries, pack_rows, plan_rows, summarize
 
 log = get_logger("packing")
 
-PACKED_CONFIG = "packed"
-STAGE = "packed"  # the footer record of a packed shard is shards.read_shard_record(path, STAGE)
-IGNORE_INDEX = -100  # labels value transformers' loss skips
 TOKENS_PER_SHARD = 1 << 23  # rows per shard = this // N: ~8M tokens, tens of MB on disk
 FORMAT_VERSION = 1  # bump when the row layout changes: older packed shards are rewritten
 COLUMNS = ("input_ids", "labels", "attention_mask", "position_ids")
@@ -60,114 +57,6 @@ SCHEMA = pa.schema([("input_ids", pa.list_(pa.int32())), ("labels", pa.list_(pa.
 
 
 # --- planning (pure) ---------------------------------------------------------------------------
-
-def plan_rows(lengths: Sequence[int], pack_length: int, seed: int
-              ) -> tuple[list[list[int]], list[int]]:
-    """Which examples go into which row: (rows as lists of example indices, skipped indices).
-
-    Examples are visited in a random order drawn from ``seed``; each goes into the open row
-    with the least room that still fits it (best fit; ties: the row filled last), else opens a
-    new row. An example longer than ``pack_length`` is skipped. Same inputs, same plan.
-    """
-    if pack_length < 1:
-        raise ValueError(f"pack_length must be >= 1, got {pack_length}")
-    lengths = np.asarray(lengths, dtype=np.int64)
-    order = np.random.default_rng(seed).permutation(len(lengths))
-    fitting = lengths[lengths <= pack_length]
-    shortest = int(fitting.min()) if fitting.size else pack_length + 1
-    rows: list[list[int]] = []
-    skipped: list[int] = []
-    rooms: list[int] = []  # distinct room sizes of open rows, ascending
-    open_rows: dict[int, list[int]] = {}  # room -> rows with that much room (a stack)
-    for index in order.tolist():
-        length = int(lengths[index])
-        if length > pack_length:
-            skipped.append(index)
-            continue
-        at = bisect.bisect_left(rooms, length)
-        if at < len(rooms):
-            room = rooms[at]
-            row = open_rows[room].pop()
-            if not open_rows[room]:
-                del open_rows[room]
-                del rooms[at]
-        else:
-            room, row = pack_length, len(rows)
-            rows.append([])
-        rows[row].append(index)
-        room -= length
-        if room >= shortest:  # a row no example fits into is closed
-            if room not in open_rows:
-                bisect.insort(rooms, room)
-                open_rows[room] = []
-            open_rows[room].append(row)
-    return rows, sorted(skipped)
-
-
-def pack_rows(tokens: np.ndarray, offsets: np.ndarray, rows: Sequence[Sequence[int]],
-              pack_length: int) -> dict[str, np.ndarray]:
-    """The four columns of packed rows as (len(rows), pack_length) arrays.
-
-    Example ``i`` is ``tokens[offsets[i]:offsets[i + 1]]``; ``rows`` lists the examples of each
-    row in order. Raises ValueError if a row's examples do not fit into ``pack_length``.
-    """
-    count = len(rows)
-    input_ids = np.full((count, pack_length), PAD_TOKEN, dtype=np.int32)
-    labels = np.full((count, pack_length), IGNORE_INDEX, dtype=np.int32)
-    attention_mask = np.zeros((count, pack_length), dtype=np.int8)
-    position_ids = np.empty((count, pack_length), dtype=np.int32)
-    ramp = np.arange(pack_length, dtype=np.int32)
-    for r, examples in enumerate(rows):
-        start = 0
-        for index in examples:
-            example = tokens[offsets[index]:offsets[index + 1]]
-            end = start + len(example)
-            if end > pack_length:
-                raise ValueError(f"row {r}: examples take more than {pack_length} tokens")
-            input_ids[r, start:end] = example
-            labels[r, start + 1:end] = example[1:]
-            position_ids[r, start:end] = ramp[:len(example)]
-            start = end
-        attention_mask[r, :start] = 1
-        position_ids[r, start:] = ramp[:pack_length - start]  # the padding: a segment of its own
-    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask,
-            "position_ids": position_ids}
-
-
-def summarize(lengths: Sequence[int], rows: Sequence[Sequence[int]], skipped: Sequence[int],
-              pack_length: int) -> dict[str, Any]:
-    """What statistics and the card say about one packed split."""
-    lengths = np.asarray(lengths, dtype=np.int64)
-    per_row = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
-    packed = int(sum(int(lengths[r].sum()) for r in rows if r))
-    capacity = len(rows) * pack_length
-    return {
-        "rows": len(rows),
-        "examples": int(per_row.sum()),
-        "examples_skipped_too_long": len(skipped),
-        "tokens": packed,
-        "padding_tokens": capacity - packed,
-        "fill_ratio": round(packed / capacity, 4) if capacity else None,
-        "examples_per_row": {"mean": round(float(per_row.mean()), 2) if len(rows) else None,
-                             "min": int(per_row.min()) if len(rows) else None,
-                             "max": int(per_row.max()) if len(rows) else None},
-    }
-
-
-def combine_summaries(splits: Mapping[str, Mapping[str, Any]], pack_length: int,
-                      seed: int) -> dict[str, Any]:
-    """The packed config's numbers: settings, each split's summary and their total."""
-    rows = sum(s["rows"] for s in splits.values())
-    tokens = sum(s["tokens"] for s in splits.values())
-    examples = sum(s["examples"] for s in splits.values())
-    return {
-        "pack_length": pack_length, "seed": seed,
-        "rows": rows, "examples": examples,
-        "examples_skipped_too_long": sum(s["examples_skipped_too_long"] for s in splits.values()),
-        "fill_ratio": round(tokens / (rows * pack_length), 4) if rows else None,
-        "mean_examples_per_row": round(examples / rows, 2) if rows else None,
-        "splits": {split: dict(splits[split]) for split in sorted(splits)},
-    }
 
 
 def packing_sources(found: Mapping[str, Mapping[str, Sequence[Path]]]
@@ -203,12 +92,6 @@ def _sources_digest(folder: Path, sources: Mapping[str, Sequence[Path]]) -> str:
     return hashlib.sha256(json.dumps(entries).encode()).hexdigest()
 
 
-def read_record(path: str | os.PathLike) -> dict[str, Any] | None:
-    """The record in a packed shard's footer; None for any other file."""
-    record = read_shard_record(path, STAGE)
-    return record if record is not None and "summary" in record else None
-
-
 def _settings(pack_length: int, seed: int, digest: str) -> dict[str, Any]:
     return {"version": FORMAT_VERSION, "pack_length": pack_length, "seed": seed,
             "sources": digest}
@@ -222,7 +105,7 @@ def _trusted_summaries(paths_by_split: Mapping[str, Sequence[Path]], splits: Seq
         return None
     summaries: dict[str, dict] = {}
     for split, paths in paths_by_split.items():
-        records = [read_record(path) for path in paths]
+        records = [read_packed_record(path) for path in paths]
         if any(r is None or r.get("settings") != dict(settings) for r in records):
             return None
         count = records[0]["shards"]
@@ -271,7 +154,7 @@ def _write_split(out: Path, split: str, paths: Sequence[Path], pack_length: int,
         table = pa.table([_list_column(columns[f.name], f.type.value_type) for f in SCHEMA],
                          schema=SCHEMA)
         write_table_atomic(shard_path(out, PACKED_CONFIG, split, index, count), table,
-                           record=record, stage=STAGE)
+                           record=record, stage=PACK_STAGE)
     return summary
 
 
@@ -309,16 +192,3 @@ def update_packed(out: str | os.PathLike, pack_length: int | None, seed: int
     return result
 
 
-def read_packed_summary(folder: str | os.PathLike) -> dict[str, Any] | None:
-    """The packed config's numbers from its shards' footers (for the card); None without one."""
-    found = find_shards(folder).get(PACKED_CONFIG)
-    if not found:
-        return None
-    summaries: dict[str, dict] = {}
-    settings: Mapping[str, Any] = {}
-    for split, paths in found.items():
-        record = read_record(paths[0])
-        if record is None:
-            return None
-        summaries[split], settings = record["summary"], record["settings"]
-    return combine_summaries(summaries, settings["pack_length"], settings["seed"])

@@ -26,12 +26,8 @@ from parla.engines import get_engine
 from parla.errors import RowRejected, UsageError
 from parla.options import PrepareOptions
 from parla.progress import get_logger, progress
-from parla.report.page import SAMPLES_PER_DIALECT, collect_samples, report_clips, write_report
+from parla.report.build import SAMPLES_PER_DIALECT, collect_samples, report_clips, write_report
 from parla.report.statistics import (
-    REJECTS_FILE,
-    REPORT_FILES,
-    SPEAKERS_FILE,
-    STATISTICS_FILE,
     build_statistics,
     format_counts_table,
     format_summary,
@@ -39,17 +35,19 @@ from parla.report.statistics import (
     write_rejects,
 )
 from parla.stages.planning import ShardTask, plan_shards, split_dialects
-from parla.stages.prepare_worker import STAGE, ShardPreparer, require_resampler
+from parla.stages.prepare_worker import ShardPreparer, require_resampler
 from parla.stages.selection import StepCount, select_candidates
+from parla.store.clips import ClipReader
 from parla.store.files import lock_folder, remove_stale_tmp, write_json
-from parla.store.shards import DATA_DIR, find_shards, read_shard_record, settings_difference
-from parla.store.sources import (
-    ClipReader,
-    LoadedSource,
-    clip_reader,
-    load_source,
-    parse_source_spec,
+from parla.store.layout import (
+    PREPARE_STAGE,
+    REJECTS_FILE,
+    REPORT_FILES,
+    SPEAKERS_FILE,
+    STATISTICS_FILE,
 )
+from parla.store.shards import DATA_DIR, find_shards, read_shard_record, settings_difference
+from parla.store.sources import LoadedSource, clip_reader, load_source, parse_source_spec
 
 log = get_logger("prepare")
 
@@ -129,7 +127,7 @@ def _finished_shards(out: Path, tasks: list[ShardTask], settings: dict[str, Any]
         for paths in splits.values():
             for path in paths:
                 task = planned.get(str(path))
-                record = read_shard_record(path, STAGE)
+                record = read_shard_record(path, PREPARE_STAGE)
                 name = path.relative_to(out)
                 if record is None:
                     raise UsageError(f"--output_dir {out} holds {name}, which this version of "
@@ -307,7 +305,7 @@ def _statistics_parameters(options: PrepareOptions) -> dict[str, Any]:
 
 
 def _write_card(out: Path, options: PrepareOptions) -> None:
-    from parla.hub.client import write_dataset_card
+    from parla.card.folder import write_dataset_card
 
     parameters = asdict(options)
     for private in _RUN_SETTINGS:

@@ -21,10 +21,10 @@ from parla.dialects import DIALECTS
 from parla.errors import Reject, RowRejected, UsageError
 from parla.options import PrepareOptions
 from parla.stages.planning import ShardTask, SpeakerGroup
+from parla.store.clips import ClipReader
+from parla.store.layout import PREPARE_STAGE
 from parla.store.shards import prepared_table, write_table_atomic
-from parla.store.sources import ClipReader
 
-STAGE = "prepare"
 # per-clip measurements kept in the shard record (numbers only), for statistics and the report
 MEASUREMENTS = ("duration_s_before", "duration_s_after", "leading_silence_s_before",
                 "leading_silence_s_after", "trailing_silence_s_before",
@@ -187,7 +187,7 @@ class ShardPreparer:
                               seconds_by_path)
         table = prepared_table(rows, self.options.target_sample_rate,
                                dnsmos=self.scorer is not None)
-        write_table_atomic(task.path, table, record=record, stage=STAGE)
+        write_table_atomic(task.path, table, record=record, stage=PREPARE_STAGE)
         return record
 
 

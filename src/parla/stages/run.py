@@ -21,6 +21,7 @@ from typing import Any
 
 from parla.dialects import DIALECTS
 from parla.errors import UsageError
+from parla.extras import require_tokenize_extra
 from parla.options import ConditioningOptions, PrepareOptions, PublishOptions, TokenizeOptions
 from parla.progress import get_logger
 
@@ -209,8 +210,6 @@ def _check_chain(prepare_options: PrepareOptions, tokenize_options: TokenizeOpti
     if tokenize_options is not None:
         if not _same_path(tokenize_options.input_dir, prepare_options.output_dir):
             raise UsageError("the tokenize stage must read the prepare stage's output_dir")
-        from parla.tokens.codec import require_tokenize_extra
-
         require_tokenize_extra()  # before hours of prepare, not after
     if publish_options is not None:
         final = tokenize_options.output_dir if tokenize_options else prepare_options.output_dir

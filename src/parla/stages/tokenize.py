@@ -34,11 +34,13 @@ from parla.audio.decode import libsndfile_message
 from parla.dialects import ALL_CONFIG, DIALECTS
 from parla.engines import get_engine
 from parla.errors import Reject, RowRejected, UsageError, WorkerDied
+from parla.extras import require_tokenize_extra
 from parla.options import TokenizeOptions
 from parla.progress import get_logger, progress
-from parla.report.statistics import REJECTS_FILE, write_json, write_rejects
+from parla.report.statistics import write_json, write_rejects
 from parla.stages.pack import update_packed
 from parla.store.files import lock_folder, remove_stale_tmp
+from parla.store.layout import REJECTS_FILE, TOKENIZATION_STATS_FILE, TOKENIZE_STAGE
 from parla.store.shards import (
     DATA_DIR,
     find_shards,
@@ -52,15 +54,12 @@ from parla.tokens.codec import (
     SnacEncoder,
     SnacFiles,
     TextTokenizer,
-    require_tokenize_extra,
     resolve_snac,
     resolve_text_tokenizer,
 )
 
 log = get_logger("tokenize")
 
-STATS_FILE = "tokenization_stats.json"
-STAGE = "tokenize"  # a shard's settings and statistics: shards.read_shard_record(path, STAGE)
 INPUT_COLUMNS = ("audio", "text", "dialect", "speaker_id", "duration", "source_path")
 CODE_COLUMNS = ("codes_0", "codes_1", "codes_2")
 ROW_COLUMNS = ("text", "dialect", "speaker_id", "duration")
@@ -344,7 +343,7 @@ class ShardTokenizer:
                                           fmt=settings.fmt, dedupe=settings.dedupe,
                                           max_length=settings.max_length)
         record = shard_record(task, settings.fingerprint, stats, rejects)
-        write_table_atomic(task.output_path, out, record=record, stage=STAGE)
+        write_table_atomic(task.output_path, out, record=record, stage=TOKENIZE_STAGE)
         return record
 
 
@@ -359,7 +358,7 @@ def shard_record(task: ShardTask, fingerprint: Mapping[str, Any],
 
 def read_tokenized_record(path: str | os.PathLike) -> dict[str, Any] | None:
     """The record in a tokenized shard's footer; None for a shard parla tokenize did not write."""
-    record = read_shard_record(path, STAGE)
+    record = read_shard_record(path, TOKENIZE_STAGE)
     return record if record is not None and "stats" in record else None
 
 
@@ -485,7 +484,7 @@ def _check_same_settings(found: Mapping[str, Any], wanted: Mapping[str, Any], pa
 
 def _clear_output(out: Path) -> None:
     shutil.rmtree(out / DATA_DIR, ignore_errors=True)
-    for name in (STATS_FILE, REJECTS_FILE):
+    for name in (TOKENIZATION_STATS_FILE, REJECTS_FILE):
         (out / name).unlink(missing_ok=True)
 
 
@@ -671,7 +670,7 @@ def tokenize(options: TokenizeOptions) -> dict[str, Any]:
 def _write_reports(out: Path, records: list[dict], settings: WorkerSettings,
                    parameters: Mapping[str, Any], pack_length: int | None,
                    seed: int) -> dict[str, Any]:
-    from parla.hub.client import write_dataset_card
+    from parla.card.folder import write_dataset_card
 
     sample_rate = int(parameters["target_sample_rate"])
     statistics = aggregate(records, sample_rate, settings.fmt == "orpheus", parameters)
@@ -680,7 +679,7 @@ def _write_reports(out: Path, records: list[dict], settings: WorkerSettings,
     packed = update_packed(out, pack_length, seed)
     if packed is not None:
         statistics["packed"] = packed
-    write_json(out / STATS_FILE, statistics)
+    write_json(out / TOKENIZATION_STATS_FILE, statistics)
     write_rejects(out / REJECTS_FILE, _rejects(records))
     write_dataset_card(out, kind="tokenized", parameters=parameters)
     return statistics

@@ -22,8 +22,10 @@ import pandas as pd
 
 from parla.audio.decode import probe_duration
 from parla.dialects import DIALECTS, Dialect, dialect_from_accent, find_dialect, resolve_dialect
+from parla.endpoint import hub_offline
 from parla.errors import ParlaError, Reject, RowRejected, SourceError
 from parla.progress import get_logger, progress
+from parla.store.clips import ClipReader, read_clip
 
 log = get_logger("sources")
 
@@ -302,17 +304,6 @@ def _reject_paths_outside_clips(source: LoadedSource) -> None:
     source.metadata = metadata[~bad].reset_index(drop=True)
 
 
-def read_clip(file: str | os.PathLike) -> bytes:
-    """A clip file's bytes; a missing or unreadable file is a bad row (RowRejected), not a
-    failed run."""
-    try:
-        return Path(file).read_bytes()
-    except FileNotFoundError:
-        raise RowRejected("missing_file") from None
-    except OSError as error:  # a folder, or no permission
-        raise RowRejected("unreadable_file", error.strerror or "") from None
-
-
 def _probe_file(file: Path, path: str, source: LoadedSource) -> float:
     try:
         return probe_duration(read_clip(file))
@@ -327,8 +318,8 @@ def _load_datasets_source(spec: SourceSpec, kind: str, cache_dir: str | None) ->
     import datasets
 
     unreachable = None
-    if kind == "hub" and not _hub_offline():
-        from parla.hub.client import hub_unreachable
+    if kind == "hub" and not hub_offline(datasets=True):
+        from parla.endpoint import hub_unreachable
 
         # about a second, where the HTTP clients' retries take 25 s before they give up
         unreachable = hub_unreachable()
@@ -342,7 +333,7 @@ def _load_datasets_source(spec: SourceSpec, kind: str, cache_dir: str | None) ->
         download = (f"download it where there is network (`hf download {spec.location} "
                     "--repo-type dataset --local-dir DIR`) and pass DIR")
         if unreachable:
-            from parla.hub.client import hub_endpoint
+            from parla.endpoint import hub_endpoint
 
             raise HubUnreachableError(
                 f"{spec.location}: cannot load: not a local folder, the Hub at {hub_endpoint()} "
@@ -376,13 +367,6 @@ def _load_datasets_source(spec: SourceSpec, kind: str, cache_dir: str | None) ->
     else:
         metadata["duration"] = _probe_dataset_durations(source)
     return source
-
-
-def _hub_offline() -> bool:
-    import datasets.config
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE or datasets.config.HF_HUB_OFFLINE)
 
 
 @contextlib.contextmanager
@@ -496,29 +480,6 @@ def _assign_dialects(source: LoadedSource) -> None:
 
 
 # --- reading clips in the workers ------------------------------------------------------------
-
-@dataclass
-class ClipReader:
-    """Reads one source's clip bytes inside a worker, so the driver never carries audio.
-
-    It pickles small: a clips folder, or a `datasets.Dataset` backed by memory-mapped Arrow
-    files (pickled as their paths), which every worker opens itself.
-    """
-
-    clips_dir: Path | None = None
-    dataset: Any = None
-
-    def read(self, row: int, path: str) -> bytes:
-        if self.clips_dir is not None:
-            return read_clip(self.clips_dir / path)
-        import pyarrow as pa
-
-        data = self.dataset.data
-        table = data.table if hasattr(data, "table") else data
-        item = table.column("audio").take(pa.array([row], type=pa.int64()))[0].as_py()
-        if not item or not item.get("bytes"):
-            raise RowRejected("missing_audio", "the row has no audio bytes")
-        return item["bytes"]
 
 
 def clip_reader(source: LoadedSource) -> ClipReader:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from parla.endpoint import hub_offline
 from parla.errors import RowRejected, UsageError
 from parla.progress import get_logger
 from parla.tokens.orpheus import with_bos
@@ -58,11 +59,6 @@ def require_tokenize_extra() -> None:
                if importlib.util.find_spec(name) is None]
     if missing:
         raise UsageError(f"tokenize needs {', '.join(missing)}: pip install 'parla[tokenize]'")
-
-
-def hub_offline() -> bool:
-    # huggingface_hub reads HF_HUB_OFFLINE once at import; read it again so a late setting counts.
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")

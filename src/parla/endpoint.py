@@ -1,0 +1,133 @@
+"""Where the Hugging Face Hub is, whether it answers, and how long parla waits for it.
+
+Read at call time, not at import: huggingface_hub reads ``HF_ENDPOINT`` and ``HF_HUB_OFFLINE``
+once when it is imported. Both the download side (sources, models) and the Hub client use this;
+it holds no client of its own.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import socket
+import threading
+from typing import Any
+
+from parla.errors import UsageError
+
+# huggingface_hub 2 talks to the Hub with no timeout at all: a Hub that accepts a request and
+# never answers would hang `parla publish` for ever. PARLA_HUB_TIMEOUT (seconds) overrides the
+# read timeout, for slow links; connecting and the quick reachability probe stay short.
+CONNECT_TIMEOUT_S = 10.0
+READ_TIMEOUT_S = 60.0
+PROBE_TIMEOUT_S = 1.5
+
+
+def hub_offline(datasets: bool = False) -> bool:
+    """Whether offline mode is on: ``HF_HUB_OFFLINE`` read now, or huggingface_hub's copy of it
+    (and, with ``datasets``, the datasets library's copy, which `load_dataset` obeys)."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return True
+    if datasets:
+        import datasets.config
+
+        return bool(datasets.config.HF_HUB_OFFLINE)
+    return False
+
+
+def hub_endpoint() -> str:
+    """``HF_ENDPOINT`` read now (huggingface_hub reads it only once, at import)."""
+    from huggingface_hub import constants
+
+    return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+
+
+def read_timeout() -> float:
+    try:
+        return float(os.environ.get("PARLA_HUB_TIMEOUT") or READ_TIMEOUT_S)
+    except ValueError:
+        raise UsageError(f"PARLA_HUB_TIMEOUT={os.environ['PARLA_HUB_TIMEOUT']!r} is not a "
+                         "number of seconds") from None
+
+
+_factory_timeout: float | None = None
+
+
+class HubStoppedAnswering(Exception):
+    """A request the Hub accepted and did not answer within the read timeout (not one of the
+    HTTP client's own errors, so huggingface_hub does not send it again)."""
+
+
+def use_timeouts() -> None:
+    """Make huggingface_hub's shared HTTP client time out (connect, then each read)."""
+    global _factory_timeout
+    timeout = read_timeout()
+    if _factory_timeout == timeout:
+        return
+    from huggingface_hub.utils import _http
+
+    if not hasattr(_http, "set_client_factory"):
+        return  # huggingface_hub < 1 (requests): it sets its own timeouts
+    try:
+        httpx = importlib.import_module("httpx2")
+    except ImportError:
+        httpx = importlib.import_module("httpx")
+
+    class NoSilentRetries(httpx.BaseTransport):
+        """A POST (preupload, commit) the Hub took and never answered is not sent again:
+        huggingface_hub would retry it five times, six read timeouts of silence, and the Hub may
+        have acted on it; parla reports it once and a rerun finishes the upload."""
+
+        def __init__(self) -> None:
+            self._inner = httpx.HTTPTransport()
+
+        def handle_request(self, request: Any) -> Any:
+            try:
+                return self._inner.handle_request(request)
+            except httpx.ReadTimeout as error:
+                if request.method != "POST":
+                    raise
+                raise HubStoppedAnswering(str(error) or "read timeout") from error
+
+        def close(self) -> None:
+            self._inner.close()
+
+    def client_factory() -> Any:
+        return httpx.Client(event_hooks={"request": [_http.hf_request_event_hook]},
+                            follow_redirects=True, transport=NoSilentRetries(),
+                            timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT_S))
+
+    _http.set_client_factory(client_factory)
+    _factory_timeout = timeout
+
+
+def hub_unreachable(timeout: float = PROBE_TIMEOUT_S) -> str | None:
+    """Why the Hub cannot be reached now, or None if it can (or a proxy stands in the way).
+
+    One TCP connection, answered in about a second: offline, the HTTP clients' own retries take
+    25 s or more before they give up.
+    """
+    from urllib.parse import urlsplit
+
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY",
+                                            "http_proxy", "ALL_PROXY", "all_proxy")):
+        return None  # only the proxy knows
+    url = urlsplit(hub_endpoint())
+    host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
+    outcome: list[str | None] = []
+
+    def connect() -> None:  # in a thread: name resolution has no timeout of its own
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome.append(None)
+        except OSError as error:
+            outcome.append(error.strerror or str(error) or type(error).__name__)
+
+    thread = threading.Thread(target=connect, daemon=True, name="parla-hub-probe")
+    thread.start()
+    thread.join(timeout + 0.5)
+    return outcome[0] if outcome else f"no answer in {timeout:g} s"
