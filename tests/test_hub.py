@@ -178,7 +178,7 @@ def test_publish_uploads_the_folder_and_the_hub_copy_loads(fake_hub, prepared_fo
     folder = prepared_folder({"central": 2, "balear": 1})
     stale = folder / "data" / "central" / ".train-00000-of-00001.parquet.99.tmp"
     stale.write_bytes(b"half a shard")
-    url = hub.publish(PublishOptions(folder=str(folder), repo_id=REPO))
+    url = hub.upload_folder(PublishOptions(folder=str(folder), repo_id=REPO))
     assert url == f"{fake_hub.url}/datasets/{REPO}"
     uploaded = fake_hub.repos[REPO]
     local = {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*")
@@ -206,7 +206,7 @@ def test_publish_to_a_branch_creates_it_first(fake_hub, prepared_folder):
 
 def test_publish_creates_missing_repo_in_an_organisation(fake_hub, prepared_folder):
     fake_hub.orgs = ("catalan-org",)
-    hub.publish(PublishOptions(folder=str(prepared_folder()), repo_id="catalan-org/cv"))
+    hub.upload_folder(PublishOptions(folder=str(prepared_folder()), repo_id="catalan-org/cv"))
     assert "README.md" in fake_hub.repos["catalan-org/cv"]
 
 
@@ -218,7 +218,7 @@ def unused_port() -> int:
 
 def _publish_error(folder: Path, repo_id: str = REPO) -> BaseException:
     with pytest.raises((HubAccessError, HubError)) as caught:
-        hub.publish(PublishOptions(folder=str(folder), repo_id=repo_id))
+        hub.upload_folder(PublishOptions(folder=str(folder), repo_id=repo_id))
     message = str(caught.value)
     assert FAKE_TOKEN not in message and "\n" not in message
     return caught.value
@@ -281,7 +281,7 @@ def test_failed_upload_keeps_the_folder_and_publishing_again_finishes_it(
     assert f"run `parla publish {folder} --repo_id {REPO}` again to finish" in str(caught)
     assert snapshot(folder) == before
     del fake_hub.fail[route]
-    hub.publish(PublishOptions(folder=str(folder), repo_id=REPO))
+    hub.upload_folder(PublishOptions(folder=str(folder), repo_id=REPO))
     assert {name: hashlib.sha256(data).hexdigest()
             for name, data in fake_hub.repos[REPO].items()} == before
     assert snapshot(folder) == before
@@ -289,9 +289,9 @@ def test_failed_upload_keeps_the_folder_and_publishing_again_finishes_it(
 
 def test_publishing_a_folder_without_shards_is_a_usage_error(fake_hub, tmp_path):
     with pytest.raises(hub.UsageError, match="nothing to publish"):
-        hub.publish(PublishOptions(folder=str(tmp_path), repo_id=REPO))
+        hub.upload_folder(PublishOptions(folder=str(tmp_path), repo_id=REPO))
     with pytest.raises(hub.UsageError, match="is not a folder"):
-        hub.publish(PublishOptions(folder=str(tmp_path / "missing"), repo_id=REPO))
+        hub.upload_folder(PublishOptions(folder=str(tmp_path / "missing"), repo_id=REPO))
     assert fake_hub.calls == []
 
 

@@ -12,8 +12,6 @@ import datasets
 import pyarrow as pa
 import pytest
 
-import parla.stages.prepare
-import parla.stages.tokenize
 from parla import cli
 from parla.card.folder import write_dataset_card
 from parla.card.render import read_card_state
@@ -22,6 +20,7 @@ from parla.errors import UsageError
 from parla.hub.client import HubError
 from parla.options import PrepareOptions, PublishOptions, TokenizeOptions
 from parla.stages import run as pipeline
+from parla.stages.result import StageResult
 from parla.store.shards import find_shards, read_shard, shard_path, write_table_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -152,7 +151,8 @@ def test_flags_given_explicitly_override_the_config_file(tmp_path, monkeypatch):
 
     def fake_run(*options):
         seen["options"] = options
-        return pipeline.RunResult(Path("unused"))
+        return StageResult("run", "unused", steps=(StageResult("prepare", "unused",
+                                                              {"dialects": {}}),))
 
     monkeypatch.setattr(pipeline, "run", fake_run)
     # --seed 42 is the default value, given explicitly: it still wins over the file's 1
@@ -212,7 +212,8 @@ def test_run_prepares_tokenizes_and_publishes_the_tokenized_folder(fake_hub, pre
     def fake_prepare(options):
         order.append("prepare")
         prepared_folder({"central": 2, "balear": 1}, name=Path(options.output_dir).name)
-        return parla.stages.prepare.PrepareResult(Path(options.output_dir), {})
+        # a dry run's shape: the CLI prints only selection counts, here none
+        return StageResult("prepare", options.output_dir, {"dialects": {}})
 
     def fake_tokenize(options):
         order.append("tokenize")
@@ -224,10 +225,10 @@ def test_run_prepares_tokenizes_and_publishes_the_tokenized_folder(fake_hub, pre
                                    rows.append_column("input_ids", ids))
         write_dataset_card(options.output_dir, kind="tokenized",
                            parameters={"snac_model": options.snac_model})
-        return {}
+        return StageResult("tokenize", options.output_dir)
 
-    monkeypatch.setattr(parla.stages.prepare, "prepare", fake_prepare)
-    monkeypatch.setattr(parla.stages.tokenize, "tokenize", fake_tokenize)
+    monkeypatch.setattr(pipeline, "prepare", fake_prepare)
+    monkeypatch.setattr(pipeline, "tokenize", fake_tokenize)
     # no torch needed
     monkeypatch.setattr("parla.stages.run.require_tokenize_extra", lambda: None)
     out = tmp_path / "processed"

@@ -348,7 +348,8 @@ def test_dry_run_prints_counts_and_writes_nothing(base_release: Path, tmp_path: 
     for step in ("input", "duration", "sentence_and_speaker", "min_samples_per_speaker",
                  "balance_speakers"):
         assert step in printed
-    assert [s.rows for s in result.selection["central"]] == [15, 15, 15, 15, 12]
+    steps = result.statistics["dialects"]["central"]["steps"]
+    assert [s["rows"] for s in steps] == [15, 15, 15, 15, 12]
 
 
 def test_a_non_empty_output_needs_overwrite(base_release: Path, tmp_path: Path) -> None:

@@ -192,7 +192,7 @@ def test_card_embeds_the_summary_and_publish_uploads_the_report(fake_hub, prepar
     (folder / STATISTICS_FILE).write_text(json.dumps(statistics), encoding="utf-8")
     assert "## Report" not in (folder / "README.md").read_text(encoding="utf-8")  # no page yet
     report_build.write_report(folder, statistics, clips, REJECTS, _samples(True))
-    hub.publish(PublishOptions(folder=str(folder), repo_id="tester/cv_ca"))
+    hub.upload_folder(PublishOptions(folder=str(folder), repo_id="tester/cv_ca"))
     uploaded = fake_hub.repos["tester/cv_ca"]
     report_files = {str(p.relative_to(folder)) for p in folder.rglob("*")
                     if p.is_file() and p.relative_to(folder).parts[0] in ("report.html", "report")}

@@ -259,7 +259,8 @@ def test_overwrite_redoes_and_other_settings_are_refused(mini_corpus, snac_dir,
     shard = out / "data/central/train-00000-of-00001.parquet"
     assert pq.read_schema(shard).names == ["codes_0", "codes_1", "codes_2", "text", "dialect",
                                            "speaker_id", "duration"]
-    assert first["total"]["rows"] == 2 and first["total"]["mean_sequence_length"] is None
+    assert first.statistics["total"]["rows"] == 2
+    assert first.statistics["total"]["mean_sequence_length"] is None
     files, mtime = output_files(out), shard.stat().st_mtime_ns
 
     with pytest.raises(UsageError, match="other settings.*--overwrite"):

@@ -25,6 +25,8 @@ from parla.options import (
     TokenizeOptions,
 )
 from parla.progress import configure_logging
+from parla.stages.result import StageResult
+from parla.store.layout import REJECTS_FILE
 
 EXIT_CODES_HELP = ("exit codes: 0 done; 1 the environment failed (disk full, a file that cannot be "
                    "written, network, the Hub); 2 bad input (arguments, sources, options); 130 "
@@ -181,8 +183,22 @@ def prepare_options_from_args(args: argparse.Namespace) -> PrepareOptions:
 def _cmd_prepare(args: argparse.Namespace) -> int:
     from parla.stages.prepare import prepare
 
-    prepare(prepare_options_from_args(args))
+    _print_prepared(prepare(prepare_options_from_args(args)), args.quiet)
     return 0
+
+
+def _print_prepared(result: StageResult, quiet: bool) -> None:
+    """What prepare did: the selection counts of a dry run, or the summary table and where."""
+    from parla.report.statistics import format_counts_table, format_summary
+
+    if "total" not in result.statistics:  # a dry run: each dialect's selection steps
+        for dialect, entry in result.statistics["dialects"].items():
+            print(format_counts_table(f"{dialect} (dry run: nothing written)", entry["steps"]))
+        return
+    if not quiet:
+        print(format_summary(result.statistics))
+    print(f"wrote {result.output} in {result.seconds:.1f} s (rejects: "
+          f"{result.statistics['total']['rejected']} in {result.output_dir / REJECTS_FILE})")
 
 
 # --- demo ------------------------------------------------------------------------------------
@@ -190,7 +206,20 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from parla.stages.prepare import run_demo
 
-    run_demo(args.output_dir, overwrite=args.overwrite, num_workers=args.num_workers)
+    result = run_demo(args.output_dir, overwrite=args.overwrite, num_workers=args.num_workers)
+    _print_prepared(result, args.quiet)
+    if not args.quiet:
+        folder = args.output_dir
+        print(f"\nDemo corpus prepared in {result.output_dir.resolve()}\nLoad it with:\n"
+              f"  import datasets\n"
+              f"  train = datasets.load_dataset({folder!r}, split='train', "
+              f"cache_dir='/tmp/parla-cache')  # every dialect\n"
+              f"  central = datasets.load_dataset({folder!r}, 'central', split='train', "
+              f"cache_dir='/tmp/parla-cache')  # one dialect\n"
+              f"  central = central.cast_column('audio', datasets.Audio(decode=False))  "
+              f"# FLAC bytes: read them with soundfile (decoding needs torchcodec)\n"
+              f"(a fresh cache_dir: datasets caches a local folder by its name, so a regenerated "
+              f"folder could read back stale rows)")
     return 0
 
 
@@ -282,14 +311,14 @@ def add_publish_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_publish(args: argparse.Namespace) -> int:
-    from parla.hub.client import publish
     from parla.options import PublishOptions
+    from parla.stages.publish import publish
 
     options = PublishOptions(folder=args.folder, repo_id=args.repo_id, private=args.private,
                              revision=args.revision, commit_message=args.commit_message,
                              num_workers=args.num_workers)
     try:
-        url = publish(options)
+        url = publish(options).output
     except (KeyboardInterrupt, Terminated) as stop:
         how = "interrupted" if isinstance(stop, KeyboardInterrupt) else "terminated (SIGTERM)"
         print(f"parla: upload {how}; {options.folder} is intact: run `parla publish "
@@ -366,8 +395,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     given = {key: value for key, value in vars(args).items()
              if key in known and value is not None}
     result = run(*build_run_options(values | given))
-    if result.url:
-        print(result.url)
+    _print_prepared(result.steps[0], args.quiet)
+    published = result.step("publish")
+    if published is not None:
+        print(published.output)
     return 0
 
 

@@ -305,7 +305,7 @@ def _staged(folder: Path, card: str | None) -> Iterator[Path]:
         yield stage
 
 
-def publish(options: PublishOptions, token: str | None = None) -> str:
+def upload_folder(options: PublishOptions, token: str | None = None) -> str:
     """Upload a prepared or tokenized folder (card regenerated first); returns the dataset URL.
 
     Creates the dataset repo if missing. Any failure raises one HubAccessError/HubError saying

@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import pandas as pd
 
 from parla.audio.decode import flac_encoder, resolve_resampler
 from parla.conditioning.policy import resolve_vad
+from parla.demo import demo_corpus_path
 from parla.engines import get_engine
 from parla.errors import RowRejected, UsageError
 from parla.options import PrepareOptions
@@ -29,13 +30,12 @@ from parla.progress import get_logger, progress
 from parla.report.build import SAMPLES_PER_DIALECT, collect_samples, report_clips, write_report
 from parla.report.statistics import (
     build_statistics,
-    format_counts_table,
-    format_summary,
     speaker_metadata,
     write_rejects,
 )
 from parla.stages.planning import ShardTask, plan_shards, split_dialects
 from parla.stages.prepare_worker import ShardPreparer, require_resampler
+from parla.stages.result import StageResult
 from parla.stages.selection import StepCount, select_candidates
 from parla.store.clips import ClipReader
 from parla.store.files import lock_folder, remove_stale_tmp, write_json
@@ -53,13 +53,6 @@ log = get_logger("prepare")
 
 # options that say how and where a run goes, not what it writes: not in the card or fingerprint
 _RUN_SETTINGS = ("output_dir", "overwrite", "dry_run", "cache_dir", "num_workers", "engine")
-
-
-@dataclass
-class PrepareResult:
-    output_dir: Path
-    statistics: dict[str, Any]
-    selection: dict[str, list[StepCount]] = field(default_factory=dict)
 
 
 def _check_output_dir(options: PrepareOptions) -> Path:
@@ -206,7 +199,7 @@ def _engine_cpus(engine: str) -> int:
     return os.cpu_count() or 1
 
 
-def prepare(options: PrepareOptions) -> PrepareResult:
+def prepare(options: PrepareOptions) -> StageResult:
     """Run the prepare stage; returns where the output is and its statistics.
 
     Rerunning the same command on a folder left by an interrupted run resumes it: finished
@@ -225,10 +218,8 @@ def prepare(options: PrepareOptions) -> PrepareResult:
     sources = load_sources(options)
     candidates, counts = select(options, sources)
     if options.dry_run:
-        for dialect, steps in counts.items():
-            print(format_counts_table(f"{dialect} (dry run: nothing written)",
-                                      [s.to_dict() for s in steps]))
-        return PrepareResult(out, {}, counts)
+        return StageResult("prepare", str(out), _selection_statistics(counts),
+                           time.monotonic() - started)
     if not any(table["selected"].any() for table in candidates.values()):
         raise UsageError("no clips are left after selection, so there is nothing to write; "
                          "--dry_run shows the rows left after each step")
@@ -247,10 +238,17 @@ def prepare(options: PrepareOptions) -> PrepareResult:
             done |= _run_tasks(todo, options, readers, settings)
         statistics = _write_reports(out, options, counts, tasks, [done[t.path] for t in tasks],
                                     sources, readers)
-    print(format_summary(statistics))
-    print(f"wrote {out} in {time.monotonic() - started:.1f} s (rejects: "
-          f"{statistics['total']['rejected']} in {out / REJECTS_FILE})")
-    return PrepareResult(out, statistics, counts)
+    seconds = time.monotonic() - started
+    log.debug("wrote %s in %.1f s (rejects: %d in %s)", out, seconds,
+             statistics["total"]["rejected"], out / REJECTS_FILE)
+    return StageResult("prepare", str(out), statistics, seconds)
+
+
+def _selection_statistics(counts: dict[str, list[StepCount]]) -> dict[str, Any]:
+    """A dry run's numbers: each dialect's rows after every selection step, in the shape of
+    dialect_statistics.json's ``steps``."""
+    return {"dialects": {dialect: {"steps": [step.to_dict() for step in steps]}
+                         for dialect, steps in counts.items()}}
 
 
 def _write_reports(out: Path, options: PrepareOptions, counts: dict[str, list[StepCount]],
@@ -316,21 +314,9 @@ def _write_card(out: Path, options: PrepareOptions) -> None:
 # --- demo ------------------------------------------------------------------------------------
 
 def run_demo(output_dir: str = "parla_demo_output", overwrite: bool = False,
-             num_workers: int | None = None) -> PrepareResult:
-    """Prepare the embedded demo corpus and say how to load the result."""
-    from parla.demo import demo_corpus_path
-
+             num_workers: int | None = None) -> StageResult:
+    """Prepare the embedded demo corpus (8 clips per speaker, speaker metadata saved)."""
     options = PrepareOptions(datasets=(str(demo_corpus_path()),), output_dir=output_dir,
                              overwrite=overwrite, num_workers=num_workers,
                              max_samples_per_speaker=8, save_speaker_metadata=True)
-    result = prepare(options)
-    folder = str(result.output_dir)
-    print(f"\nDemo corpus prepared in {result.output_dir.resolve()}\nLoad it with:\n"
-          f"  import datasets\n"
-          f"  train = datasets.load_dataset({folder!r}, split='train', "
-          f"cache_dir='/tmp/parla-cache')  # every dialect\n"
-          f"  central = datasets.load_dataset({folder!r}, 'central', "
-          f"cache_dir='/tmp/parla-cache')  # one dialect: train + validation\n"
-          f"(a fresh cache_dir: datasets caches a local folder by its name, so a regenerated "
-          f"folder could read back stale rows)")
-    return result
+    return prepare(options)

@@ -14,16 +14,21 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from parla.dialects import DIALECTS
 from parla.errors import UsageError
 from parla.extras import require_tokenize_extra
+from parla.hub.client import check_write_access
 from parla.options import ConditioningOptions, PrepareOptions, PublishOptions, TokenizeOptions
 from parla.progress import get_logger
+from parla.stages.prepare import prepare
+from parla.stages.publish import publish
+from parla.stages.result import StageResult
+from parla.stages.tokenize import tokenize
 
 log = get_logger("pipeline")
 
@@ -52,13 +57,6 @@ def run_option_types() -> dict[str, str]:
     """Every key a run accepts (flag names), with its type: what a config file may hold."""
     return (_field_types(PrepareOptions, ("conditioning",)) | _field_types(ConditioningOptions)
             | _field_types(TokenizeOptions, _TOKENIZE_DERIVED) | RUN_KEYS)
-
-
-@dataclass
-class RunResult:
-    prepared_dir: Path
-    tokenized_dir: Path | None = None
-    url: str | None = None  # the published dataset
 
 
 # --- config file -----------------------------------------------------------------------------
@@ -218,38 +216,32 @@ def _check_chain(prepare_options: PrepareOptions, tokenize_options: TokenizeOpti
 
 
 def run(prepare_options: PrepareOptions, tokenize_options: TokenizeOptions | None = None,
-        publish_options: PublishOptions | None = None) -> RunResult:
+        publish_options: PublishOptions | None = None) -> StageResult:
     """Check the Hub login (when publishing), then prepare, tokenize and publish.
 
-    A dry run checks the login and prints the selection counts, and stops there.
+    A dry run checks the login and the selection, and stops there. ``output`` is the last
+    stage's output (the dataset's URL when published); ``steps`` holds each stage's result.
     """
+    started = time.monotonic()
     _check_chain(prepare_options, tokenize_options, publish_options)
     if publish_options is not None:
-        from parla.hub.client import check_write_access
-
         user = check_write_access(publish_options.repo_id)
         log.info("the Hub login (%s) may write to %s", user, publish_options.repo_id)
+    steps = [prepare(prepare_options)]
+    if not prepare_options.dry_run:
+        if tokenize_options is not None:
+            steps.append(tokenize(tokenize_options))
+        if publish_options is not None:
+            steps.append(_publish(publish_options))
+    return StageResult("run", steps[-1].output, steps[-1].statistics,
+                       time.monotonic() - started, tuple(steps))
 
-    from parla.stages.prepare import prepare
 
-    prepared = prepare(prepare_options)
-    result = RunResult(prepared_dir=Path(prepared.output_dir))
-    if prepare_options.dry_run:
-        return result
-    if tokenize_options is not None:
-        from parla.stages.tokenize import tokenize
-
-        tokenize(tokenize_options)
-        result.tokenized_dir = Path(tokenize_options.output_dir)
-    if publish_options is not None:
-        from parla.hub.client import publish
-
-        try:
-            result.url = publish(publish_options)
-        except KeyboardInterrupt:
-            # rerunning the whole run would redo the work; the upload alone finishes it
-            log.warning("upload interrupted; the output is complete: `parla publish %s "
-                        "--repo_id %s` uploads it", publish_options.folder,
-                        publish_options.repo_id)
-            raise
-    return result
+def _publish(options: PublishOptions) -> StageResult:
+    try:
+        return publish(options)
+    except KeyboardInterrupt:
+        # rerunning the whole run would redo the work; the upload alone finishes it
+        log.warning("upload interrupted; the output is complete: `parla publish %s --repo_id %s` "
+                    "uploads it", options.folder, options.repo_id)
+        raise

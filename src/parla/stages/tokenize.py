@@ -39,6 +39,7 @@ from parla.options import TokenizeOptions
 from parla.progress import get_logger, progress
 from parla.report.statistics import write_json, write_rejects
 from parla.stages.pack import update_packed
+from parla.stages.result import StageResult
 from parla.store.files import lock_folder, remove_stale_tmp
 from parla.store.layout import REJECTS_FILE, TOKENIZATION_STATS_FILE, TOKENIZE_STAGE
 from parla.store.shards import (
@@ -613,8 +614,8 @@ def _encode_shards(todo: list[ShardTask], settings: WorkerSettings, options: Tok
     return done
 
 
-def tokenize(options: TokenizeOptions) -> dict[str, Any]:
-    """Run the tokenize stage; returns the statistics written to tokenization_stats.json."""
+def tokenize(options: TokenizeOptions) -> StageResult:
+    """Run the tokenize stage; its statistics are those written to tokenization_stats.json."""
     started = time.perf_counter()
     require_tokenize_extra()
     input_dir = Path(options.input_dir).expanduser()
@@ -664,7 +665,7 @@ def tokenize(options: TokenizeOptions) -> dict[str, Any]:
     total = statistics["total"]
     log.info("tokenized %d rows (%d skipped, %.1f s of audio) in %.1f s; wrote %s", total["rows"],
              total["rows_skipped"], total["audio_hours"] * 3600, elapsed, out)
-    return statistics
+    return StageResult("tokenize", str(out), statistics, elapsed)
 
 
 def _write_reports(out: Path, records: list[dict], settings: WorkerSettings,

@@ -1,0 +1,20 @@
+"""The publish stage: a prepared or tokenized folder to the Hugging Face Hub, with its card."""
+
+from __future__ import annotations
+
+import time
+
+from parla.hub.client import upload_folder
+from parla.options import PublishOptions
+from parla.stages.result import StageResult
+
+
+def publish(options: PublishOptions, token: str | None = None) -> StageResult:
+    """Upload ``options.folder`` (its card regenerated first); ``output`` is the dataset's URL.
+
+    A failure raises one HubAccessError or HubError saying what failed; the local folder is left
+    as it was, and publishing it again finishes the upload.
+    """
+    started = time.monotonic()
+    url = upload_folder(options, token)
+    return StageResult("publish", url, seconds=time.monotonic() - started)

@@ -1,0 +1,34 @@
+"""What every stage returns, and `parla.run` too: one shape for the Python API."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """Where a stage's output is and its numbers.
+
+    ``output`` is the folder the stage wrote, or the published dataset's URL. ``statistics`` is
+    what the stage's statistics file holds (dialect_statistics.json for prepare, with only each
+    dialect's selection ``steps`` for a dry run; tokenization_stats.json for tokenize); it is
+    empty for publish. ``steps`` holds each stage's own result for `parla.run`, in order.
+    """
+
+    stage: str
+    output: str
+    statistics: Mapping[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    steps: tuple[StageResult, ...] = ()
+
+    @property
+    def output_dir(self) -> Path:
+        """``output`` as a local folder (prepare and tokenize)."""
+        return Path(self.output)
+
+    def step(self, stage: str) -> StageResult | None:
+        """The result of one stage of a run (``"prepare"``, ``"tokenize"``, ``"publish"``)."""
+        return next((result for result in self.steps if result.stage == stage), None)
