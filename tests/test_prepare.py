@@ -27,6 +27,7 @@ from conftest import (
     speech,
     write_cv_release,
 )
+from parla import cli
 from parla.errors import UsageError
 from parla.options import ConditioningOptions, PrepareOptions
 from parla.stages.planning import split_dialects
@@ -342,6 +343,9 @@ def test_dry_run_prints_counts_and_writes_nothing(base_release: Path, tmp_path: 
                                                   capsys) -> None:
     result = prepare(options(base_release, tmp_path / "out", dry_run=True,
                              max_samples_per_speaker=3))
+    assert capsys.readouterr().out == ""  # the library prints nothing; the CLI does
+    assert cli.main(["prepare", "--datasets", str(base_release), "--output_dir",
+                     str(tmp_path / "out"), "--dry_run", "--max_samples_per_speaker", "3"]) == 0
     printed = capsys.readouterr().out
     assert not (tmp_path / "out").exists()
     assert "central (dry run: nothing written)" in printed and "balear" in printed

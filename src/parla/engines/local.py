@@ -163,7 +163,7 @@ def _signals_held() -> Iterator[None]:
 
 def map_tasks(tasks: Iterable[Any], worker_factory: WorkerFactory, *, num_workers: int = 1,
               start_method: str = "spawn", num_gpus_per_worker: float = 0,
-              describe_task: Any = repr, **_: Any) -> Iterator[tuple[Any, Any]]:
+              describe_task: Any = repr) -> Iterator[tuple[Any, Any]]:
     """Run ``worker_factory(rank)(task)`` for every task; yield ``(task, result)`` as they finish.
 
     With one worker everything runs in this process (no pickling, easy to debug). Several workers

@@ -92,7 +92,7 @@ class _TaskRunner:
 
 def map_tasks(tasks: Iterable[Any], worker_factory: WorkerFactory, *, num_workers: int = 1,
               num_gpus_per_worker: float = 0, max_in_flight: int | None = None,
-              describe_task: Any = repr, **_: Any) -> Iterator[tuple[Any, Any]]:
+              describe_task: Any = repr) -> Iterator[tuple[Any, Any]]:
     """Run every task on a pool of Ray actors; yield ``(task, result)`` as they finish."""
     ray = connect()
     from ray.util import ActorPool

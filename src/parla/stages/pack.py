@@ -26,6 +26,7 @@ import json
 import os
 import shutil
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +35,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from parla.card.folder import read_packed_record
 from parla.dialects import ALL_CONFIG
 from parla.progress import get_logger
+from parla.stages.runner import ShardStage, run_shards
 from parla.store.layout import PACK_STAGE, PACKED_CONFIG
 from parla.store.shards import (
     DATA_DIR,
     find_shards,
     shard_path,
+    shard_paths,
     write_table_atomic,
 )
 from parla.tokens.packing import combine_summaries, pack_rows, plan_rows, summarize
@@ -97,25 +99,6 @@ def _settings(pack_length: int, seed: int, digest: str) -> dict[str, Any]:
             "sources": digest}
 
 
-def _trusted_summaries(paths_by_split: Mapping[str, Sequence[Path]], splits: Sequence[str],
-                       settings: Mapping[str, Any]) -> dict[str, dict] | None:
-    """Each split's summary if the packed shards on disk are a complete set made with these
-    settings from these sources; None otherwise (they are rewritten)."""
-    if sorted(paths_by_split) != sorted(splits):
-        return None
-    summaries: dict[str, dict] = {}
-    for split, paths in paths_by_split.items():
-        records = [read_packed_record(path) for path in paths]
-        if any(r is None or r.get("settings") != dict(settings) for r in records):
-            return None
-        count = records[0]["shards"]
-        if [p.name for p in paths] != [shard_path(".", PACKED_CONFIG, split, i, count).name
-                                       for i in range(count)]:
-            return None
-        summaries[split] = records[0]["summary"]
-    return summaries
-
-
 def _read_examples(paths: Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:
     """Every example's input_ids of these shards: (flat tokens, offsets), 4 bytes a token."""
     arrays = [pq.read_table(path, columns=["input_ids"]).column("input_ids") for path in paths]
@@ -135,36 +118,79 @@ def _list_column(values: np.ndarray, value_type: pa.DataType) -> pa.Array:
     return pa.ListArray.from_arrays(offsets, pa.array(values.reshape(-1), value_type))
 
 
-def _write_split(out: Path, split: str, paths: Sequence[Path], pack_length: int, seed: int,
-                 settings: Mapping[str, Any]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class PackTask:
+    """One packed shard: rows ``start:stop`` of its split's plan (`SplitPlan`)."""
+
+    split: str
+    index: int
+    start: int
+    stop: int
+    output: str
+    record: Mapping[str, Any]  # the footer every shard of the split carries
+
+    @property
+    def rows(self) -> int:
+        return self.stop - self.start
+
+    def inputs(self) -> dict[str, Any]:
+        return {}  # the settings name the source shards (their digest)
+
+    def describe(self) -> str:
+        return f"shard {PACKED_CONFIG}/{Path(self.output).name}"
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    """A split's examples and which of them go into which packed row."""
+
+    tokens: np.ndarray
+    offsets: np.ndarray
+    rows: list[list[int]]
+
+
+def _plan_split(out: Path, split: str, paths: Sequence[Path], pack_length: int, seed: int,
+                settings: Mapping[str, Any]) -> tuple[SplitPlan, list[PackTask]]:
     tokens, offsets = _read_examples(paths)
     lengths = np.diff(offsets)
     rows, skipped = plan_rows(lengths, pack_length, seed)
-    summary = summarize(lengths, rows, skipped, pack_length)
     per_shard = max(1, TOKENS_PER_SHARD // pack_length)
     count = max(1, -(-len(rows) // per_shard))  # an empty split still gets a shard: its counts
     # as a footer gives it back (sorted keys): the statistics file is the same whether the
     # packed shards were written now or trusted from an earlier run
-    summary = json.loads(json.dumps(summary, sort_keys=True))
+    summary = json.loads(json.dumps(summarize(lengths, rows, skipped, pack_length),
+                                    sort_keys=True))
     record = {"config": PACKED_CONFIG, "split": split, "settings": dict(settings),
               "shards": count, "summary": summary}
-    for index in range(count):
-        columns = pack_rows(tokens, offsets, rows[index * per_shard:(index + 1) * per_shard],
-                            pack_length)
+    tasks = [PackTask(split, index, index * per_shard, min(len(rows), (index + 1) * per_shard),
+                      str(shard_path(out, PACKED_CONFIG, split, index, count)), record)
+             for index in range(count)]
+    return SplitPlan(tokens, offsets, rows), tasks
+
+
+class PackedShardWriter:
+    """Writes packed shards from the plans made in this process (packing runs in the driver)."""
+
+    def __init__(self, plans: Mapping[str, SplitPlan], pack_length: int) -> None:
+        self.plans, self.pack_length = plans, pack_length
+
+    def __call__(self, task: PackTask) -> dict[str, Any]:
+        plan = self.plans[task.split]
+        columns = pack_rows(plan.tokens, plan.offsets, plan.rows[task.start:task.stop],
+                            self.pack_length)
         table = pa.table([_list_column(columns[f.name], f.type.value_type) for f in SCHEMA],
                          schema=SCHEMA)
-        write_table_atomic(shard_path(out, PACKED_CONFIG, split, index, count), table,
-                           record=record, stage=PACK_STAGE)
-    return summary
+        write_table_atomic(task.output, table, record=task.record, stage=PACK_STAGE)
+        return dict(task.record)
 
 
 def update_packed(out: str | os.PathLike, pack_length: int | None, seed: int
                   ) -> dict[str, Any] | None:
     """Make ``<out>/data/packed`` match the tokenized shards under ``out``; its statistics.
 
-    ``pack_length`` None: no packed config (one left by an earlier run is removed). A complete
-    packed set made with the same settings from the same shards is trusted; anything else
-    there is removed and rewritten (packing is deterministic: the same bytes come back).
+    ``pack_length`` None: no packed config (one left by an earlier run is removed). A packed
+    shard made with the same settings from the same shards is trusted; any other there is
+    removed and rewritten (packing is deterministic: the same bytes come back).
     """
     out = Path(out)
     packed_dir = out / DATA_DIR / PACKED_CONFIG
@@ -177,13 +203,16 @@ def update_packed(out: str | os.PathLike, pack_length: int | None, seed: int
     found = find_shards(out)
     sources = packing_sources(found)
     settings = _settings(pack_length, seed, _sources_digest(out, sources))
-    summaries = _trusted_summaries(found.get(PACKED_CONFIG, {}), list(sources), settings)
-    if summaries is None:
-        shutil.rmtree(packed_dir, ignore_errors=True)
-        summaries = {split: _write_split(out, split, paths, pack_length, seed, settings)
-                     for split, paths in sources.items()}
-    else:
-        log.info("packed config is up to date: kept %s", packed_dir)
+    plans, tasks = {}, []
+    for split, paths in sources.items():
+        plans[split], split_tasks = _plan_split(out, split, paths, pack_length, seed, settings)
+        tasks += split_tasks
+    # packed shards are derived from the tokenized ones beside them: any that do not match
+    # are rewritten, never refused
+    records = run_shards(ShardStage(PACK_STAGE, out, settings, redo_mismatched=True), tasks,
+                         shard_paths(found, configs=[PACKED_CONFIG]),
+                         lambda rank: PackedShardWriter(plans, pack_length), unit="rows")
+    summaries = {record["split"]: record["summary"] for record in records}
     result = combine_summaries(summaries, pack_length, seed)
     log.info("packed %d examples into %d rows of %d tokens (fill %.1f%%, %.2f examples a row; "
              "%d longer than %d skipped)", result["examples"], result["rows"], pack_length,

@@ -39,8 +39,8 @@ class SpeakerGroup:
 
 
 @dataclass(frozen=True)
-class ShardTask:
-    """One output shard: where it goes and the clips it is made from."""
+class PrepareTask:
+    """One output shard of prepare: where it goes and the clips it is made from."""
 
     config: str
     split: str
@@ -62,6 +62,14 @@ class ShardTask:
                      for c in group.candidates]]
                    for group in self.groups]
         return hashlib.sha256(json.dumps(planned, default=str).encode()).hexdigest()
+
+    @property
+    def output(self) -> str:
+        return self.path
+
+    def inputs(self) -> dict[str, Any]:
+        """What the shard's footer records of its planned input (`runner.mismatch`)."""
+        return {"task": self.digest()}
 
     def describe(self) -> str:
         return f"shard {self.config}/{Path(self.path).name}"
@@ -116,7 +124,7 @@ def _pieces(positions: list[int], quota: int, rows_per_shard: int,
 
 
 def plan_shards(table: pd.DataFrame, options: PrepareOptions,
-                out_dir: str | Path) -> list[ShardTask]:
+                out_dir: str | Path) -> list[PrepareTask]:
     """Every shard task of the run, in a fixed order (dialect, split, index).
 
     Speakers are taken in a seeded order and packed into shards of about ``rows_per_shard``
@@ -128,7 +136,7 @@ def plan_shards(table: pd.DataFrame, options: PrepareOptions,
     ranks = table["rank"].to_numpy()
     speakers_column = table["client_id"].to_numpy()
     limit = options.candidates_per_speaker
-    tasks: list[ShardTask] = []
+    tasks: list[PrepareTask] = []
     for (dialect, split), rows in sorted(table.groupby(["dialect", "split"]).indices.items()):
         by_speaker: dict[str, list[int]] = {}
         for position in rows:
@@ -155,5 +163,5 @@ def plan_shards(table: pd.DataFrame, options: PrepareOptions,
         shards = [groups for groups in shards if groups]
         for index, groups in enumerate(shards):
             path = shard_path(out_dir, dialect, split, index, len(shards))
-            tasks.append(ShardTask(dialect, split, index, len(shards), str(path), tuple(groups)))
+            tasks.append(PrepareTask(dialect, split, index, len(shards), str(path), tuple(groups)))
     return tasks

@@ -23,19 +23,19 @@ import pandas as pd
 from parla.audio.decode import flac_encoder, resolve_resampler
 from parla.conditioning.policy import resolve_vad
 from parla.demo import demo_corpus_path
-from parla.engines import get_engine
 from parla.errors import RowRejected, UsageError
 from parla.options import PrepareOptions
-from parla.progress import get_logger, progress
+from parla.progress import get_logger
 from parla.report.build import SAMPLES_PER_DIALECT, collect_samples, report_clips, write_report
 from parla.report.statistics import (
     build_statistics,
     speaker_metadata,
     write_rejects,
 )
-from parla.stages.planning import ShardTask, plan_shards, split_dialects
+from parla.stages.planning import PrepareTask, plan_shards, split_dialects
 from parla.stages.prepare_worker import ShardPreparer, require_resampler
 from parla.stages.result import StageResult
+from parla.stages.runner import ShardStage, run_shards
 from parla.stages.selection import StepCount, select_candidates
 from parla.store.clips import ClipReader
 from parla.store.files import lock_folder, remove_stale_tmp, write_json
@@ -46,7 +46,11 @@ from parla.store.layout import (
     SPEAKERS_FILE,
     STATISTICS_FILE,
 )
-from parla.store.shards import DATA_DIR, find_shards, read_shard_record, settings_difference
+from parla.store.shards import (
+    DATA_DIR,
+    find_shards,
+    shard_paths,
+)
 from parla.store.sources import LoadedSource, clip_reader, load_source, parse_source_spec
 
 log = get_logger("prepare")
@@ -107,40 +111,6 @@ def shard_settings(options: PrepareOptions) -> dict[str, Any]:
     return json.loads(json.dumps(settings, sort_keys=True, default=str))
 
 
-def _finished_shards(out: Path, tasks: list[ShardTask], settings: dict[str, Any]
-                     ) -> dict[str, dict]:
-    """The records of shards a previous run finished for this very plan, by path.
-
-    A shard that this plan does not have, or that other settings or inputs made, means the
-    folder holds another run: refused, so two runs never mix in one folder.
-    """
-    planned = {task.path: task for task in tasks}
-    done: dict[str, dict] = {}
-    for splits in find_shards(out).values():
-        for paths in splits.values():
-            for path in paths:
-                task = planned.get(str(path))
-                record = read_shard_record(path, PREPARE_STAGE)
-                name = path.relative_to(out)
-                if record is None:
-                    raise UsageError(f"--output_dir {out} holds {name}, which this version of "
-                                     "parla did not write; pass --overwrite to replace it")
-                if not isinstance(record.get("settings"), dict):
-                    raise UsageError(f"--output_dir {out} holds {name}, written by an older "
-                                     "parla whose settings this one cannot compare; pass "
-                                     "--overwrite to replace it")
-                differ = settings_difference(record["settings"], settings)
-                if differ:
-                    raise UsageError(f"--output_dir {out} holds a run with other settings "
-                                     f"({name}: {differ}); pass --overwrite to replace it")
-                if task is None or record.get("task") != task.digest():
-                    raise UsageError(f"--output_dir {out} holds a run of other inputs ({name}: "
-                                     "other rows, or another plan); pass --overwrite to replace "
-                                     "it")
-                done[task.path] = record
-    return done
-
-
 def load_sources(options: PrepareOptions) -> dict[str, LoadedSource]:
     specs = [parse_source_spec(text) for text in options.datasets]
     sources: dict[str, LoadedSource] = {}
@@ -170,24 +140,6 @@ def select(options: PrepareOptions, sources: dict[str, LoadedSource]
         candidates[dialect], counts[dialect] = select_candidates(
             metadata[metadata["dialect"] == dialect], options, dialect)
     return candidates, counts
-
-
-def _run_tasks(todo: list[ShardTask], options: PrepareOptions,
-               readers: dict[str, ClipReader], settings: dict[str, Any]) -> dict[str, dict]:
-    map_tasks = get_engine(options.engine)
-    workers = options.num_workers or _engine_cpus(options.engine)
-    done: dict[str, dict] = {}
-    bar = progress(desc="prepare", total=sum(task.rows for task in todo), unit="clips")
-    try:
-        for task, record in map_tasks(todo, functools.partial(ShardPreparer, options, readers,
-                                                              settings),
-                                      num_workers=min(workers, len(todo)),
-                                      describe_task=ShardTask.describe):
-            done[task.path] = record
-            bar.update(task.rows)
-    finally:
-        bar.close()
-    return done
 
 
 def _engine_cpus(engine: str) -> int:
@@ -230,14 +182,13 @@ def prepare(options: PrepareOptions) -> StageResult:
         if options.overwrite:
             _clear_output(out)
         remove_stale_tmp(out)
-        done = _finished_shards(out, tasks, settings)
-        todo = [task for task in tasks if task.path not in done]
-        if done:
-            log.info("resuming %s: %d of %d shards already written", out, len(done), len(tasks))
-        if todo:
-            done |= _run_tasks(todo, options, readers, settings)
-        statistics = _write_reports(out, options, counts, tasks, [done[t.path] for t in tasks],
-                                    sources, readers)
+        records = run_shards(ShardStage(PREPARE_STAGE, out, settings), tasks,
+                             shard_paths(find_shards(out)),
+                             functools.partial(ShardPreparer, options, readers, settings),
+                             engine=options.engine,
+                             num_workers=options.num_workers or _engine_cpus(options.engine),
+                             unit="clips")
+        statistics = _write_reports(out, options, counts, tasks, records, sources, readers)
     seconds = time.monotonic() - started
     log.debug("wrote %s in %.1f s (rejects: %d in %s)", out, seconds,
              statistics["total"]["rejected"], out / REJECTS_FILE)
@@ -252,7 +203,7 @@ def _selection_statistics(counts: dict[str, list[StepCount]]) -> dict[str, Any]:
 
 
 def _write_reports(out: Path, options: PrepareOptions, counts: dict[str, list[StepCount]],
-                   tasks: list[ShardTask], records: list[dict],
+                   tasks: list[PrepareTask], records: list[dict],
                    sources: dict[str, LoadedSource],
                    readers: dict[str, ClipReader]) -> dict[str, Any]:
     """Every report, rebuilt from the shards' records and the sources' early rejects."""
@@ -271,7 +222,7 @@ def _write_reports(out: Path, options: PrepareOptions, counts: dict[str, list[St
     return statistics
 
 
-def _source_reader(tasks: list[ShardTask], readers: dict[str, ClipReader]) -> Any:
+def _source_reader(tasks: list[PrepareTask], readers: dict[str, ClipReader]) -> Any:
     """Reads a sampled row's original clip (the report plays it beside the conditioned one).
 
     Where each clip comes from is looked up in the plan, one dialect at a time and only for the

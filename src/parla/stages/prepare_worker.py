@@ -20,7 +20,7 @@ from parla.conditioning.policy import Conditioner
 from parla.dialects import DIALECTS
 from parla.errors import Reject, RowRejected, UsageError
 from parla.options import PrepareOptions
-from parla.stages.planning import ShardTask, SpeakerGroup
+from parla.stages.planning import PrepareTask, SpeakerGroup
 from parla.store.clips import ClipReader
 from parla.store.layout import PREPARE_STAGE
 from parla.store.shards import prepared_table, write_table_atomic
@@ -170,7 +170,7 @@ class ShardPreparer:
         chosen = sorted(ranked[:group.quota], key=lambda entry: entry[0])
         return [row for _, row in chosen], rejects, [row for _, row in ranked[group.quota:]]
 
-    def __call__(self, task: ShardTask) -> dict[str, Any]:
+    def __call__(self, task: PrepareTask) -> dict[str, Any]:
         rows: list[dict[str, Any]] = []
         rejects: list[Reject] = []
         dropped: list[dict[str, Any]] = []
@@ -191,7 +191,7 @@ class ShardPreparer:
         return record
 
 
-def shard_record(task: ShardTask, settings: Mapping[str, Any], rows: list[dict[str, Any]],
+def shard_record(task: PrepareTask, settings: Mapping[str, Any], rows: list[dict[str, Any]],
                  rejects: list[Reject], dropped: list[dict[str, Any]], short_speakers: int,
                  seconds_by_path: Mapping[str, float]) -> dict[str, Any]:
     """What a prepared shard's footer says about it (plain JSON data)."""

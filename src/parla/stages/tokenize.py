@@ -32,14 +32,14 @@ import soundfile as sf
 
 from parla.audio.decode import libsndfile_message
 from parla.dialects import ALL_CONFIG, DIALECTS
-from parla.engines import get_engine
-from parla.errors import Reject, RowRejected, UsageError, WorkerDied
+from parla.errors import Reject, RowRejected, UsageError
 from parla.extras import require_tokenize_extra
 from parla.options import TokenizeOptions
-from parla.progress import get_logger, progress
+from parla.progress import get_logger
 from parla.report.statistics import write_json, write_rejects
 from parla.stages.pack import update_packed
 from parla.stages.result import StageResult
+from parla.stages.runner import ShardStage, run_shards
 from parla.store.files import lock_folder, remove_stale_tmp
 from parla.store.layout import REJECTS_FILE, TOKENIZATION_STATS_FILE, TOKENIZE_STAGE
 from parla.store.shards import (
@@ -47,7 +47,7 @@ from parla.store.shards import (
     find_shards,
     read_shard,
     read_shard_record,
-    settings_difference,
+    shard_paths,
     write_table_atomic,
 )
 from parla.tokens import orpheus
@@ -273,13 +273,23 @@ def build_shard(rows: Mapping[str, Sequence], results: Sequence[Any],
 # --- the worker (one per device) -------------------------------------------------------------
 
 @dataclass(frozen=True)
-class ShardTask:
+class TokenizeTask:
+    """One output shard of tokenize: the prepared shard it encodes, one for one."""
+
     config: str
     split: str
     input_path: str
     output_path: str
     rows: int
     input_bytes: int = 0  # with `rows`, tells a resumed run its input shard is the same
+
+    @property
+    def output(self) -> str:
+        return self.output_path
+
+    def inputs(self) -> dict[str, Any]:
+        """What the shard's footer records of its input shard (`runner.mismatch`)."""
+        return {"input_rows": self.rows, "input_bytes": self.input_bytes}
 
     def describe(self) -> str:
         return f"shard {self.config}/{Path(self.input_path).name} ({self.input_path})"
@@ -318,7 +328,7 @@ class ShardTokenizer:
         self.tokenizer = (TextTokenizer(settings.tokenizer_path)
                           if settings.tokenizer_path is not None else None)
 
-    def __call__(self, task: ShardTask) -> dict[str, Any]:
+    def __call__(self, task: TokenizeTask) -> dict[str, Any]:
         settings = self.settings
         available = set(pq.read_schema(task.input_path).names)
         table = read_shard(task.input_path, columns=[c for c in INPUT_COLUMNS if c in available])
@@ -348,7 +358,7 @@ class ShardTokenizer:
         return record
 
 
-def shard_record(task: ShardTask, fingerprint: Mapping[str, Any],
+def shard_record(task: TokenizeTask, fingerprint: Mapping[str, Any],
                  stats: Mapping[str, GroupStats], rejects: Sequence[Reject]) -> dict[str, Any]:
     """What a shard's footer says about it: the settings that made it, its counts, its rejects."""
     return {"config": task.config, "split": task.split, "settings": dict(fingerprint),
@@ -441,46 +451,13 @@ def resolve_models(options: TokenizeOptions) -> tuple[SnacFiles, dict[str, Any],
     return snac_files, snac_config, tokenizer_path
 
 
-def _plan(found: Mapping[str, Mapping[str, list[Path]]], input_dir: Path, out: Path,
-          fingerprint: Mapping[str, Any]) -> tuple[list[ShardTask], dict[str, dict]]:
-    """Every input shard as a task; those already done map to their footer record instead."""
-    tasks: list[ShardTask] = []
-    done: dict[str, dict] = {}
-    for config in sorted(found):
-        for split in sorted(found[config]):
-            for path in found[config][split]:
-                target = out / path.relative_to(input_dir)
-                rows = pq.ParquetFile(path).metadata.num_rows
-                task = ShardTask(config, split, str(path), str(target), rows,
-                                 path.stat().st_size)
-                tasks.append(task)
-                if target.is_file():
-                    record = read_tokenized_record(target)
-                    if record is None:
-                        raise UsageError(f"{target} exists but was not written by parla "
-                                         "tokenize; pass --overwrite or another --output_dir")
-                    _check_same_settings(record.get("settings", {}), fingerprint, target)
-                    if (record.get("input_rows"), record.get("input_bytes")) != (
-                            task.rows, task.input_bytes):
-                        raise UsageError(f"{target} was tokenized from another version of "
-                                         f"{path} (prepared again since?); pass --overwrite "
-                                         "to redo every shard")
-                    done[task.output_path] = record
-    planned = {task.output_path for task in tasks}
-    strays = sorted(str(path) for config, splits in find_shards(out).items() if config in found
-                    for paths in splits.values() for path in paths if str(path) not in planned)
-    if strays:
-        raise UsageError(f"{out} holds shards that the input does not have "
-                         f"({', '.join(strays[:3])}{', ...' if len(strays) > 3 else ''}); pass "
-                         "--overwrite to redo every shard, or choose another --output_dir")
-    return tasks, done
-
-
-def _check_same_settings(found: Mapping[str, Any], wanted: Mapping[str, Any], path: Path) -> None:
-    differ = settings_difference(found, wanted)
-    if differ:
-        raise UsageError(f"{path} was tokenized with other settings ({differ}); "
-                         "pass --overwrite to redo every shard, or choose another --output_dir")
+def _plan(found: Mapping[str, Mapping[str, list[Path]]], input_dir: Path,
+          out: Path) -> list[TokenizeTask]:
+    """Every input shard as a task, its output at the same place under ``out``."""
+    return [TokenizeTask(config, split, str(path), str(out / path.relative_to(input_dir)),
+                         pq.ParquetFile(path).metadata.num_rows, path.stat().st_size)
+            for config in sorted(found) for split in sorted(found[config])
+            for path in found[config][split]]
 
 
 def _clear_output(out: Path) -> None:
@@ -594,26 +571,6 @@ def _worker_settings(options: TokenizeOptions, snac_files: SnacFiles,
         fingerprint=fingerprint)
 
 
-def _encode_shards(todo: list[ShardTask], settings: WorkerSettings, options: TokenizeOptions,
-                   num_workers: int, bar: Any) -> dict[str, dict]:
-    """Run the workers over the shards not done yet; their records by output path."""
-    done: dict[str, dict] = {}
-    on_gpu = settings.devices[0] != "cpu"
-    map_tasks = get_engine(options.engine)
-    try:
-        for task, record in map_tasks(
-                todo, functools.partial(ShardTokenizer, settings), num_workers=num_workers,
-                num_gpus_per_worker=(1 / options.workers_per_gpu) if on_gpu else 0,
-                describe_task=ShardTask.describe):
-            done[task.output_path] = record
-            bar.update(task.rows)
-    except WorkerDied as error:
-        # the engine names the task it lost; the shards without output are the sure list
-        unfinished = [task.describe() for task in todo if not Path(task.output_path).is_file()]
-        raise WorkerDied(f"{error}. Unfinished: {'; '.join(unfinished)}") from error
-    return done
-
-
 def tokenize(options: TokenizeOptions) -> StageResult:
     """Run the tokenize stage; its statistics are those written to tokenization_stats.json."""
     started = time.perf_counter()
@@ -643,24 +600,20 @@ def tokenize(options: TokenizeOptions) -> StageResult:
             _clear_output(out)
         if remove_stale_tmp(out):
             log.info("removed the half-written files of an interrupted run")
-        tasks, done = _plan(found, input_dir, out, fingerprint)
-        todo = [task for task in tasks if task.output_path not in done]
-        if done:
-            log.info("resuming: %d of %d shards already tokenized", len(done), len(tasks))
-        workers = min(num_workers, len(todo))
-        log.info("tokenizing %d shard(s) (%d rows) on %s with %d worker(s)", len(todo),
-                 sum(t.rows for t in todo), ", ".join(devices), workers)
-        settings = _worker_settings(options, snac_files, tokenizer_path, devices,
-                                    max(workers, 1), fingerprint)
-        bar = progress(desc="tokenize", total=sum(t.rows for t in tasks),
-                       initial=sum(t.rows for t in tasks if t.output_path in done))
-        try:
-            if todo:
-                done |= _encode_shards(todo, settings, options, workers, bar)
-        finally:
-            bar.close()
-        statistics = _write_reports(out, [done[task.output_path] for task in tasks],
-                                    settings, parameters, options.pack_length, options.seed)
+        tasks = _plan(found, input_dir, out)
+        workers = max(1, min(num_workers, len(tasks)))
+        log.info("tokenizing %d shard(s) (%d rows) on %s with up to %d worker(s)", len(tasks),
+                 sum(t.rows for t in tasks), ", ".join(devices), workers)
+        settings = _worker_settings(options, snac_files, tokenizer_path, devices, workers,
+                                    fingerprint)
+        on_gpu = devices[0] != "cpu"
+        records = run_shards(ShardStage(TOKENIZE_STAGE, out, fingerprint), tasks,
+                             shard_paths(find_shards(out), configs=found),
+                             functools.partial(ShardTokenizer, settings), engine=options.engine,
+                             num_workers=workers,
+                             num_gpus_per_worker=(1 / options.workers_per_gpu) if on_gpu else 0)
+        statistics = _write_reports(out, records, settings, parameters, options.pack_length,
+                                    options.seed)
     elapsed = time.perf_counter() - started
     total = statistics["total"]
     log.info("tokenized %d rows (%d skipped, %.1f s of audio) in %.1f s; wrote %s", total["rows"],

@@ -59,6 +59,13 @@ def find_shards(folder: str | os.PathLike) -> dict[str, dict[str, list[Path]]]:
     return found
 
 
+def shard_paths(found: Mapping[str, Mapping[str, Iterable[Path]]],
+                configs: Iterable[str] | None = None) -> list[Path]:
+    """The paths of a `find_shards` result, of every config or only of ``configs``."""
+    wanted = found if configs is None else [c for c in configs if c in found]
+    return [path for config in wanted for paths in found[config].values() for path in paths]
+
+
 def write_table_atomic(path: str | os.PathLike, table: pa.Table, row_group_size: int = 64,
                        record: Mapping[str, Any] | None = None, stage: str = "") -> Path:
     """Write a parquet shard so that it either exists whole or not at all.

@@ -1,0 +1,131 @@
+"""The one shard-stage runner: prepare, tokenize and packing each plan tasks, and this runs them.
+
+A task is one output shard. The runner trusts every shard already on disk whose footer record
+matches the run by one rule (`mismatch`), maps the other tasks over an engine (each worker
+writes its shard atomically and returns its record), and gives back every task's record in plan
+order, so that the stage rebuilds its reports from the footers alone: a resumed run and an
+uninterrupted one write the same bytes, with no state file.
+
+The rule: a shard is finished for this run when its footer holds a record of this stage, that
+record's ``settings`` equal the run's settings, and it records the very inputs its task plans
+(`ShardTask.inputs`). Anything else in the scanned configs (another run's shard, one this plan
+does not have, a foreign file) is refused with one line, or removed and redone where the stage
+derives its shards from others in the same folder (packing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from parla.engines import get_engine
+from parla.errors import UsageError, WorkerDied
+from parla.progress import get_logger, progress
+from parla.store.shards import read_shard_record, settings_difference
+
+log = get_logger("runner")
+
+
+class ShardTask(Protocol):
+    """What the runner needs of a stage's task; the task itself must pickle."""
+
+    @property
+    def output(self) -> str:
+        """The shard's path."""
+
+    @property
+    def rows(self) -> int:
+        """Rows it is planned to hold (for the progress bar)."""
+
+    def inputs(self) -> dict[str, Any]:
+        """What its footer record says about the inputs it was made from."""
+
+    def describe(self) -> str:
+        """The task in a message: ``shard central/train-00000-of-00002.parquet``."""
+
+
+@dataclass(frozen=True)
+class ShardStage:
+    """One stage's run into one output folder."""
+
+    name: str  # the key of its footer records (store.layout.*_STAGE)
+    out: Path
+    settings: Mapping[str, Any]  # what every shard's record holds under "settings"
+    redo_mismatched: bool = False  # remove and rewrite a shard that does not match, not refuse
+
+
+def mismatch(record: Mapping[str, Any] | None, task: ShardTask | None,
+             settings: Mapping[str, Any]) -> str | None:
+    """Why a shard on disk is not this task's finished output, or None when it is."""
+    if record is None:
+        return "which parla did not write"
+    if not isinstance(record.get("settings"), Mapping):
+        return "written by an older parla whose settings this one cannot compare"
+    differ = settings_difference(record["settings"], settings)
+    if differ:
+        return f"a run with other settings ({differ})"
+    if task is None:
+        return "a shard that the input does not have"
+    if any(record.get(key) != value for key, value in task.inputs().items()):
+        return "made from another version of its inputs (prepared again since, or another plan)"
+    return None
+
+
+def trusted_records(stage: ShardStage, tasks: Sequence[ShardTask],
+                    found: Iterable[Path]) -> dict[str, dict]:
+    """The records of the shards in ``found`` that this run can keep, by output path."""
+    planned = {task.output: task for task in tasks}
+    done: dict[str, dict] = {}
+    for path in found:
+        task = planned.get(str(path))
+        record = read_shard_record(path, stage.name)
+        problem = mismatch(record, task, stage.settings)
+        if problem is None and task is not None and record is not None:
+            done[task.output] = record
+        elif stage.redo_mismatched:
+            log.info("redoing %s (%s)", path.relative_to(stage.out), problem)
+            path.unlink()
+        else:
+            raise UsageError(f"{stage.out} holds {path.relative_to(stage.out)}, {problem}; pass "
+                             "--overwrite to replace it, or choose another output folder")
+    return done
+
+
+def run_shards(stage: ShardStage, tasks: Sequence[ShardTask], found: Iterable[Path],
+               worker_factory: Callable[[int], Callable[[Any], dict]], *,
+               engine: str = "local", num_workers: int = 1, num_gpus_per_worker: float = 0,
+               unit: str = "rows") -> list[dict]:
+    """Every task's record, in plan order: trusted from disk, or made now by the workers."""
+    done = trusted_records(stage, tasks, found)
+    todo = [task for task in tasks if task.output not in done]
+    if done and todo:
+        log.info("resuming %s: %d of %d shards already written", stage.out, len(done),
+                 len(tasks))
+    bar = progress(desc=stage.name, total=sum(t.rows for t in tasks), unit=unit,
+                   initial=sum(t.rows for t in tasks if t.output in done))
+    try:
+        if todo:
+            done |= _map(todo, worker_factory, engine, num_workers, num_gpus_per_worker, bar)
+    finally:
+        bar.close()
+    return [done[task.output] for task in tasks]
+
+
+def _map(todo: list[ShardTask], worker_factory: Callable[[int], Callable[[Any], dict]],
+         engine: str, num_workers: int, num_gpus_per_worker: float, bar: Any) -> dict[str, dict]:
+    done: dict[str, dict] = {}
+    map_tasks = get_engine(engine)
+    try:
+        for task, record in map_tasks(todo, worker_factory,
+                                      num_workers=max(1, min(num_workers, len(todo))),
+                                      num_gpus_per_worker=num_gpus_per_worker,
+                                      describe_task=type(todo[0]).describe):
+            done[task.output] = record
+            bar.update(task.rows)
+    except WorkerDied as error:
+        # the engine names the task it lost; the shards still missing are the sure list
+        unfinished = [task.describe() for task in todo if not Path(task.output).is_file()]
+        raise WorkerDied(f"{error}. Unfinished: {'; '.join(unfinished)}") from error
+    return done
