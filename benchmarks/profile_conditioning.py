@@ -116,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from parla.audio import decode as audio
     from parla.conditioning import policy as conditioning
+    from parla.conditioning import vad
     from parla.options import ConditioningOptions
 
     reuse_freed_memory()
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     decoded = [(s, audio.decode_audio(b, "mp3")[0]) for s, b in mp3s]
     at24k = [(s, audio.resample(x, 48000, 24000)) for s, x in decoded]
     options = ConditioningOptions()
-    detector = conditioning.make_speech_detector(options.vad)
+    detector = vad.make_speech_detector(options.vad)
 
     def condition(item: tuple[str, np.ndarray]) -> Any:
         return conditioning.condition_clip(item[1], 24000, item[0], options, detector)

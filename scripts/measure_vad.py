@@ -31,7 +31,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from parla.conditioning.policy import (
+from parla.conditioning.vad import (
     EnergySpeechDetector,
     SileroSpeechDetector,
     SpeechDetector,

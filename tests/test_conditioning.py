@@ -19,27 +19,24 @@ import soundfile as sf
 import soxr
 from scipy.signal import resample_poly
 
+from parla.conditioning import levels, peaks
 from parla.conditioning import policy as conditioning
-from parla.conditioning.policy import (
-    ClipRejected,
-    Conditioner,
-    EnergySpeechDetector,
+from parla.conditioning.levels import (
     clipped_fraction,
-    condition_clip,
-    detect_speech,
     estimate_snr_db,
     frame_powers,
-    gated_loudness,
-    k_weighted,
-    limit_true_peak,
-    make_speech_detector,
-    measure_loudness,
-    normalize_loudness,
     speech_frame_mask,
     trim_silence,
+)
+from parla.conditioning.loudness import gated_loudness, k_weighted, measure_loudness
+from parla.conditioning.peaks import (
+    limit_true_peak,
+    normalize_loudness,
     true_peak_db,
     true_peak_envelope,
 )
+from parla.conditioning.policy import ClipRejected, Conditioner, condition_clip
+from parla.conditioning.vad import EnergySpeechDetector, detect_speech, make_speech_detector
 from parla.errors import RowRejected, UsageError
 from parla.options import ConditioningOptions
 
@@ -209,7 +206,6 @@ def test_noise_or_silence_only_has_no_speech() -> None:
 
 
 def test_make_speech_detector(monkeypatch) -> None:
-    import parla.conditioning.policy as conditioning
 
     assert isinstance(make_speech_detector("energy"), EnergySpeechDetector)
     monkeypatch.setattr(conditioning, "silero_available", lambda: False)
@@ -237,7 +233,7 @@ def test_prepare_path_imports_no_torch() -> None:
 
 def test_silero_detector(espeak) -> None:
     pytest.importorskip("silero_vad")
-    from parla.conditioning.policy import SileroSpeechDetector
+    from parla.conditioning.vad import SileroSpeechDetector
 
     detector = SileroSpeechDetector()
     for lead_s, tail_s, snr_db in [(0.5, 0.7, None), (0.4, 0.4, 25.0)]:
@@ -475,7 +471,7 @@ def test_condition_audio_off_passes_samples_through_and_keeps_text_rules():
 
 @pytest.mark.parametrize("length", [6007, 4801, 9599, 2])
 def test_loudness_of_clips_shorter_than_a_gating_block_never_raises(length):
-    from parla.conditioning.policy import measure_loudness
+    from parla.conditioning.loudness import measure_loudness
 
     rng = np.random.default_rng(length)
     lufs = measure_loudness((0.1 * rng.standard_normal(length)).astype(np.float32), 24000)
@@ -555,7 +551,7 @@ def test_percentiles_are_numpys_bit_for_bit() -> None:
     rng = np.random.default_rng(21)
     for length in [1, 2, 3, 7, 10, 11, 50, 399, 400, 401]:
         values = rng.standard_normal(length) * 20 - 40
-        assert conditioning._percentiles(values, (10.0, 2.0, 50.0, 97.5)) == [
+        assert levels.percentiles(values, (10.0, 2.0, 50.0, 97.5)) == [
             float(v) for v in np.percentile(values, [10.0, 2.0, 50.0, 97.5])]
 
 
@@ -568,7 +564,7 @@ def test_the_detector_region_from_shared_powers_is_the_detector_on_samples() -> 
 
 def brute_force_envelope(x: np.ndarray) -> np.ndarray:
     """Every sample's 4 oversampled values, one window at a time."""
-    matrix, _ = conditioning._interpolation_matrix()
+    matrix, _ = peaks._interpolation_matrix()
     padded_x = np.pad(np.asarray(x, dtype=np.float64), 6)
     values = [np.abs(padded_x[n:n + 13] @ matrix).max() for n in range(len(x))]
     return np.maximum(np.abs(x), values)
@@ -592,7 +588,7 @@ def reference_limiter_gain(envelope: np.ndarray, ceiling: float, rate: int) -> n
     from scipy.ndimage import minimum_filter1d, uniform_filter1d
 
     needed = np.minimum(1.0, ceiling / np.maximum(envelope, 1e-12))
-    width = 2 * max(1, round(rate * conditioning.LIMITER_WINDOW_S)) + 1
+    width = 2 * max(1, round(rate * peaks.LIMITER_WINDOW_S)) + 1
     smooth = uniform_filter1d(minimum_filter1d(needed, width, mode="nearest"), width,
                               mode="nearest")
     return np.minimum(smooth, needed)
@@ -610,9 +606,9 @@ def test_limiter_gain_around_peaks_equals_the_whole_clip_computation() -> None:
         x = peaky_clip(seed)
         ceiling = 10 ** (-12 / 20)
         envelope = true_peak_envelope(x, ceiling)
-        dips = conditioning._limiter_gains(envelope, ceiling, RATE)
+        dips = peaks._limiter_gains(envelope, ceiling, RATE)
         assert 1 < len(dips) < 10  # separate stretches, clip edges included
-        gain = conditioning._apply_gains(np.ones(len(x)), dips)
+        gain = peaks._apply_gains(np.ones(len(x)), dips)
         np.testing.assert_allclose(gain, reference_limiter_gain(envelope, ceiling, RATE),
                                    rtol=0, atol=1e-12)
 
@@ -623,8 +619,8 @@ def test_a_limiter_round_measures_what_it_makes(seed: int) -> None:
     samples it builds they are the same."""
     x = peaky_clip(seed)
     rate, ceiling, gain = RATE, 10 ** (-1 / 20), 10 ** (14 / 20)
-    envelope = true_peak_envelope(x, ceiling / gain / conditioning.GAIN_HEADROOM)
-    attempt = conditioning._try_gain(x, envelope, k_weighted(x, rate), gain, ceiling, rate)
+    envelope = true_peak_envelope(x, ceiling / gain / peaks.GAIN_HEADROOM)
+    attempt = peaks._try_gain(x, envelope, k_weighted(x, rate), gain, ceiling, rate)
     out = attempt.apply(x)
     assert attempt.dips
     assert attempt.lufs == pytest.approx(pyloudnorm_lufs(out, rate), abs=1e-6)
@@ -660,7 +656,7 @@ def test_near_is_every_sample_within_six_of_a_hot_one() -> None:
             near = np.zeros(length + 12, dtype=bool)  # the clip-long mask it replaces
             for offset in range(13):
                 near[hot + offset] = True
-            np.testing.assert_array_equal(conditioning._near(hot, length),
+            np.testing.assert_array_equal(peaks._near(hot, length),
                                           np.flatnonzero(near[6:-6]))
 
 
@@ -671,7 +667,7 @@ def test_at_least_compares_float32_samples_as_real_numbers() -> None:
         below, above = np.nextafter(value, 0.0), np.nextafter(value, 1.0)
         for threshold in (value, below, above, (value + float(np.nextafter(
                 np.float32(value), np.float32(1)))) / 2):
-            np.testing.assert_array_equal(conditioning._at_least(magnitude, threshold),
+            np.testing.assert_array_equal(peaks._at_least(magnitude, threshold),
                                           magnitude.astype(np.float64) >= threshold)
 
 
@@ -687,7 +683,7 @@ def test_true_peak_fast_path_is_the_envelope_maximum(dtype) -> None:
         peak = float(magnitude.max())
         full = true_peak_envelope(x.astype(np.float64), floor=0.0).max()  # every sample
         for floor in (peak, 0.7 * peak, 0.2 * peak, 2.0 * peak):
-            fast = conditioning._true_peak(x, magnitude, floor)
+            fast = peaks._true_peak(x, magnitude, floor)
             assert fast == float(true_peak_envelope(x.astype(np.float64), floor).max())
             if floor <= peak:
                 assert fast == pytest.approx(full, rel=1e-12)
@@ -697,7 +693,7 @@ def test_plain_gain_normalisation_is_the_float64_product_rounded_once() -> None:
     rng = np.random.default_rng(33)
     x = (0.05 * speech_like(1.0, rng)).astype(np.float32)
     lufs = measure_loudness(x, RATE)
-    out, after, true_peak = conditioning._normalize_loudness(x, RATE, -20.0, -1.0, lufs)
+    out, after, true_peak = peaks.normalize_to_target(x, RATE, -20.0, -1.0, lufs)
     gain = 10.0 ** ((-20.0 - lufs) / 20.0)
     assert out.dtype == np.float32 and after == -20.0
     np.testing.assert_array_equal(out, (x.astype(np.float64) * gain).astype(np.float32))
@@ -710,8 +706,8 @@ def test_normalisation_of_float32_samples_is_that_of_their_float64_values(seed: 
     x = peaky_clip(seed).astype(np.float32)  # the limiter works on these
     for target in (-20.0, -30.0):
         lufs = measure_loudness(x, RATE)
-        single = conditioning._normalize_loudness(x, RATE, target, -1.0, lufs)
-        double = conditioning._normalize_loudness(x.astype(np.float64), RATE, target, -1.0, lufs)
+        single = peaks.normalize_to_target(x, RATE, target, -1.0, lufs)
+        double = peaks.normalize_to_target(x.astype(np.float64), RATE, target, -1.0, lufs)
         np.testing.assert_array_equal(single[0], double[0])
         assert single[1:] == double[1:]
 
@@ -721,17 +717,17 @@ def test_limiter_gains_for_a_gain_are_those_of_the_scaled_envelope() -> None:
         x = peaky_clip(seed)
         ceiling, gain = 10 ** (-1 / 20), 10 ** (9 / 20)
         envelope = true_peak_envelope(x, ceiling / gain)
-        scaled = conditioning._limiter_gains(envelope * gain, ceiling, RATE)
+        scaled = peaks._limiter_gains(envelope * gain, ceiling, RATE)
         assert scaled
         for (start, dip), (start_2, dip_2) in zip(
-                scaled, conditioning._limiter_gains(envelope, ceiling, RATE, gain), strict=True):
+                scaled, peaks._limiter_gains(envelope, ceiling, RATE, gain), strict=True):
             assert start == start_2
             np.testing.assert_array_equal(dip, dip_2)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_interpolated_peaks_are_those_of_the_zero_padded_windows(dtype) -> None:
-    matrix, _ = conditioning._interpolation_matrix()
+    matrix, _ = peaks._interpolation_matrix()
     rng = np.random.default_rng(34)
     for length in (1, 5, 12, 13, 14, 100, 3000):
         x = rng.standard_normal(length).astype(dtype)
@@ -741,5 +737,5 @@ def test_interpolated_peaks_are_those_of_the_zero_padded_windows(dtype) -> None:
         for candidates in (np.arange(length), np.unique(rng.integers(0, length, 7)),
                            np.unique(np.r_[0, length - 1])):
             expected = np.abs(matrix.T @ windows[candidates].T).max(axis=0)
-            np.testing.assert_array_equal(conditioning._interpolated_peaks(x, candidates),
+            np.testing.assert_array_equal(peaks._interpolated_peaks(x, candidates),
                                           expected)

@@ -573,7 +573,7 @@ def test_a_different_run_in_the_same_folder_is_refused(tmp_path: Path) -> None:
 def test_a_resume_names_the_settings_that_differ_and_the_footer_records_them(
         tmp_path: Path) -> None:
     from parla.audio.decode import flac_encoder
-    from parla.conditioning.policy import resolve_vad
+    from parla.conditioning.vad import resolve_vad
 
     out = tmp_path / "out"
     subprocess.run(_prepare_command(out) + ["--resampler", "soxr", "--vad", "auto"],

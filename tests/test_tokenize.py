@@ -25,6 +25,7 @@ from parla import cli  # noqa: E402
 from parla.errors import RowRejected, UsageError  # noqa: E402
 from parla.options import TokenizeOptions  # noqa: E402
 from parla.stages import tokenize as stage  # noqa: E402
+from parla.stages import tokenize_worker  # noqa: E402
 from parla.store.layout import TOKENIZATION_STATS_FILE
 from parla.store.shards import prepared_table, shard_path, write_table_atomic  # noqa: E402
 from parla.tokens import orpheus  # noqa: E402
@@ -275,7 +276,7 @@ def test_overwrite_redoes_and_other_settings_are_refused(mini_corpus, snac_dir,
 
 # --- failures --------------------------------------------------------------------------------
 
-class CrashingTokenizer(stage.ShardTokenizer):
+class CrashingTokenizer(tokenize_worker.ShardTokenizer):
     """Dies (like an out-of-memory kill) on the central shard, once the others are written."""
 
     def __call__(self, task):
@@ -383,8 +384,9 @@ def test_build_shard_skips_too_long_and_textless_rows_without_truncating():
     results = codes[:2] + [RowRejected("undecodable_audio", "x")]
     rows_ok = {k: v[:] for k, v in rows.items()}
     text_ids = [[128000, 1, 2], [128000, 1, 2], [128000]]
-    table, stats, rejects = stage.build_shard(rows_ok, results, text_ids, [4096, 61440, 6144],
-                                              fmt="orpheus", dedupe=False, max_length=40)
+    table, stats, rejects = tokenize_worker.build_shard(
+        rows_ok, results, text_ids, [4096, 61440, 6144], fmt="orpheus", dedupe=False,
+        max_length=40)
     assert table.num_rows == 1
     (kept,) = table.to_pylist()
     assert len(kept["input_ids"]) == orpheus.sequence_length(3, 14) == 24
@@ -393,7 +395,7 @@ def test_build_shard_skips_too_long_and_textless_rows_without_truncating():
     assert "> --max_length 40" in rejects[0].detail
     assert stats["central"].skipped == {"too_long": 1, "undecodable_audio": 1}
     assert stats["central"].audio_samples == 4096
-    table, _, rejects = stage.build_shard(rows_ok, codes, text_ids, [4096, 61440, 6144],
+    table, _, rejects = tokenize_worker.build_shard(rows_ok, codes, text_ids, [4096, 61440, 6144],
                                           fmt="orpheus", dedupe=False, max_length=8192)
     assert table.num_rows == 2 and [r.reason for r in rejects] == ["missing_text"]
 

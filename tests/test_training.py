@@ -29,6 +29,7 @@ from conftest import log_records, write_prepared_folder  # noqa: E402
 from parla.options import TokenizeOptions  # noqa: E402
 from parla.stages import pack as packing  # noqa: E402
 from parla.stages import tokenize as stage  # noqa: E402
+from parla.stages import tokenize_worker  # noqa: E402
 from parla.store.layout import TOKENIZATION_STATS_FILE
 from parla.tokens import orpheus  # noqa: E402
 
@@ -221,7 +222,7 @@ def warnings_of(function, *args, **kwargs) -> list[str]:
 
 
 def test_long_rows_are_warned_about():
-    group = stage.GroupStats(rows=3, sequence_lengths=[900, 2100, 9000])
+    group = tokenize_worker.GroupStats(rows=3, sequence_lengths=[900, 2100, 9000])
     statistics = {"dialects": {"central": group.summary(24000, sequences=True)}}
     assert statistics["dialects"]["central"]["sequence_length_distribution"][
         "rows_longer_than"] == {"2048": 2, "8192": 1}

@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from parla.audio.decode import flac_encoder, resolve_resampler
-from parla.conditioning.policy import resolve_vad
+from parla.conditioning.vad import resolve_vad
 from parla.demo import demo_corpus_path
 from parla.errors import RowRejected, UsageError
 from parla.options import PrepareOptions
