@@ -19,8 +19,7 @@ import soundfile as sf
 import soxr
 from scipy.signal import resample_poly
 
-from parla.conditioning import levels, peaks
-from parla.conditioning import policy as conditioning
+from parla.conditioning import levels, peaks, vad
 from parla.conditioning.levels import (
     clipped_fraction,
     estimate_snr_db,
@@ -208,7 +207,7 @@ def test_noise_or_silence_only_has_no_speech() -> None:
 def test_make_speech_detector(monkeypatch) -> None:
 
     assert isinstance(make_speech_detector("energy"), EnergySpeechDetector)
-    monkeypatch.setattr(conditioning, "silero_available", lambda: False)
+    monkeypatch.setattr(vad, "silero_available", lambda: False)
     assert isinstance(make_speech_detector("auto"), EnergySpeechDetector)
     monkeypatch.setitem(sys.modules, "silero_vad", None)  # import fails: not installed
     with pytest.raises(UsageError, match="silero-vad"):

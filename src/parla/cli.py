@@ -69,8 +69,15 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def add_prepare_arguments(parser: argparse.ArgumentParser, require_sources: bool = True) -> None:
     defaults = PrepareOptions(datasets=("x",), output_dir="x")
-    cond = ConditioningOptions()
-    io = parser.add_argument_group("input and output")
+    _add_prepare_io(parser.add_argument_group("input and output"), defaults, require_sources)
+    _add_selection(parser.add_argument_group("selection (before any audio is decoded)"), defaults)
+    _add_audio(parser.add_argument_group("audio"), defaults)
+    _add_conditioning(parser.add_argument_group("conditioning (TTS-grade clean-up)"),
+                      ConditioningOptions())
+    _add_quality(parser.add_argument_group("quality scores (the parla[quality] extra)"))
+
+
+def _add_prepare_io(io: Any, defaults: PrepareOptions, require_sources: bool) -> None:
     _flag(io, "datasets", nargs="+", required=require_sources, metavar="SOURCE",
           help="sources: Hub dataset ids (xaviviro/cv_23_ca_central), local Hub-layout or "
                "save_to_disk folders, or a raw Common Voice release folder (validated.tsv + "
@@ -87,7 +94,8 @@ def add_prepare_arguments(parser: argparse.ArgumentParser, require_sources: bool
     _flag(io, "dry_run", action="store_true",
           help="print the counts after each selection step and write nothing")
 
-    sel = parser.add_argument_group("selection (before any audio is decoded)")
+
+def _add_selection(sel: Any, defaults: PrepareOptions) -> None:
     _flag(sel, "min_duration", type=float, default=defaults.min_duration,
           help="shortest clip kept, seconds (default %(default)s)")
     _flag(sel, "max_duration", type=float, default=defaults.max_duration,
@@ -116,7 +124,8 @@ def add_prepare_arguments(parser: argparse.ArgumentParser, require_sources: bool
                "(default %(default)s)")
     _flag(sel, "seed", type=int, default=defaults.seed, help="seed of every random choice")
 
-    aud = parser.add_argument_group("audio")
+
+def _add_audio(aud: Any, defaults: PrepareOptions) -> None:
     _flag(aud, "target_sample_rate", type=int, default=defaults.target_sample_rate,
           help="output sample rate (default %(default)s)")
     _flag(aud, "resampler", choices=RESAMPLERS, default=defaults.resampler,
@@ -127,7 +136,8 @@ def add_prepare_arguments(parser: argparse.ArgumentParser, require_sources: bool
     _flag(aud, "num_workers", type=int, help="worker processes (default: every core)")
     _flag(aud, "engine", choices=ENGINES, default="local", help="local processes or a Ray cluster")
 
-    con = parser.add_argument_group("conditioning (TTS-grade clean-up)")
+
+def _add_conditioning(con: Any, cond: ConditioningOptions) -> None:
     _bool_flag(con, "condition_audio", cond.condition_audio,
                "run the audio steps below (default on). --no_condition_audio switches trimming, "
                "loudness and every quality reject off at once: about 1.8x faster, for drafts")
@@ -157,7 +167,8 @@ def add_prepare_arguments(parser: argparse.ArgumentParser, require_sources: bool
     _bool_flag(con, "normalize_text", cond.normalize_text,
                "Unicode NFC, uniform quotes/apostrophes, collapsed spaces (default on)")
 
-    qual = parser.add_argument_group("quality scores (the parla[quality] extra)")
+
+def _add_quality(qual: Any) -> None:
     _flag(qual, "dnsmos", action="store_true",
           help="score every kept clip with DNSMOS (dnsmos_sig/bak/ovrl; about 1.5 s of one CPU "
                "core per Common Voice clip, docs/QUALITY.md)")

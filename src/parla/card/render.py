@@ -194,12 +194,23 @@ def render_card(configs: Mapping[str, Mapping[str, str]], table_rows: Sequence[S
         raise UsageError(f"unknown card kind {kind!r}; expected one of {', '.join(KINDS)}")
     metadata = _metadata(configs, _total_rows(table_rows), kind, parameters)
     front = yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True, width=1000)
-    repo = repo_id or _REPO_PLACEHOLDER
     dialect_configs = [c for c in configs if c not in (ALL_CONFIG, PACKED_CONFIG)]
-    example = ("central" if "central" in dialect_configs
-               else dialect_configs[0] if dialect_configs else ALL_CONFIG)
     lines = [f"# {metadata['pretty_name']}", ""]
     lines += _intro(kind, parameters, dialect_configs)
+    lines += _configs_section(configs, table_rows)
+    if packed is not None:
+        lines += _packed_section(packed)
+    if report:
+        lines += ["", report]
+    lines += _columns_section(columns)
+    lines += _parameters_section(kind, parameters)
+    lines += _loading_section(repo_id or _REPO_PLACEHOLDER, kind, dialect_configs, packed)
+    lines += _license_section(kind, parameters)
+    return f"---\n{front}---\n\n" + "\n".join(lines)
+
+
+def _configs_section(configs: Mapping[str, Mapping[str, str]],
+                     table_rows: Sequence[SplitStats]) -> list[str]:
     has_validation = "validation" in configs.get(ALL_CONFIG, {})
     splits_text = ("`train` and `validation` splits that share no speaker" if has_validation
                    else "a `train` split")
@@ -207,12 +218,12 @@ def render_card(configs: Mapping[str, Mapping[str, str]], table_rows: Sequence[S
                 f"`load_dataset(repo, split=\"train\")` gives every dialect. Each clip is "
                 f"stored once; `{ALL_CONFIG}` lists the dialects' files"
                 ) if ALL_CONFIG in configs else ""
-    lines += ["", "## Configs and statistics", "",
-              f"One config per dialect, with {splits_text}{combined}. Rows are grouped by "
-              "dialect and speaker, not shuffled: shuffle when training (transformers' "
-              "`Trainer` does). The numbers are computed from the data files.", "",
-              "| config | dialect | split | rows | speakers | hours | mean duration (s) |",
-              "|---|---|---|---:|---:|---:|---:|"]
+    lines = ["", "## Configs and statistics", "",
+             f"One config per dialect, with {splits_text}{combined}. Rows are grouped by "
+             "dialect and speaker, not shuffled: shuffle when training (transformers' "
+             "`Trainer` does). The numbers are computed from the data files.", "",
+             "| config | dialect | split | rows | speakers | hours | mean duration (s) |",
+             "|---|---|---|---:|---:|---:|---:|"]
     for stats in table_rows:
         dialect = DIALECTS[stats.config].display_name if stats.config in DIALECTS else (
             "all dialects" if stats.config == ALL_CONFIG
@@ -221,43 +232,56 @@ def render_card(configs: Mapping[str, Mapping[str, str]], table_rows: Sequence[S
         lines.append(f"| {stats.config} | {dialect} | {stats.split} | {stats.rows} | "
                      f"{speakers} | {_number(stats.hours, 3)} | "
                      f"{_number(stats.mean_duration, 2)} |")
-    if packed is not None:
-        lines += _packed_section(packed)
-    if report:
-        lines += ["", report]
-    if columns:
-        lines += ["", "## Columns", ""]
-        for name, dtype in columns:
-            note = _COLUMN_NOTES.get(name)
-            lines.append(f"- `{name}` ({dtype})" + (f": {note}" if note else ""))
-    lines += ["", "## Processing parameters", ""]
+    return lines
+
+
+def _columns_section(columns: Sequence[tuple[str, str]]) -> list[str]:
+    if not columns:
+        return []
+    lines = ["", "## Columns", ""]
+    for name, dtype in columns:
+        note = _COLUMN_NOTES.get(name)
+        lines.append(f"- `{name}` ({dtype})" + (f": {note}" if note else ""))
+    return lines
+
+
+def _parameters_section(kind: str, parameters: Mapping[str, Any]) -> list[str]:
+    lines = ["", "## Processing parameters", ""]
     lines += _tokenization_notes(parameters) if kind == "tokenized" else []
     flat = _flatten(parameters)
-    if flat:
-        lines += ["| parameter | value |", "|---|---|"]
-        lines += [f"| `{name}` | {_format_value(value)} |" for name, value in flat]
-    else:
-        lines.append("Not recorded.")
-    lines += ["", "## How to load it", "", "```python", "from datasets import load_dataset", "",
-              f'ds = load_dataset("{repo}", "{example}")  # one dialect',
-              f'ds = load_dataset("{repo}", split="train")  # every dialect (the default config)',
-              f'ds = load_dataset("{repo}", "{ALL_CONFIG}")  # every dialect: train + validation',
-              *([f'ds = load_dataset("{repo}", "{PACKED_CONFIG}")  # rows of '
-                 f'{packed["pack_length"]} tokens: batch size > 1'] if packed is not None else []),
-              "```"]
+    if not flat:
+        return [*lines, "Not recorded."]
+    return [*lines, "| parameter | value |", "|---|---|",
+            *(f"| `{name}` | {_format_value(value)} |" for name, value in flat)]
+
+
+def _loading_section(repo: str, kind: str, dialect_configs: Sequence[str],
+                     packed: Mapping[str, Any] | None) -> list[str]:
+    example = ("central" if "central" in dialect_configs
+               else dialect_configs[0] if dialect_configs else ALL_CONFIG)
+    lines = ["", "## How to load it", "", "```python", "from datasets import load_dataset", "",
+             f'ds = load_dataset("{repo}", "{example}")  # one dialect',
+             f'ds = load_dataset("{repo}", split="train")  # every dialect (the default config)',
+             f'ds = load_dataset("{repo}", "{ALL_CONFIG}")  # every dialect: train + validation',
+             *([f'ds = load_dataset("{repo}", "{PACKED_CONFIG}")  # rows of '
+                f'{packed["pack_length"]} tokens: batch size > 1'] if packed is not None else []),
+             "```"]
     if kind == "prepared":
         lines += ["", "Decoding `audio` to arrays needs `torchcodec` (datasets 4 and later); to "
                   "read the FLAC bytes without it: "
                   "`ds = ds.cast_column(\"audio\", datasets.Audio(decode=False))`."]
-    lines += ["", "## License and citation", "",
-              "Derived from [Mozilla Common Voice](https://commonvoice.mozilla.org/) "
-              "(CC0-1.0); this dataset is released under the same license. Do not try to "
-              "identify the speakers. Please cite Common Voice:", "", "```bibtex",
-              COMMON_VOICE_CITATION, "```", "",
-              "Made with [parla](https://github.com/xaviviro/parla); this card is regenerated "
-              "from the data whenever the folder changes: do not edit it by hand.", "",
-              _state_comment(kind, parameters), ""]
-    return f"---\n{front}---\n\n" + "\n".join(lines)
+    return lines
+
+
+def _license_section(kind: str, parameters: Mapping[str, Any]) -> list[str]:
+    return ["", "## License and citation", "",
+            "Derived from [Mozilla Common Voice](https://commonvoice.mozilla.org/) "
+            "(CC0-1.0); this dataset is released under the same license. Do not try to "
+            "identify the speakers. Please cite Common Voice:", "", "```bibtex",
+            COMMON_VOICE_CITATION, "```", "",
+            "Made with [parla](https://github.com/xaviviro/parla); this card is regenerated "
+            "from the data whenever the folder changes: do not edit it by hand.", "",
+            _state_comment(kind, parameters), ""]
 
 
 def _intro(kind: str, parameters: Mapping[str, Any], dialects: Sequence[str]) -> list[str]:

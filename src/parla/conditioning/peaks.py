@@ -246,9 +246,19 @@ def _try_gain(x: np.ndarray, envelope: np.ndarray, weighted: np.ndarray, gain: f
     the envelope is recomputed. The K-weighting is linear, so the result's is gain * weighted plus
     the filtered change, each dip's change filtered with the tail the filter rings for.
     """
-    from scipy.signal import sosfilt
-
     dips = _limiter_gains(envelope, ceiling, sample_rate, gain)
+    peak = _limited_peak(x, envelope, dips, gain, ceiling)
+    scale = _settle(peak, ceiling)
+    out = _limited_weighted(x, weighted, dips, gain, sample_rate)
+    if scale != 1.0:
+        out *= scale
+    lufs = loudness_of_weighted(out, sample_rate)
+    return _LimitedGain(gain, dips, scale, peak * scale, lufs)
+
+
+def _limited_peak(x: np.ndarray, envelope: np.ndarray, dips: list[tuple[int, np.ndarray]],
+                  gain: float, ceiling: float) -> float:
+    """The true peak of x * gain with the dips applied: recomputed inside them only."""
     length = len(x)
     outside = 0.0  # the envelope's largest value outside the dips
     previous = 0
@@ -265,9 +275,16 @@ def _try_gain(x: np.ndarray, envelope: np.ndarray, weighted: np.ndarray, gain: f
         peak = max(peak, float(inside[start - lo:stop - lo].max()))
     if previous < length:
         outside = max(outside, float(envelope[previous:].max()))
-    peak = max(peak, gain * outside)
-    scale = _settle(peak, ceiling)
+    return max(peak, gain * outside)
 
+
+def _limited_weighted(x: np.ndarray, weighted: np.ndarray, dips: list[tuple[int, np.ndarray]],
+                      gain: float, sample_rate: int) -> np.ndarray:
+    """The K-weighted x * gain with the dips applied: gain * weighted plus each change filtered
+    (the filter is linear), dips that ring into each other filtered together."""
+    from scipy.signal import sosfilt
+
+    length = len(x)
     out = weighted * gain
     sos = k_weighting_sos(sample_rate)
     tail = round(K_WEIGHTING_TAIL_S * sample_rate)
@@ -287,10 +304,7 @@ def _try_gain(x: np.ndarray, envelope: np.ndarray, weighted: np.ndarray, gain: f
                 x[span] * gain * (dip_gain - 1.0))
         out[first:stop] += sosfilt(sos, change)
         group = []
-    if scale != 1.0:
-        out *= scale
-    lufs = loudness_of_weighted(out, sample_rate)
-    return _LimitedGain(gain, dips, scale, peak * scale, lufs)
+    return out
 
 
 def normalize_to_target(

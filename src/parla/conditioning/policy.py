@@ -22,7 +22,8 @@ being checked. pyloudnorm and full 4x oversampling are the references in the tes
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,7 @@ import numpy as np
 from parla.conditioning.levels import (
     CLIP_LEVEL,
     SPEECH_BAND_HZ,
+    Region,
     clipped_fraction,
     estimate_snr_db,
     frame_powers,
@@ -73,34 +75,6 @@ class ConditionedClip:
         return len(self.samples) / self.sample_rate
 
 
-# --------------------------------------------------------------------------------------------
-# Frame levels
-
-
-# --------------------------------------------------------------------------------------------
-# Speech detection
-
-
-# --------------------------------------------------------------------------------------------
-# Measurements
-
-
-# --------------------------------------------------------------------------------------------
-# Loudness (ITU-R BS.1770-4, one channel)
-
-
-# --------------------------------------------------------------------------------------------
-# True peak and the limiter
-
-
-# --------------------------------------------------------------------------------------------
-# Entry point
-
-
-def _reject(reason: str, detail: str, measurements: dict[str, Any]) -> ClipRejected:
-    return ClipRejected(reason, detail, measurements)
-
-
 def needs_analysis(options: ConditioningOptions) -> bool:
     """Whether any audio rule is on; with none, conditioning only normalises the text."""
     return options.condition_audio and (
@@ -124,99 +98,151 @@ def condition_clip(
     Speaking rate is characters of the normalised sentence (spaces included) per second of the
     detected speech span (the kept silence is not counted).
     """
-    options = options or ConditioningOptions()
-    m: dict[str, Any] = {}
+    clip = _Clip(np.asarray(samples, dtype=np.float32), sample_rate, text,
+                 options or ConditioningOptions(), detector)
+    for rule in _TEXT_AND_SAMPLE_RULES:
+        rule(clip)
+    if needs_analysis(clip.options):
+        for rule in _AUDIO_RULES:
+            rule(clip)
+    clip.m["duration_s_after"] = len(clip.x) / sample_rate
+    return ConditionedClip(samples=np.ascontiguousarray(clip.x, dtype=np.float32),
+                           sample_rate=sample_rate, text=clip.text, measurements=clip.m)
 
-    if options.normalize_text:
-        text = normalize_sentence(text)
-    if not text.strip():
-        raise _reject("empty_text", "no text left after normalisation", m)
-    if options.reject_foreign_text:
-        foreign = invalid_characters(text)
+
+@dataclass
+class _Clip:
+    """A clip on its way through the rules: its samples, its text and what was measured, plus
+    the intermediates the later rules share (one filter pass each)."""
+
+    x: np.ndarray
+    sample_rate: int
+    text: str
+    options: ConditioningOptions
+    detector: SpeechDetector | None
+    m: dict[str, Any] = field(default_factory=dict)
+    magnitude: np.ndarray | None = None  # |x|: the finiteness check and the clipping measure
+    peak: float = 0.0
+    powers: np.ndarray | None = None  # 10 ms frame energies above the speech band
+    region: Region = (0, 0)  # the detected speech span, in samples
+    speech: np.ndarray | None = None  # the active speech frames inside it
+
+    def reject(self, reason: str, detail: str) -> ClipRejected:
+        return ClipRejected(reason, detail, self.m)
+
+
+def _text_rule(clip: _Clip) -> None:
+    if clip.options.normalize_text:
+        clip.text = normalize_sentence(clip.text)
+    if not clip.text.strip():
+        raise clip.reject("empty_text", "no text left after normalisation")
+    if clip.options.reject_foreign_text:
+        foreign = invalid_characters(clip.text)
         if foreign:
-            raise _reject("foreign_characters", "".join(sorted(foreign)), m)
+            raise clip.reject("foreign_characters", "".join(sorted(foreign)))
 
-    x = np.asarray(samples, dtype=np.float32)
-    magnitude = np.abs(x)  # shared by the finiteness check and the clipping measure
+
+def _samples_rule(clip: _Clip) -> None:
+    x = clip.x
+    clip.magnitude = np.abs(x)
     # (the largest |x| is NaN or infinite exactly when a sample is)
-    if x.ndim != 1 or len(x) == 0 or not np.isfinite(peak := magnitude.max()):
-        raise _reject("invalid_audio", f"expected finite mono samples, got shape {x.shape}", m)
-    duration = len(x) / sample_rate
-    m["duration_s_before"] = duration
-    if not needs_analysis(options):  # every audio rule is off: pass the samples through
-        m["duration_s_after"] = duration
-        return ConditionedClip(samples=np.ascontiguousarray(x), sample_rate=sample_rate,
-                               text=text, measurements=m)
+    if x.ndim != 1 or len(x) == 0 or not np.isfinite(peak := clip.magnitude.max()):
+        raise clip.reject("invalid_audio", f"expected finite mono samples, got shape {x.shape}")
+    clip.peak = float(peak)
+    clip.m["duration_s_before"] = len(x) / clip.sample_rate
 
+
+def _clipping_rule(clip: _Clip) -> None:
     # none without a sample at the level: the count is skipped for almost every clip
-    m["clipped_fraction"] = clipped = (
-        clipped_fraction(x, magnitude) if peak >= CLIP_LEVEL else 0.0)
-    if options.max_clipped_fraction is not None and clipped > options.max_clipped_fraction:
-        raise _reject("clipped", f"{clipped:.4f} of samples at full scale "
-                      f"(max {options.max_clipped_fraction})", m)
+    clipped = clipped_fraction(clip.x, clip.magnitude) if clip.peak >= CLIP_LEVEL else 0.0
+    clip.m["clipped_fraction"] = clipped
+    limit = clip.options.max_clipped_fraction
+    if limit is not None and clipped > limit:
+        raise clip.reject("clipped", f"{clipped:.4f} of samples at full scale (max {limit})")
 
-    detector = detector or make_speech_detector(options.vad)
-    m["vad"] = detector.name
+
+def _speech_rule(clip: _Clip) -> None:
+    x, rate = clip.x, clip.sample_rate
+    detector = clip.detector or make_speech_detector(clip.options.vad)
+    clip.m["vad"] = detector.name
     # One set of frame energies for the detector, the speech level and the SNR.
-    powers = frame_powers(x, sample_rate, SPEECH_BAND_HZ)
+    clip.powers = frame_powers(x, rate, SPEECH_BAND_HZ)
     if isinstance(detector, EnergySpeechDetector) and detector.highpass_hz == SPEECH_BAND_HZ:
-        region = detector.region(powers, len(x), sample_rate)
+        region = detector.region(clip.powers, len(x), rate)
     else:
-        region = detector(x, sample_rate)
+        region = detector(x, rate)
     if region is None:
-        raise _reject("no_speech", f"{detector.name} detector found no speech", m)
-    start, end = region
-    speech_s = (end - start) / sample_rate
-    m["speech_s"] = speech_s
-    m["leading_silence_s_before"] = start / sample_rate
-    m["trailing_silence_s_before"] = (len(x) - end) / sample_rate
+        raise clip.reject("no_speech", f"{detector.name} detector found no speech")
+    clip.region = start, end = region
+    clip.m["speech_s"] = (end - start) / rate
+    clip.m["leading_silence_s_before"] = start / rate
+    clip.m["trailing_silence_s_before"] = (len(x) - end) / rate
+    clip.speech = speech_frame_mask(clip.powers, region, rate)
+    if not clip.speech.any():
+        raise clip.reject("no_speech", "no active speech frames in the detected span")
 
-    speech = speech_frame_mask(powers, region, sample_rate)
-    if not speech.any():
-        raise _reject("no_speech", "no active speech frames in the detected span", m)
-    speech_level = float(to_db(powers[speech].mean()))
-    m["speech_level_dbfs"] = speech_level
+
+def _speech_level_rule(clip: _Clip) -> None:
+    speech_level = float(to_db(clip.powers[clip.speech].mean()))
+    clip.m["speech_level_dbfs"] = speech_level
     if speech_level < MIN_SPEECH_DBFS:
-        raise _reject("too_quiet", f"speech at {speech_level:.1f} dBFS (min {MIN_SPEECH_DBFS})", m)
+        raise clip.reject("too_quiet", f"speech at {speech_level:.1f} dBFS "
+                          f"(min {MIN_SPEECH_DBFS})")
 
-    snr = estimate_snr_db(powers, speech)
-    m["snr_db"] = snr
-    if options.min_snr_db is not None and not snr >= options.min_snr_db:
-        raise _reject("low_snr", f"{snr:.1f} dB (min {options.min_snr_db})", m)
 
-    rate = len(text) / speech_s if speech_s > 0 else float("inf")
-    m["chars_per_sec"] = rate
+def _snr_rule(clip: _Clip) -> None:
+    snr = estimate_snr_db(clip.powers, clip.speech)
+    clip.m["snr_db"] = snr
+    minimum = clip.options.min_snr_db
+    if minimum is not None and not snr >= minimum:
+        raise clip.reject("low_snr", f"{snr:.1f} dB (min {minimum})")
+
+
+def _speaking_rate_rule(clip: _Clip) -> None:
+    speech_s, options = clip.m["speech_s"], clip.options
+    rate = len(clip.text) / speech_s if speech_s > 0 else float("inf")
+    clip.m["chars_per_sec"] = rate
     if options.max_chars_per_sec is not None and rate > options.max_chars_per_sec:
-        raise _reject("speaking_rate_too_fast",
-                      f"{rate:.1f} chars/s (max {options.max_chars_per_sec})", m)
+        raise clip.reject("speaking_rate_too_fast",
+                          f"{rate:.1f} chars/s (max {options.max_chars_per_sec})")
     if options.min_chars_per_sec is not None and rate < options.min_chars_per_sec:
-        raise _reject("speaking_rate_too_slow",
-                      f"{rate:.1f} chars/s (min {options.min_chars_per_sec})", m)
+        raise clip.reject("speaking_rate_too_slow",
+                          f"{rate:.1f} chars/s (min {options.min_chars_per_sec})")
 
-    if options.trim_silence:
-        keep = round(sample_rate * options.keep_silence_ms / 1000.0)
-        out_start = max(0, start - keep)
-        out_end = min(len(x), end + keep)
-        x = trim_silence(x, sample_rate, region, options.keep_silence_ms)
+
+def _trim_rule(clip: _Clip) -> None:
+    (start, end), rate, length = clip.region, clip.sample_rate, len(clip.x)
+    if clip.options.trim_silence:
+        keep = round(rate * clip.options.keep_silence_ms / 1000.0)
+        out_start, out_end = max(0, start - keep), min(length, end + keep)
+        clip.x = trim_silence(clip.x, rate, clip.region, clip.options.keep_silence_ms)
     else:
-        out_start, out_end = 0, len(x)
-    m["leading_silence_s_after"] = (start - out_start) / sample_rate
-    m["trailing_silence_s_after"] = (out_end - end) / sample_rate
+        out_start, out_end = 0, length
+    clip.m["leading_silence_s_after"] = (start - out_start) / rate
+    clip.m["trailing_silence_s_after"] = (out_end - end) / rate
 
-    weighted = k_weighted(x, sample_rate)  # the one K-weighting pass: loudness before and after
-    lufs = loudness_of_weighted(weighted, sample_rate)
-    m["lufs_before"] = lufs
+
+def _loudness_rule(clip: _Clip) -> None:
+    x, rate, options = clip.x, clip.sample_rate, clip.options
+    weighted = k_weighted(x, rate)  # the one K-weighting pass: loudness before and after
+    lufs = loudness_of_weighted(weighted, rate)
+    clip.m["lufs_before"] = lufs
     if not math.isfinite(lufs):
-        raise _reject("too_quiet", "loudness below the -70 LUFS gate", m)
+        raise clip.reject("too_quiet", "loudness below the -70 LUFS gate")
     if options.loudness_norm:
-        x, m["lufs_after"], m["true_peak_db_after"] = normalize_to_target(
-            x, sample_rate, options.target_lufs, options.true_peak_db, lufs, weighted)
+        clip.x, clip.m["lufs_after"], clip.m["true_peak_db_after"] = normalize_to_target(
+            x, rate, options.target_lufs, options.true_peak_db, lufs, weighted)
     else:
-        m["lufs_after"] = lufs
-        m["true_peak_db_after"] = true_peak_db(x)
-    m["duration_s_after"] = len(x) / sample_rate
-    return ConditionedClip(samples=np.ascontiguousarray(x, dtype=np.float32),
-                           sample_rate=sample_rate, text=text, measurements=m)
+        clip.m["lufs_after"] = lufs
+        clip.m["true_peak_db_after"] = true_peak_db(x)
+
+
+# The rules in the order they run; each measures into clip.m and may reject. The audio rules run
+# only when one of them is on (`needs_analysis`); otherwise the samples pass through unchanged.
+_TEXT_AND_SAMPLE_RULES: tuple[Callable[[_Clip], None], ...] = (_text_rule, _samples_rule)
+_AUDIO_RULES: tuple[Callable[[_Clip], None], ...] = (
+    _clipping_rule, _speech_rule, _speech_level_rule, _snr_rule, _speaking_rate_rule,
+    _trim_rule, _loudness_rule)
 
 
 class Conditioner:

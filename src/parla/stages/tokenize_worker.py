@@ -115,6 +115,22 @@ class GroupStats:
             self.skipped[reason] = self.skipped.get(reason, 0) + count
         self.sequence_lengths.extend(other.sequence_lengths)
 
+    def count(self, codes: Sequence[np.ndarray], audio_samples: int,
+              example: Mapping[str, Any] | None) -> None:
+        """Count one kept row: its codes, its audio and (orpheus format) its sequence."""
+        self.rows += 1
+        self.codes = [n + len(c) for n, c in zip(self.codes, codes, strict=True)]
+        self.audio_samples += audio_samples
+        if example is None:
+            return
+        length = len(example["input_ids"])
+        kept_frames = len(codes[0]) - example["dropped_frames"]
+        self.audio_tokens += orpheus.TOKENS_PER_FRAME * kept_frames
+        self.sequence_tokens += length
+        self.max_sequence_length = max(self.max_sequence_length, length)
+        self.sequence_lengths.append(length)
+        self.duplicate_frames += example["dropped_frames"]
+
     def to_dict(self) -> dict[str, Any]:
         return {"rows": self.rows, "audio_samples": self.audio_samples, "codes": self.codes,
                 "audio_tokens": self.audio_tokens, "sequence_tokens": self.sequence_tokens,
@@ -203,36 +219,40 @@ def build_shard(rows: Mapping[str, Sequence], results: Sequence[Any],
     for index, result in enumerate(results):
         dialect = rows["dialect"][index] or ""
         group = stats.setdefault(dialect, GroupStats())
-        reason = detail = None
-        example = None
-        if isinstance(result, RowRejected):
-            reason, detail = result.reason, result.detail
-        elif fmt == "orpheus" and not rows["text"][index]:
-            reason, detail = "missing_text", "empty text"
-        elif fmt == "orpheus":
-            example = orpheus.build_example(text_ids[index], result, dedupe=dedupe)
-            if len(example["input_ids"]) > max_length:
-                reason = "too_long"
-                detail = f"{len(example['input_ids'])} tokens > --max_length {max_length}"
+        example, reason, detail = _layout_row(result, rows["text"][index],
+                                              text_ids[index] if text_ids else None,
+                                              fmt=fmt, dedupe=dedupe, max_length=max_length)
         if reason is not None:
             group.skipped[reason] = group.skipped.get(reason, 0) + 1
             source = rows["source_path"][index] if "source_path" in rows else None
-            rejects.append(Reject(source or "", dialect, reason, detail or ""))
+            rejects.append(Reject(source or "", dialect, reason, detail))
             continue
         kept.append(index)
-        group.rows += 1
-        group.codes = [n + len(c) for n, c in zip(group.codes, result, strict=True)]
-        group.audio_samples += int(num_samples[index])
+        group.count(result, int(num_samples[index]), example)
         if example is not None:
-            length = len(example["input_ids"])
             sequences.append(example["input_ids"])
-            kept_frames = len(result[0]) - example["dropped_frames"]
-            group.audio_tokens += orpheus.TOKENS_PER_FRAME * kept_frames
-            group.sequence_tokens += length
-            group.max_sequence_length = max(group.max_sequence_length, length)
-            group.sequence_lengths.append(length)
-            group.duplicate_frames += example["dropped_frames"]
+    table = _shard_table(rows, results, kept, sequences, fmt)
+    return table, {d: stats[d] for d in sorted(stats)}, rejects
 
+
+def _layout_row(result: Any, text: str | None, text_ids: Sequence[int] | None, *, fmt: str,
+                dedupe: bool, max_length: int
+                ) -> tuple[dict[str, Any] | None, str | None, str]:
+    """(the row's Orpheus example or None, the reason it is skipped or None, its detail)."""
+    if isinstance(result, RowRejected):
+        return None, result.reason, result.detail or ""
+    if fmt != "orpheus":
+        return None, None, ""
+    if not text:
+        return None, "missing_text", "empty text"
+    example = orpheus.build_example(text_ids, result, dedupe=dedupe)
+    if len(example["input_ids"]) > max_length:
+        return None, "too_long", f"{len(example['input_ids'])} tokens > --max_length {max_length}"
+    return example, None, ""
+
+
+def _shard_table(rows: Mapping[str, Sequence], results: Sequence[Any], kept: Sequence[int],
+                 sequences: Sequence[np.ndarray], fmt: str) -> pa.Table:
     columns: dict[str, pa.Array] = {}
     if fmt == "orpheus":
         ids = _list_array(sequences, pa.int32())
@@ -246,8 +266,7 @@ def build_shard(rows: Mapping[str, Sequence], results: Sequence[Any],
         columns[name] = pa.array([rows[name][i] for i in kept],
                                  pa.float32() if name == "duration" else pa.string())
     schema = output_schema(fmt)
-    table = pa.table([columns[f.name] for f in schema], schema=schema)
-    return table, {d: stats[d] for d in sorted(stats)}, rejects
+    return pa.table([columns[f.name] for f in schema], schema=schema)
 
 
 @dataclass(frozen=True)

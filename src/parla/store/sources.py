@@ -343,6 +343,13 @@ def _load_datasets_source(spec: SourceSpec, kind: str, cache_dir: str | None) ->
                 f"exists: {download})" if kind == "hub" else "")
         raise SourceError(f"{spec.location}: cannot load ({type(error).__name__}: "
                           f"{str(error).splitlines()[0] if str(error) else ''}){hint}") from None
+    return _dataset_source(spec, kind, loaded)
+
+
+def _dataset_source(spec: SourceSpec, kind: str, loaded: Any) -> LoadedSource:
+    """The metadata table of a loaded `datasets` source, its audio left undecoded."""
+    import datasets
+
     if isinstance(loaded, datasets.DatasetDict):
         splits = [loaded[name] for name in sorted(loaded)]
         loaded = datasets.concatenate_datasets(splits) if len(splits) > 1 else splits[0]
