@@ -449,6 +449,29 @@ def test_a_release_whose_clips_are_symlinks_prepares_like_a_copy(base_release: P
         tmp_path / "copied" / REJECTS_FILE).read_bytes()
 
 
+def test_a_release_whose_every_row_is_rejected_is_refused_with_the_counts(
+        base_release: Path, tmp_path: Path, capsys) -> None:
+    from parla.cli import main
+
+    folder = tmp_path / "cv"
+    (folder / "clips").mkdir(parents=True)
+    header, *lines = (base_release / "validated.tsv").read_text().splitlines()
+    escaping = []
+    for line in lines:  # every path climbs out of clips/, to the very files of the release
+        fields = line.split("\t")
+        fields[1] = os.path.relpath(base_release / "clips" / fields[1], folder / "clips")
+        escaping.append("\t".join(fields))
+    (folder / "validated.tsv").write_text("\n".join([header, *escaping]) + "\n")
+    line = f"{folder}: all {len(lines)} rows were rejected: {len(lines)} path_outside_clips"
+    with pytest.raises(UsageError) as raised:
+        prepare(options(folder, tmp_path / "out"))
+    assert str(raised.value) == line
+    code = main(["prepare", "--datasets", str(folder), "--output_dir", str(tmp_path / "out"),
+                 "--no_condition_audio"])
+    assert (code, capsys.readouterr().err) == (2, f"parla: error: {line}\n")
+    assert not (tmp_path / "out").exists()
+
+
 # --- the per-clip function -------------------------------------------------------------------
 
 @pytest.mark.parametrize("resampler", ["soxr", "scipy"])

@@ -211,6 +211,20 @@ def test_a_symlink_in_clips_is_the_releases_clip_wherever_it_points(cv_release, 
                                                   ).read_bytes()
 
 
+def test_a_release_whose_every_row_is_rejected_says_why(cv_release) -> None:
+    folder = cv_release({"ana": ("Central", 2)})
+    lines = (folder / "validated.tsv").read_text().splitlines()
+    (folder / "validated.tsv").write_text("\n".join(
+        [lines[0]] + [line.replace("common_voice", "../../common_voice") for line in lines[1:]]
+        + ["too\tfew"]) + "\n")
+    with pytest.raises(UsageError) as raised:
+        load(folder)
+    assert isinstance(raised.value, SourceError)
+    assert str(raised.value) == (f"{folder}: all 3 rows were rejected: 2 path_outside_clips, "
+                                 "1 missing_fields")
+    assert "DIALECT=" not in str(raised.value)
+
+
 # --- parsing and recognising entries ---------------------------------------------------------
 
 def test_parse_source_spec() -> None:
@@ -329,6 +343,20 @@ def test_save_to_disk_folders(tmp_path) -> None:
     # splits are concatenated in name order, and bytes are read from the combined table
     assert source.read_bytes([0])[0] == both["test"][0]["audio"]["bytes"]
     np.testing.assert_allclose(source.metadata["duration"][:2], [3.0, 3.1], atol=0.03)
+
+
+@pytest.mark.parametrize("layout", ["folder", "disk"])
+def test_a_dataset_whose_every_row_is_rejected_says_why(layout, tmp_path) -> None:
+    rows = [row | {"audio": {"bytes": b"not audio", "path": row["audio"]["path"]}, "accents": ""}
+            for row in clip_rows(3)]  # no dialect to be told either: the counts come first
+    folder = tmp_path / "mine"
+    if layout == "folder":
+        write_hub_folder(folder, rows)
+    else:
+        audio_dataset(rows).save_to_disk(str(folder))
+    with pytest.raises(SourceError, match=r": all 3 rows were rejected: 3 [a-z_]+$") as raised:
+        load(folder, tmp_path / "cache")
+    assert "DIALECT=" not in str(raised.value)
 
 
 def test_a_duration_column_is_used_without_probing(tmp_path) -> None:

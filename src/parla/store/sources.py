@@ -13,6 +13,7 @@ import contextlib
 import math
 import os
 import re
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -108,11 +109,27 @@ def load_source(spec: SourceSpec, cache_dir: str | None = None) -> LoadedSource:
         source = _load_cv_release(spec)
     else:
         source = _load_datasets_source(spec, kind, cache_dir)
+    _refuse_a_source_with_no_rows_left(source)  # before any dialect is guessed from no rows
     _assign_dialects(source)
     _reject_rows_without_text(source)
     _reject_repeated_paths(source)
     _fill_reject_dialects(source)
     return source
+
+
+def _refuse_a_source_with_no_rows_left(source: LoadedSource) -> None:
+    """A source whose every row was rejected while loading is refused with the count of each
+    reason: that says why (every clip path left clips/, say), where the dialect guess that
+    would follow blames the accents of rows that are not there."""
+    if not source.rejects:
+        return
+    rejected = [reject.source_path for reject in source.rejects]
+    if not source.metadata["path"].isin(rejected).all():
+        return
+    counts = Counter(reject.reason for reject in source.rejects)
+    reasons = ", ".join(f"{count} {reason}" for reason, count in counts.most_common())
+    raise SourceError(f"{source.spec.location}: all {len(source.rejects)} rows were rejected: "
+                      f"{reasons}")
 
 
 def _reject_repeated_paths(source: LoadedSource) -> None:
