@@ -165,6 +165,17 @@ def write_cv_release(folder: Path, speakers: dict[str, tuple[str, int]], *, seco
     return folder
 
 
+def link_cv_release(original: Path, folder: Path) -> Path:
+    """A copy of a release whose clips/ holds symlinks to the original's files, as git-annex,
+    DVC or a hand-made subset leave it; the TSVs are copied."""
+    (folder / "clips").mkdir(parents=True)
+    for tsv in original.glob("*.tsv"):
+        (folder / tsv.name).write_bytes(tsv.read_bytes())
+    for clip in (original / "clips").iterdir():
+        (folder / "clips" / clip.name).symlink_to(clip.resolve())
+    return folder
+
+
 @pytest.fixture
 def cv_release(tmp_path) -> Callable[..., Path]:
     """cv_release(speakers, **kwargs) -> folder of a raw Common Voice release in tmp."""

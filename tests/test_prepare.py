@@ -21,6 +21,7 @@ import pytest
 from conftest import (
     append_cv_rows,
     encode,
+    link_cv_release,
     load_prepared,
     raw_conditioning,
     speaker_id,
@@ -433,6 +434,47 @@ def test_a_hub_layout_folder_with_nameless_audio(tmp_path: Path) -> None:
                         num_workers=workers, rows_per_shard=1, cache_dir=str(tmp_path / "cache")))
     assert len(shard_bytes(tmp_path / "w2")) == 3
     assert shard_bytes(tmp_path / "w2") == shard_bytes(tmp_path / "w1")
+
+
+def test_a_release_whose_clips_are_symlinks_prepares_like_a_copy(base_release: Path,
+                                                                  release: Path,
+                                                                  tmp_path: Path) -> None:
+    """git-annex, DVC or a hand-made subset: clips/ holds links to the files elsewhere."""
+    prepare(options(release, tmp_path / "copied", **BALANCED))
+    # the same folder (its real path is part of each shard's task digest), now with links
+    shutil.rmtree(release)
+    link_cv_release(base_release, release)
+    assert all(clip.is_symlink() for clip in (release / "clips").iterdir())
+    prepare(options(release, tmp_path / "linked", **BALANCED))
+    copied, linked = shard_bytes(tmp_path / "copied"), shard_bytes(tmp_path / "linked")
+    rows = sum(len(read_config(tmp_path / "linked", "all", split))
+               for split in ("train", "validation"))
+    assert rows == 24 and linked == copied  # 25 clips, carla's 5 cut to 4
+    assert (tmp_path / "linked" / REJECTS_FILE).read_bytes() == (
+        tmp_path / "copied" / REJECTS_FILE).read_bytes()
+
+
+def test_a_release_whose_every_row_is_rejected_is_refused_with_the_counts(
+        base_release: Path, tmp_path: Path, capsys) -> None:
+    from parla.cli import main
+
+    folder = tmp_path / "cv"
+    (folder / "clips").mkdir(parents=True)
+    header, *lines = (base_release / "validated.tsv").read_text().splitlines()
+    escaping = []
+    for line in lines:  # every path climbs out of clips/, to the very files of the release
+        fields = line.split("\t")
+        fields[1] = os.path.relpath(base_release / "clips" / fields[1], folder / "clips")
+        escaping.append("\t".join(fields))
+    (folder / "validated.tsv").write_text("\n".join([header, *escaping]) + "\n")
+    line = f"{folder}: all {len(lines)} rows were rejected: {len(lines)} path_outside_clips"
+    with pytest.raises(UsageError) as raised:
+        prepare(options(folder, tmp_path / "out"))
+    assert str(raised.value) == line
+    code = main(["prepare", "--datasets", str(folder), "--output_dir", str(tmp_path / "out"),
+                 "--no_condition_audio"])
+    assert (code, capsys.readouterr().err) == (2, f"parla: error: {line}\n")
+    assert not (tmp_path / "out").exists()
 
 
 # --- the per-clip function -------------------------------------------------------------------

@@ -7,13 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import append_cv_rows, encode, speaker_id, tone
+from conftest import append_cv_rows, encode, link_cv_release, speaker_id, tone
 from parla.dialects import DIALECTS
 from parla.errors import SourceError, UsageError
 from parla.store.sources import (
     METADATA_COLUMNS,
     LoadedSource,
     SourceSpec,
+    clip_reader,
     clips_outside,
     detect_kind,
     load_source,
@@ -171,21 +172,57 @@ def test_clip_paths_leaving_clips_are_rejects_and_never_opened(cv_release, tmp_p
     clips = folder / "clips"
     (clips / "sub").mkdir()
     (clips / "sub" / "ok.mp3").write_bytes(encode(tone(1.5)))
-    (clips / "escape.mp3").symlink_to(tmp_path / "secret.mp3")
-    (clips / "sub" / "escape.mp3").symlink_to(tmp_path / "secret.mp3")
-    (clips / "alias.mp3").symlink_to(clips / "sub" / "ok.mp3")  # stays inside: fine
-    paths = ["../../secret.mp3", "/etc/passwd", "../../../../etc/passwd", "escape.mp3",
-             "sub/escape.mp3", "sub/../../secret.mp3", "sub/ok.mp3", "alias.mp3"]
+    paths = ["../../secret.mp3", "/etc/passwd", "../../../../etc/passwd", "sub/../../secret.mp3",
+             "sub/..", "", "./", "..\\..\\secret.mp3", "sub/ok.mp3"]
     append_cv_rows(folder, [{"client_id": speaker_id("ana"), "path": p, "sentence": "Hola.",
                              "accents": "Central"} for p in paths], {p: 1500 for p in paths})
-    outside = clips_outside(clips, paths)
-    assert set(outside) == set(paths[:6])
-    assert outside["/etc/passwd"] == "/etc/passwd"
+    outside = clips_outside(paths)
+    assert set(outside) == set(paths[:-1])
+    assert outside["/etc/passwd"] == "is absolute" and outside["./"].startswith("names the")
+    assert outside["../../secret.mp3"] == outside["..\\..\\secret.mp3"] == "goes up a folder ('..')"
     source = load(folder)
-    assert reasons(source) == dict.fromkeys(paths[:6], "path_outside_clips")
+    assert reasons(source) == dict.fromkeys(paths[:-1], "path_outside_clips")
     assert {r.dialect for r in source.rejects} == {"central"}
+    assert source.rejects[1].detail == f"the path is absolute; only files in {clips} are read"
     kept = source.metadata["path"].tolist()
-    assert "sub/ok.mp3" in kept and "alias.mp3" in kept and not set(paths[:6]) & set(kept)
+    assert "sub/ok.mp3" in kept and not set(paths[:-1]) & set(kept)
+
+
+def test_a_symlink_in_clips_is_the_releases_clip_wherever_it_points(cv_release, tmp_path) -> None:
+    """Containment is by name: a file in clips/ under its own name is read, symlink or not."""
+    original = cv_release({"ana": ("Central", 3)}, name="original")
+    linked = link_cv_release(original, tmp_path / "elsewhere" / "cv-release")
+    (linked / "clips" / "sub").mkdir()
+    (linked / "clips" / "sub" / "deep.mp3").symlink_to(original / "clips" / next(
+        (original / "clips").iterdir()).name)
+    (linked / "clips" / "dangling.mp3").symlink_to(tmp_path / "gone.mp3")
+    extra = [{"client_id": speaker_id("ana"), "path": path, "sentence": "Hola.",
+              "accents": "Central"} for path in ("sub/deep.mp3", "dangling.mp3")]
+    append_cv_rows(linked, extra)  # not in clip_durations.tsv: each file is probed
+    copied = load(original).metadata.drop(columns="source")
+    source = load(linked)
+    meta = source.metadata.drop(columns="source")
+    assert meta[:3].equals(copied) and meta.at[3, "path"] == "sub/deep.mp3"
+    assert meta.at[3, "duration"] > 1
+    # it still has to decode, as every clip does: a link to nothing is a missing file
+    assert reasons(source) == {"dangling.mp3": "missing_file"}
+    reader = clip_reader(source)
+    assert reader.read(0, meta.at[0, "path"]) == (original / "clips" / meta.at[0, "path"]
+                                                  ).read_bytes()
+
+
+def test_a_release_whose_every_row_is_rejected_says_why(cv_release) -> None:
+    folder = cv_release({"ana": ("Central", 2)})
+    lines = (folder / "validated.tsv").read_text().splitlines()
+    (folder / "validated.tsv").write_text("\n".join(
+        [lines[0]] + [line.replace("common_voice", "../../common_voice") for line in lines[1:]]
+        + ["too\tfew"]) + "\n")
+    with pytest.raises(UsageError) as raised:
+        load(folder)
+    assert isinstance(raised.value, SourceError)
+    assert str(raised.value) == (f"{folder}: all 3 rows were rejected: 2 path_outside_clips, "
+                                 "1 missing_fields")
+    assert "DIALECT=" not in str(raised.value)
 
 
 # --- parsing and recognising entries ---------------------------------------------------------
@@ -306,6 +343,20 @@ def test_save_to_disk_folders(tmp_path) -> None:
     # splits are concatenated in name order, and bytes are read from the combined table
     assert source.read_bytes([0])[0] == both["test"][0]["audio"]["bytes"]
     np.testing.assert_allclose(source.metadata["duration"][:2], [3.0, 3.1], atol=0.03)
+
+
+@pytest.mark.parametrize("layout", ["folder", "disk"])
+def test_a_dataset_whose_every_row_is_rejected_says_why(layout, tmp_path) -> None:
+    rows = [row | {"audio": {"bytes": b"not audio", "path": row["audio"]["path"]}, "accents": ""}
+            for row in clip_rows(3)]  # no dialect to be told either: the counts come first
+    folder = tmp_path / "mine"
+    if layout == "folder":
+        write_hub_folder(folder, rows)
+    else:
+        audio_dataset(rows).save_to_disk(str(folder))
+    with pytest.raises(SourceError, match=r": all 3 rows were rejected: 3 [a-z_]+$") as raised:
+        load(folder, tmp_path / "cache")
+    assert "DIALECT=" not in str(raised.value)
 
 
 def test_a_duration_column_is_used_without_probing(tmp_path) -> None:

@@ -34,6 +34,8 @@ class ClipReader:
 
     def read(self, row: int, path: str) -> bytes:
         if self.clips_dir is not None:
+            # the path was checked by name when the source was loaded (`clips_outside`); a
+            # symlink in clips/ is the release's clip and is followed, not resolved and refused
             return read_clip(self.clips_dir / path)
         import pyarrow as pa
 

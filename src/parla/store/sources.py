@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -107,11 +109,27 @@ def load_source(spec: SourceSpec, cache_dir: str | None = None) -> LoadedSource:
         source = _load_cv_release(spec)
     else:
         source = _load_datasets_source(spec, kind, cache_dir)
+    _refuse_a_source_with_no_rows_left(source)  # before any dialect is guessed from no rows
     _assign_dialects(source)
     _reject_rows_without_text(source)
     _reject_repeated_paths(source)
     _fill_reject_dialects(source)
     return source
+
+
+def _refuse_a_source_with_no_rows_left(source: LoadedSource) -> None:
+    """A source whose every row was rejected while loading is refused with the count of each
+    reason: that says why (every clip path left clips/, say), where the dialect guess that
+    would follow blames the accents of rows that are not there."""
+    if not source.rejects:
+        return
+    rejected = [reject.source_path for reject in source.rejects]
+    if not source.metadata["path"].isin(rejected).all():
+        return
+    counts = Counter(reject.reason for reject in source.rejects)
+    reasons = ", ".join(f"{count} {reason}" for reason, count in counts.most_common())
+    raise SourceError(f"{source.spec.location}: all {len(source.rejects)} rows were rejected: "
+                      f"{reasons}")
 
 
 def _reject_repeated_paths(source: LoadedSource) -> None:
@@ -224,28 +242,38 @@ def read_cv_tsv(path: Path) -> pd.DataFrame:
     return table
 
 
-def clips_outside(clips_dir: Path, paths: Sequence[str]) -> dict[str, str]:
-    """Paths (as written in the TSV) whose file is not inside ``clips_dir``, symlinks resolved,
-    each with what it resolves to. A path is data, not trust: ``../../x.mp3`` or ``/etc/passwd``
-    must never be opened.
+def clips_outside(paths: Sequence[str]) -> dict[str, str]:
+    """Paths (as written in the TSV) that do not name a file inside the release's clips/ folder,
+    each with why. A path is data, not trust: ``../../x.mp3`` or ``/etc/passwd`` must never be
+    opened.
 
-    A plain file name cannot leave the folder unless it is a symlink, so only names with a
-    folder part and the folder's symlinks (one directory listing) are resolved one by one.
+    Containment is by name, not by target: a file that sits in clips/ under its own name is the
+    release's clip even when it is a symlink to a file elsewhere (git-annex, DVC, a hand-made
+    subset). The user put the link there; only the TSV's text is untrusted, so nothing is
+    resolved.
     """
-    root = Path(os.path.realpath(clips_dir))
-    try:
-        links = {entry.name for entry in os.scandir(clips_dir) if entry.is_symlink()}
-    except OSError:
-        links = set()
     outside: dict[str, str] = {}
     for path in dict.fromkeys(paths):
-        if "/" not in path and "\\" not in path and path not in ("", ".", "..") and \
-                path not in links:
-            continue
-        resolved = Path(os.path.realpath(clips_dir / path))
-        if resolved == root or root not in resolved.parents:
-            outside[path] = str(resolved)
+        if "/" not in path and "\\" not in path and path not in ("", ".", ".."):
+            continue  # a plain file name cannot leave the folder
+        why = _why_outside(path)
+        if why:
+            outside[path] = why
     return outside
+
+
+_SEPARATORS = re.compile(r"[/\\]")  # a backslash too: it separates folders on Windows
+
+
+def _why_outside(path: str) -> str:
+    """Why a TSV path leaves clips/ once normalised, or "" when it stays inside."""
+    if path.startswith(("/", "\\")) or os.path.isabs(path):
+        return "is absolute"
+    if ".." in _SEPARATORS.split(path):
+        return "goes up a folder ('..')"
+    if os.path.normpath(path) == ".":
+        return "names the clips folder itself"
+    return ""
 
 
 def _load_cv_release(spec: SourceSpec) -> LoadedSource:
@@ -290,7 +318,7 @@ def _reject_paths_outside_clips(source: LoadedSource) -> None:
     metadata before any file is opened."""
     assert source.clips_dir is not None
     metadata = source.metadata
-    outside = clips_outside(source.clips_dir, metadata["path"].tolist())
+    outside = clips_outside(metadata["path"].tolist())
     if not outside:
         return
     dialect = _source_dialect(source.spec)
@@ -299,8 +327,8 @@ def _reject_paths_outside_clips(source: LoadedSource) -> None:
             index=False):
         found = dialect or dialect_from_accent(f"{accents}|{variant}")
         source.rejects.append(Reject(path, found.id if found else "", "path_outside_clips",
-                                     f"resolves to {outside[path]}, outside "
-                                     f"{source.clips_dir}"))
+                                     f"the path {outside[path]}; only files in "
+                                     f"{source.clips_dir} are read"))
     source.metadata = metadata[~bad].reset_index(drop=True)
 
 
