@@ -163,3 +163,81 @@ def test_a_worker_that_dies_between_tasks_loses_nothing():
 
     results = sorted(task for task, _ in map_tasks(tasks(), DiesAfterAnswering, num_workers=2))
     assert results == list(range(10))
+
+
+class Raises:
+    def __init__(self, rank: int) -> None:
+        pass
+
+    def __call__(self, task: int) -> int:
+        raise ValueError(f"task {task} is bad")
+
+
+def _spawn_worker(factory):
+    import multiprocessing as mp
+
+    from parla.engines.local import _worker_main
+
+    context = mp.get_context("spawn")
+    conn, child = context.Pipe()
+    process = context.Process(target=_worker_main, args=(factory, 0, child, os.getpid()))
+    process.start()
+    child.close()
+    assert conn.recv() == ("ready", None)
+    return conn, process
+
+
+@pytest.mark.parametrize("when", ["idle", "busy"])
+def test_a_worker_whose_main_process_goes_away_exits_quietly(when, capfd):
+    import time
+
+    conn, process = _spawn_worker(Slow if when == "busy" else Doubler)
+    if when == "busy":
+        conn.send(1)  # its answer meets a closed pipe
+        time.sleep(0.2)
+    conn.close()  # what the worker sees when the main process exits before stopping it
+    process.join(30)
+    assert process.exitcode == 0
+    assert "Traceback" not in capfd.readouterr().err
+
+
+class Slow:
+    def __init__(self, rank: int) -> None:
+        pass
+
+    def __call__(self, task: int) -> int:
+        import time
+
+        time.sleep(1.0)
+        return task
+
+
+def test_a_failing_task_is_still_reported_by_the_worker():
+    conn, process = _spawn_worker(Raises)
+    conn.send(3)
+    kind, error = conn.recv()
+    assert kind == "error" and isinstance(error, ValueError) and str(error) == "task 3 is bad"
+    process.join(30)
+    conn.close()
+    with pytest.raises(ValueError, match="is bad"):
+        list(map_tasks(range(4), Raises, num_workers=2))
+
+
+def test_a_signal_while_the_workers_stop_still_stops_every_one(monkeypatch, capfd):
+    from parla.engines import local
+
+    real_stop = local._Worker.stop
+    seen = []
+
+    def interrupted(worker, patient=True):
+        seen.append(worker.process)
+        if len(seen) == 1:
+            raise KeyboardInterrupt  # Ctrl-C while the first worker exits
+        real_stop(worker, patient)
+
+    monkeypatch.setattr(local._Worker, "stop", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        list(map_tasks(range(6), Doubler, num_workers=2))
+    processes = set(seen)
+    assert len(processes) == 2 and not any(p.is_alive() for p in processes)
+    assert "Traceback" not in capfd.readouterr().err

@@ -33,6 +33,7 @@ from conftest import (
     write_cv_release,
 )
 from parla import cli
+from parla.errors import ParlaError, UsageError
 from parla.store.layout import REJECTS_FILE
 from parla.store.shards import find_shards
 
@@ -215,6 +216,22 @@ def test_an_output_folder_that_cannot_be_created_is_one_line(release, tmp_path):
     assert not locked.exists()
 
 
+
+@pytest.mark.parametrize("error", [
+    ParlaError("cannot connect to the Ray cluster:\n  what Ray said,\r\non two lines\n"),
+    UsageError("bad value\u2028for --x"),
+    OSError(28, "No space left on device", "/tmp/a\nb")])
+def test_every_failure_line_is_one_line_whatever_text_it_quotes(error, capsys):
+    from parla.failures import run_command
+
+    def command() -> int:
+        raise error
+
+    assert run_command("parla", command) in (1, 2)
+    line = one_line(capsys.readouterr().err)
+    assert line.startswith("parla: ") and "  " not in line, line
+
+
 # --- sources that are not there --------------------------------------------------------------
 
 def test_a_mistyped_relative_path_is_no_such_folder_not_a_hub_lookup(fake_hub, tmp_path):
@@ -320,6 +337,21 @@ def test_a_failed_upload_leaves_the_folder_as_it_was(fake_hub, prepared_folder, 
     card = (folder / "README.md").read_text(encoding="utf-8")
     assert f'load_dataset("{REPO}", "central")' in card  # written once the upload succeeded
     assert fake_hub.repos[REPO]["README.md"] == card.encode()
+
+
+def test_a_hub_error_text_with_line_breaks_is_one_line_and_redacted(fake_hub, prepared_folder,
+                                                                    capsys):
+    folder = prepared_folder()
+    before = snapshot(folder)
+    text = f"bad request\n  with Bearer {FAKE_TOKEN};\r\n\tsee the docs\n"
+    fake_hub.fail["commit"] = (400, {"X-Error-Message": "you sent\tit twice"}, {"error": text})
+    code, line = publish_in_process(folder, capsys)  # asserts one line, no traceback
+    assert code == 1
+    assert line.startswith("parla: the Hub answered HTTP 400 while uploading"), line
+    assert "bad request with Bearer ***; see the docs" in line, line
+    assert "  " not in line and "\t" not in line and FAKE_TOKEN not in line
+    assert "the local folder is intact" in line and resume_hint(folder) in line
+    assert snapshot(folder) == before
 
 
 def test_offline_publish_is_one_line_without_retries(fake_hub, prepared_folder, monkeypatch):
@@ -461,6 +493,67 @@ def test_the_workers_die_with_the_main_process(sig, demo_reference, tmp_path):
         assert process.returncode == -signal.SIGKILL
     assert parla_cli(*_demo_args(out)).returncode == 0
     assert _shards(out) == _shards(demo_reference)
+
+
+
+# where in a run the signal lands: before the first shard, mid-run, at 100% (all shards written,
+# the workers being stopped: the race of issue 23, a worker finding its pipe closed)
+SIGNAL_POINTS = ("before_the_first_shard", "mid_run", "at_100_percent")
+SIGNALS = {"sigint_to_the_main_process": (os.kill, signal.SIGINT, 130),
+           "sigterm_to_the_main_process": (os.kill, signal.SIGTERM, 143),
+           "sigint_to_the_group": (os.killpg, signal.SIGINT, 130)}
+# the race shows in about one run in three at 100%; one attempt per signal keeps this under a
+# minute, PARLA_SIGNAL_ATTEMPTS=N repeats each case N times
+SIGNAL_ATTEMPTS = range(1, int(os.environ.get("PARLA_SIGNAL_ATTEMPTS", "1")) + 1)
+INTERRUPTED = {130: "parla: interrupted; finished shards are kept, rerun to resume",
+               143: "parla: terminated (SIGTERM); finished shards are kept, rerun to resume"}
+
+
+def _fast_demo_args(out: Path) -> list[str]:
+    return [*_demo_args(out), "--no_condition_audio"]
+
+
+@pytest.fixture(scope="module")
+def fast_demo_reference(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("engine") / "fast_reference"
+    assert parla_cli(*_fast_demo_args(out)).returncode == 0
+    return out
+
+
+def _reached(point: str, out: Path, process: subprocess.Popen, total: int) -> bool:
+    written = len(list(out.rglob("*.parquet"))) if out.exists() else 0
+    if point == "before_the_first_shard":
+        return len(_children(process.pid)) >= 2 and written == 0
+    return written >= (total // 2 if point == "mid_run" else total)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("attempt", SIGNAL_ATTEMPTS)
+@pytest.mark.parametrize("how", sorted(SIGNALS))
+def test_a_signal_anywhere_in_a_two_worker_run_is_one_line_and_resumes(
+        how, attempt, fast_demo_reference, tmp_path):
+    """Each attempt signals the same folder three times, at each point in turn (every run
+    resuming the last), then a rerun must give the reference's shards."""
+    send, sig, code = SIGNALS[how]
+    total = len(_shards(fast_demo_reference))
+    out = tmp_path / "out"
+    for point in SIGNAL_POINTS:
+        process = _start(_fast_demo_args(out))
+        deadline = time.monotonic() + 120
+        while process.poll() is None and not _reached(point, out, process, total):
+            assert time.monotonic() < deadline, f"the run never got {point}"
+            time.sleep(0.005)
+        if process.poll() is None:
+            send(process.pid, sig)
+        _, err = process.communicate(timeout=60)
+        assert "Traceback" not in err, f"{point}:\n{err}"
+        assert no_process_left(process.pid), session_processes(process.pid)
+        if process.returncode == 0:  # it finished before the signal (rare): nothing to check
+            continue
+        assert process.returncode == code, (point, err)
+        assert one_line(err) == INTERRUPTED[code], point
+    assert parla_cli(*_fast_demo_args(out)).returncode == 0
+    assert _shards(out) == _shards(fast_demo_reference)
 
 
 def _cmdline(pid: int) -> str:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from parla.errors import Terminated, UsageError
-from parla.failures import EXIT_INTERRUPTED, EXIT_TERMINATED, run_command
+from parla.failures import EXIT_INTERRUPTED, EXIT_TERMINATED, one_line, run_command
 from parla.options import (
     ENGINES,
     RESAMPLERS,
@@ -332,8 +332,8 @@ def _cmd_publish(args: argparse.Namespace) -> int:
         url = publish(options).output
     except (KeyboardInterrupt, Terminated) as stop:
         how = "interrupted" if isinstance(stop, KeyboardInterrupt) else "terminated (SIGTERM)"
-        print(f"parla: upload {how}; {options.folder} is intact: run `parla publish "
-              f"{options.folder} --repo_id {options.repo_id}` again to finish it",
+        print(one_line(f"parla: upload {how}; {options.folder} is intact: run `parla publish "
+                       f"{options.folder} --repo_id {options.repo_id}` again to finish it"),
               file=sys.stderr)
         return EXIT_INTERRUPTED if isinstance(stop, KeyboardInterrupt) else EXIT_TERMINATED
     print(url)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import signal
 import sys
 import threading
@@ -24,6 +25,18 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT
 EXIT_TERMINATED = 143  # 128 + SIGTERM
 _DISK_FULL = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
 _NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS}
+# a line break as str.splitlines sees one, with the whitespace around it
+_LINE_BREAK = re.compile(r"\s*[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]\s*")
+
+
+def one_line(message: str) -> str:
+    """A message as one line: each line break, with the whitespace around it, becomes one space
+    (text quoted from the Hub, Ray or a library may have several lines)."""
+    return _LINE_BREAK.sub(" ", message).strip()
+
+
+def _say(message: str) -> None:
+    print(one_line(message), file=sys.stderr)
 
 
 def _environment_error(error: BaseException) -> OSError | None:
@@ -89,15 +102,16 @@ class _TerminationSignal:
 def run_command(prog: str, command: Callable[[], int]) -> int:
     """Run a command and turn every failure into one stderr line and an exit code: 2 for bad
     input, 1 for the environment (disk, permissions, network, the Hub), 130 for SIGINT, 143 for
-    SIGTERM. Anything else is a bug in parla and keeps its traceback."""
+    SIGTERM. Anything else is a bug in parla and keeps its traceback. The line is one line even
+    when the error quotes text with line breaks."""
     try:
         with _TerminationSignal():
             return command()
     except UsageError as error:
-        print(f"{prog}: error: {error}", file=sys.stderr)
+        _say(f"{prog}: error: {error}")
         return EXIT_USAGE
     except ParlaError as error:
-        print(f"{prog}: {error}", file=sys.stderr)
+        _say(f"{prog}: {error}")
         return EXIT_ENVIRONMENT
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; finished shards are kept, rerun to resume", file=sys.stderr)
@@ -110,5 +124,5 @@ def run_command(prog: str, command: Callable[[], int]) -> int:
         cause = _environment_error(error)
         if cause is None:
             raise
-        print(f"{prog}: {describe_environment_error(cause)}", file=sys.stderr)
+        _say(f"{prog}: {describe_environment_error(cause)}")
         return EXIT_ENVIRONMENT

@@ -3,7 +3,9 @@
 Each worker has its own pipe and gets its next task only when it has answered the last one, so
 neither side can block the other and memory stays flat however long the stream. Workers die
 with the main process: they ask the kernel for SIGKILL when their parent dies (Linux) and check
-their parent as they start; SIGINT is left to the main process, which stops them itself.
+their parent as they start; SIGINT is left to the main process, which stops them itself, all
+of them even when a signal interrupts the stopping. A worker whose pipe closes, or that gets a
+signal while the stage stops, exits quietly: only a failure of its own is reported.
 """
 
 from __future__ import annotations
@@ -35,14 +37,29 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
+# what a worker meets when the main process is going away: its pipe closed (EOF, a broken
+# pipe), or a signal while the stage stops; none of them is a failure of the worker
+_PARENT_GONE = (EOFError, BrokenPipeError, ConnectionResetError, KeyboardInterrupt, SystemExit)
+
+
 def _worker_main(worker_factory: WorkerFactory, rank: int, conn: Connection,
                  parent_pid: int) -> None:
     _die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides what Ctrl-C ends
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     try:
+        _serve(worker_factory, rank, conn)
+    except _PARENT_GONE:  # the stage is stopping: exit quietly, no traceback
+        sys.exit(0)
+
+
+def _serve(worker_factory: WorkerFactory, rank: int, conn: Connection) -> None:
+    """Build the worker, then answer tasks until told to stop. A failure of the worker or of a
+    task is sent to the main process (the reason must reach the user); only talking to the
+    main process raises."""
+    try:
         worker = worker_factory(rank)
-    except BaseException as error:  # sent back: the reason must reach the user
+    except BaseException as error:
         conn.send(("error", _picklable(error)))
         return
     conn.send(("ready", None))
@@ -94,6 +111,7 @@ class _Worker:
         self.task: Any = None  # the task it is working on
         self.busy = False
         self.dead = False  # found dead between tasks
+        self.asked = False  # told to exit
 
     @property
     def idle(self) -> bool:
@@ -112,11 +130,17 @@ class _Worker:
         self.dead = True
         return False
 
-    def stop(self) -> None:
+    def ask_to_stop(self) -> None:
+        """Tell an idle worker to exit (a busy or starting one is terminated by `stop`)."""
         with contextlib.suppress(OSError, ValueError):
             if self.process.is_alive() and self.idle:
-                self.conn.send(None)  # a clean exit; a busy or starting worker is stopped
-        self.process.join(_STOP_SECONDS if self.idle else 0)
+                self.conn.send(None)
+                self.asked = True
+
+    def stop(self, patient: bool = True) -> None:
+        """Make sure the process has ended: it may take a while to exit when asked to (unless
+        not `patient`), then it is terminated, then killed."""
+        self.process.join(_STOP_SECONDS if patient and self.asked else 0)
         if self.process.is_alive():
             self.process.terminate()
             self.process.join(_STOP_SECONDS)
@@ -124,6 +148,20 @@ class _Worker:
             self.process.kill()
             self.process.join()
         self.conn.close()
+
+
+def _stop_all(workers: list[_Worker]) -> None:
+    """Stop every worker, even when a signal arrives while they stop: one left running would
+    outlive this process's clean-up, find its pipe closed, and be killed mid-way."""
+    for worker in workers:  # all asked first, so that they exit side by side
+        worker.ask_to_stop()
+    try:
+        for worker in workers:
+            worker.stop()
+    except BaseException:
+        for worker in workers:
+            worker.stop(patient=False)
+        raise
 
 
 @contextlib.contextmanager
@@ -223,8 +261,7 @@ def map_tasks(tasks: Iterable[Any], worker_factory: WorkerFactory, *, num_worker
                     task, worker.task, worker.busy = worker.task, None, False
                     yield task, payload
     finally:
-        for worker in workers:
-            worker.stop()
+        _stop_all(workers)
 
 
 _END = object()

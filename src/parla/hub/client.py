@@ -198,7 +198,7 @@ def _failure(error: BaseException, doing: str, repo_id: str, token: str | None
         return HubError(f"the Hub had a server error (HTTP {status}) while {doing}; the "
                         f"problem is on the Hub's side, try again later")
     if status is not None:
-        detail = getattr(error, "server_message", None) or ""
+        detail = " ".join((getattr(error, "server_message", None) or "").split())  # one line
         return HubError(_scrub(f"the Hub answered HTTP {status} while {doing}"
                                + (f": {detail}" if detail else ""), token))
     from huggingface_hub.utils import OfflineModeIsEnabled
