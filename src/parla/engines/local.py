@@ -216,52 +216,75 @@ def map_tasks(tasks: Iterable[Any], worker_factory: WorkerFactory, *, num_worker
         return
 
     context = mp.get_context(start_method)
-    pending = iter(tasks)
     workers: list[_Worker] = []
     try:
         with _signals_held():
             for rank in range(num_workers):
                 workers.append(_Worker(context, worker_factory, rank))
-        exhausted = False
-        backlog: list[Any] = []  # a task taken for a worker that turned out to be dead
-        while True:
-            for worker in workers:
-                if not worker.idle or worker.dead or (exhausted and not backlog):
-                    continue
-                task = backlog.pop() if backlog else next(pending, _END)
-                if task is _END:
-                    exhausted = True
-                elif not worker.send(task):  # died between tasks: nothing lost
-                    backlog.append(task)
-            live = [w for w in workers if not w.idle and not w.dead]
-            if not live:
-                if exhausted and not backlog:
-                    return
-                if all(w.dead for w in workers):
-                    raise WorkerDied("every worker process died between tasks; finished "
-                                     "output is kept, rerun to resume")
-                continue
-            by_handle = {}
-            for worker in live:
-                by_handle[worker.conn] = worker
-                by_handle[worker.process.sentinel] = worker
-            for handle in wait(list(by_handle)):
-                worker = by_handle[handle]
-                if worker.idle:
-                    continue  # answered already in this round; a death now loses no task
-                message = _receive(worker)
-                if message is None:
-                    raise _died(worker, describe_task)
-                kind, payload = message
-                if kind == "error":
-                    raise payload
-                if kind == "ready":
-                    worker.ready = True
-                else:
-                    task, worker.task, worker.busy = worker.task, None, False
-                    yield task, payload
+        yield from _keep_busy(workers, _Feed(iter(tasks)), describe_task)
     finally:
         _stop_all(workers)
+
+
+class _Feed:
+    """The tasks still to hand out: the stream, and any taken for a worker found dead."""
+
+    def __init__(self, pending: Iterator[Any]) -> None:
+        self.pending, self.exhausted, self.backlog = pending, False, []
+
+    @property
+    def empty(self) -> bool:
+        return self.exhausted and not self.backlog
+
+    def dispatch(self, workers: list[_Worker]) -> None:
+        """One task to every idle live worker, while tasks are left."""
+        for worker in workers:
+            if not worker.idle or worker.dead or self.empty:
+                continue
+            task = self.backlog.pop() if self.backlog else next(self.pending, _END)
+            if task is _END:
+                self.exhausted = True
+            elif not worker.send(task):  # died between tasks: nothing lost
+                self.backlog.append(task)
+
+
+def _keep_busy(workers: list[_Worker], feed: _Feed,
+               describe_task: Any) -> Iterator[tuple[Any, Any]]:
+    """Keep every worker busy with one task and yield each answer, until no task is left."""
+    while True:
+        feed.dispatch(workers)
+        live = [w for w in workers if not w.idle and not w.dead]
+        if not live:
+            if feed.empty:
+                return
+            if all(w.dead for w in workers):
+                raise WorkerDied("every worker process died between tasks; finished "
+                                 "output is kept, rerun to resume")
+            continue
+        yield from _answers(live, describe_task)
+
+
+def _answers(live: list[_Worker], describe_task: Any) -> Iterator[tuple[Any, Any]]:
+    """Wait for the busy workers and yield the tasks they finished (a death raises)."""
+    by_handle = {}
+    for worker in live:
+        by_handle[worker.conn] = worker
+        by_handle[worker.process.sentinel] = worker
+    for handle in wait(list(by_handle)):
+        worker = by_handle[handle]
+        if worker.idle:
+            continue  # answered already in this round; a death now loses no task
+        message = _receive(worker)
+        if message is None:
+            raise _died(worker, describe_task)
+        kind, payload = message
+        if kind == "error":
+            raise payload
+        if kind == "ready":
+            worker.ready = True
+        else:
+            task, worker.task, worker.busy = worker.task, None, False
+            yield task, payload
 
 
 _END = object()
