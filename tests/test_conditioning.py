@@ -19,6 +19,7 @@ import soundfile as sf
 import soxr
 from scipy.signal import resample_poly
 
+from conftest import missing_system_tool
 from parla.conditioning import policy as conditioning
 from parla.conditioning.policy import (
     ClipRejected,
@@ -89,7 +90,7 @@ def padded(speech: np.ndarray, lead_s: float, tail_s: float, rate: int = RATE,
 def espeak(tmp_path_factory) -> np.ndarray:
     """Catalan espeak-ng speech at RATE, cut to where it first and last reaches -50 dB re peak."""
     if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng not installed")
+        missing_system_tool("espeak-ng not installed")
     wav = Path(tmp_path_factory.mktemp("espeak")) / "f.wav"
     subprocess.run(["espeak-ng", "-v", "ca", "-w", str(wav),
                     "Fa fred als dies de vent forts, però els peixos neden tranquils."],
