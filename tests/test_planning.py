@@ -162,3 +162,37 @@ def test_a_speaker_without_spares_that_exactly_fits_the_room_is_not_cut() -> Non
                            options(validation_fraction=0.0))
     [task] = plan_shards(table, options(rows_per_shard=10, validation_fraction=0.0), "out")
     assert sorted((g.speaker_id, g.quota) for g in task.groups) == [("a", 4), ("b", 6)]
+
+
+def test_a_speaker_without_spares_first_fills_the_room_left_by_others() -> None:
+    # 4 whole rows and 25 to cut, shards of 10: the cut fills what the first shard has left,
+    # so 29 rows take three shards, whichever speaker the seeded order takes first
+    table = split_dialects({"central": candidates("central", {"a": (4, 1), "big": (25, 0)})},
+                           options(validation_fraction=0.0))
+    firsts = set()
+    for seed in range(6):
+        tasks = plan_shards(table, options(seed=seed, rows_per_shard=10,
+                                           validation_fraction=0.0), "out")
+        assert sorted(task.rows for task in tasks) == [9, 10, 10]
+        firsts.add(tasks[0].groups[0].speaker_id)
+    assert firsts == {"a", "big"}  # both orders were planned
+
+
+def test_a_speaker_with_one_first_choice_is_planned_and_one_with_none_is_not() -> None:
+    table = split_dialects({"central": candidates("central", {"one": (1, 2), "none": (0, 3)})},
+                           options(validation_fraction=0.0))
+    [task] = plan_shards(table, options(validation_fraction=0.0), "out")
+    assert [(g.speaker_id, g.quota, len(g.candidates)) for g in task.groups] == [("one", 1, 3)]
+
+
+def test_the_seed_changes_the_speaker_order_and_the_split() -> None:
+    speakers = {f"s{i}": (2, 0) for i in range(12)}
+    orders, held_out = set(), set()
+    for seed in range(4):
+        rows = candidates("central", speakers)
+        table = split_dialects({"central": rows}, options(seed=seed, validation_fraction=0.0))
+        tasks = plan_shards(table, options(seed=seed, validation_fraction=0.0), "out")
+        orders.add(tuple(g.speaker_id for t in tasks for g in t.groups))
+        table = split_dialects({"central": rows}, options(seed=seed, validation_fraction=0.25))
+        held_out.add(frozenset(table.loc[table["split"] == "validation", "client_id"]))
+    assert len(orders) > 1 and len(held_out) > 1
