@@ -7,6 +7,7 @@ import csv
 import functools
 import hashlib
 import io
+import os
 import shutil
 import subprocess
 import tempfile
@@ -34,6 +35,31 @@ def _hermetic(monkeypatch, tmp_path_factory):
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+
+
+# --- system tools ----------------------------------------------------------------------------
+# espeak-ng (real speech), libFLAC and libmpg123 (prepare's ctypes fast paths) and Chromium
+# (rendering report.html) come from the system, not from pip. Their tests skip without them,
+# except where PARLA_REQUIRE_SYSTEM_TOOLS=1 (set by .ci/run, which installs them): there a
+# missing tool fails the test instead, so CI cannot pass by silently skipping.
+
+REQUIRE_SYSTEM_TOOLS = os.environ.get("PARLA_REQUIRE_SYSTEM_TOOLS", "") not in ("", "0")
+
+
+def missing_system_tool(reason: str) -> None:
+    """Skip the running test for want of a system tool, or fail it under
+    PARLA_REQUIRE_SYSTEM_TOOLS=1."""
+    if REQUIRE_SYSTEM_TOOLS:
+        pytest.fail(f"{reason} (PARLA_REQUIRE_SYSTEM_TOOLS=1: required, not skipped)",
+                    pytrace=False)
+    pytest.skip(reason)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """``@pytest.mark.needs_system_tool(available, reason=...)``: see `missing_system_tool`."""
+    for mark in item.iter_markers("needs_system_tool"):
+        if not mark.args[0]:
+            missing_system_tool(mark.kwargs["reason"])
 
 
 @contextlib.contextmanager
@@ -74,9 +100,12 @@ def _espeak(text: str, voice: str, speed: int) -> tuple[np.ndarray, int]:
 
 def speech(text: str = "Bon dia a tothom.", sample_rate: int = 48000, voice: str = "ca+m3",
            speed: int = 160, pad_seconds: float = 0.2, seed: int = 0) -> np.ndarray:
-    """Catalan speech from espeak-ng (a tone-burst stand-in without it), padded with faint noise."""
+    """Catalan speech from espeak-ng, padded with faint noise. Without espeak-ng: a tone-burst
+    stand-in, except under PARLA_REQUIRE_SYSTEM_TOOLS=1, where the calling test fails."""
     from parla.audio.decode import resample
 
+    if not HAVE_ESPEAK and REQUIRE_SYSTEM_TOOLS:
+        missing_system_tool("espeak-ng is not installed: no real speech")
     if HAVE_ESPEAK:
         samples, rate = _espeak(text, voice, speed)
         samples = resample(samples.astype(np.float32), rate, sample_rate) * 0.8

@@ -11,7 +11,9 @@ import soundfile as sf
 from parla.audio import decode as audio
 from parla.audio import flac
 
-pytestmark = pytest.mark.skipif(not flac.available(), reason="libFLAC is not installed")
+# skipped without libFLAC; a failure under PARLA_REQUIRE_SYSTEM_TOOLS=1 (conftest.py)
+pytestmark = pytest.mark.needs_system_tool(flac.available(),
+                                           reason="libFLAC is not installed")
 
 
 def _libsndfile_flac(pcm: np.ndarray, sample_rate: int) -> bytes:

@@ -13,7 +13,9 @@ from parla.audio import mpg123
 from parla.errors import RowRejected, UsageError
 from parla.options import PrepareOptions
 
-pytestmark = pytest.mark.skipif(not mpg123.available(), reason="libmpg123 is not installed")
+# skipped without libmpg123; a failure under PARLA_REQUIRE_SYSTEM_TOOLS=1 (conftest.py)
+pytestmark = pytest.mark.needs_system_tool(mpg123.available(),
+                                           reason="libmpg123 is not installed")
 
 
 def _soundfile_decode(data: bytes) -> np.ndarray:

@@ -161,9 +161,11 @@ def test_build_example_round_trip_without_dedupe():
 
 def test_split_example_rejects_other_sequences():
     example = build_example([700], random_codes(2), dedupe=False)["input_ids"].tolist()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="wrong start or end tokens"):
         split_example(example[1:])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="wrong start or end tokens"):
         split_example(example[:-1])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="no START_OF_SPEECH token"):
         split_example([t for t in example if t != 128257])
+    with pytest.raises(ValueError, match="the text part does not end as expected"):
+        split_example([t for t in example if t != orpheus.END_OF_HUMAN])

@@ -234,7 +234,8 @@ def test_report_of_a_prepared_folder(demo_report: Path) -> None:
         assert source.endswith("-conditioned.flac") == (rate == 24000)
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="needs chromium (apt-get install chromium)")
+@pytest.mark.needs_system_tool(CHROMIUM is not None,
+                               reason="needs chromium (apt-get install chromium)")
 def test_report_renders_in_headless_chromium(demo_report: Path, tmp_path: Path) -> None:
     from PIL import Image
 
