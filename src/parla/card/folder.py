@@ -28,6 +28,8 @@ from parla.tokens.packing import combine_summaries
 
 log = get_logger("card")
 
+Shards = Mapping[str, Mapping[str, Sequence[Path]]]  # a `find_shards` result
+
 _STAT_COLUMNS = ("speaker_id", "duration")
 
 
@@ -62,14 +64,14 @@ def _config_order(config: str) -> tuple[int, int, str]:
     return (1, known.index(config), config) if config in known else (2, 0, config)
 
 
-def folder_statistics(folder: str | os.PathLike) -> tuple[dict[str, dict[str, Any]],
-                                                          list[SplitStats]]:
+def folder_statistics(folder: str | os.PathLike, shards: Shards | None = None
+                      ) -> tuple[dict[str, dict[str, Any]], list[SplitStats]]:
     """The `data_files` patterns and the numbers of every config and split found in a folder.
 
     Each clip is stored once, in its dialect's config; ``all`` is the union of the dialect
     configs' files, defined only in the card, so it costs no storage and no second encode.
     """
-    shards = find_shards(folder)
+    shards = find_shards(folder) if shards is None else shards
     configs: dict[str, dict[str, Any]] = {}
     stats: list[SplitStats] = []
     dialects = [config for config in sorted(shards, key=_config_order) if config in DIALECTS]
@@ -90,9 +92,9 @@ def _ordered_splits(splits: Iterable[str]) -> list[str]:
     return sorted(splits, key=lambda s: (s != "train", s != "validation", s))
 
 
-def _first_schema(folder: Path) -> list[tuple[str, str]]:
+def _first_schema(folder: Path, shards: Shards | None = None) -> list[tuple[str, str]]:
     """Columns of the first shard of the examples' configs (`packed` has its own section)."""
-    shards = find_shards(folder)
+    shards = find_shards(folder) if shards is None else shards
     for splits in [s for c, s in shards.items() if c != PACKED_CONFIG] or shards.values():
         for paths in splits.values():
             schema = pq.read_schema(paths[0])
@@ -112,21 +114,25 @@ def _report_summary(folder: Path, repo_id: str | None) -> str | None:
 
 
 def card_text(folder: Path, kind: str, parameters: Mapping[str, Any],
-              repo_id: str | None = None) -> str:
-    """The card of ``folder`` as its shards (and packed config, and report) say now."""
-    configs, table_rows = folder_statistics(folder)
+              repo_id: str | None = None, shards: Shards | None = None) -> str:
+    """The card of ``folder`` as its shards (and packed config, and report) say now; ``shards``
+    is the folder's `find_shards` when the caller has it (one scan a run)."""
+    shards = find_shards(folder) if shards is None else shards
+    configs, table_rows = folder_statistics(folder, shards)
     if not configs:
         raise UsageError(f"no shards under {folder / 'data'}: nothing to describe")
     return render_card(configs, table_rows, dict(parameters), kind, repo_id=repo_id,
-                       columns=_first_schema(folder), packed=read_packed_summary(folder),
+                       columns=_first_schema(folder, shards),
+                       packed=read_packed_summary(folder, shards),
                        report=_report_summary(folder, repo_id))
 
 
 def write_dataset_card(folder: str | os.PathLike, *, kind: str, parameters: Mapping[str, Any],
-                       repo_id: str | None = None) -> Path:
-    """Write ``<folder>/README.md`` from the shards found there; stages call this last."""
+                       repo_id: str | None = None, shards: Shards | None = None) -> Path:
+    """Write ``<folder>/README.md`` from the shards found there (``shards``, when the caller
+    has scanned the folder); stages call this last."""
     folder = Path(folder)
-    text = card_text(folder, kind, parameters, repo_id)
+    text = card_text(folder, kind, parameters, repo_id, shards)
     path = folder / CARD_FILE
     if not path.is_file() or path.read_text(encoding="utf-8") != text:
         write_text_atomic(path, text)
@@ -172,9 +178,10 @@ def read_packed_record(path: str | os.PathLike) -> dict[str, Any] | None:
     return record if record is not None and "summary" in record else None
 
 
-def read_packed_summary(folder: str | os.PathLike) -> dict[str, Any] | None:
+def read_packed_summary(folder: str | os.PathLike, shards: Shards | None = None
+                        ) -> dict[str, Any] | None:
     """The packed config's numbers from its shards' footers (for the card); None without one."""
-    found = find_shards(folder).get(PACKED_CONFIG)
+    found = (find_shards(folder) if shards is None else shards).get(PACKED_CONFIG)
     if not found:
         return None
     summaries: dict[str, dict] = {}

@@ -110,17 +110,19 @@ def report_clips(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
             for clip in clips_table(records).to_dict("records")]
 
 
-def collect_samples(folder: Path, samples_per_dialect: int,
-                    read_source: Any) -> dict[str, list[dict[str, Any]]]:
+def collect_samples(folder: Path, samples_per_dialect: int, read_source: Any,
+                    shards: Mapping[str, Mapping[str, Sequence[Path]]] | None = None
+                    ) -> dict[str, list[dict[str, Any]]]:
     """The first rows of each dialect's first train shard (or validation), as report samples;
-    ``read_source(row)`` gives the row's original clip bytes, or None."""
+    ``read_source(row)`` gives the row's original clip bytes, or None. ``shards`` is the
+    folder's `find_shards` when the caller has it."""
     import pyarrow.parquet as pq
 
     from parla.dialects import DIALECTS
     from parla.store.shards import find_shards
 
     samples: dict[str, list[dict[str, Any]]] = {}
-    for config, splits in sorted(find_shards(folder).items()):
+    for config, splits in sorted((find_shards(folder) if shards is None else shards).items()):
         if config not in DIALECTS:
             continue
         for path in [p for split in ("train", "validation") for p in splits.get(split, [])]:

@@ -49,6 +49,7 @@ from parla.store.layout import (
 from parla.store.shards import (
     DATA_DIR,
     find_shards,
+    group_shards,
     shard_paths,
 )
 from parla.store.sources import LoadedSource, clip_reader, load_source, parse_source_spec
@@ -207,6 +208,7 @@ def _write_reports(out: Path, options: PrepareOptions, counts: dict[str, list[St
                    sources: dict[str, LoadedSource],
                    readers: dict[str, ClipReader]) -> dict[str, Any]:
     """Every report, rebuilt from the shards' records and the sources' early rejects."""
+    shards = group_shards(Path(task.path) for task in tasks)  # the folder now: the plan's
     rejects = [reject.to_dict() for source in sources.values() for reject in source.rejects]
     rejects += [reject for record in records for reject in record["rejects"]]
     write_rejects(out / REJECTS_FILE, rejects)
@@ -217,8 +219,8 @@ def _write_reports(out: Path, options: PrepareOptions, counts: dict[str, list[St
     if options.save_speaker_metadata:
         write_json(out / SPEAKERS_FILE, speaker_metadata(records))
     write_report(out, statistics, report_clips(records), rejects,
-                 collect_samples(out, SAMPLES_PER_DIALECT, _source_reader(tasks, readers)))
-    _write_card(out, options)
+                 collect_samples(out, SAMPLES_PER_DIALECT, _source_reader(tasks, readers), shards))
+    _write_card(out, options, shards)
     return statistics
 
 
@@ -253,13 +255,13 @@ def _statistics_parameters(options: PrepareOptions) -> dict[str, Any]:
     return {name: getattr(options, name) for name in names}
 
 
-def _write_card(out: Path, options: PrepareOptions) -> None:
+def _write_card(out: Path, options: PrepareOptions, shards: dict[str, Any]) -> None:
     from parla.card.folder import write_dataset_card
 
     parameters = asdict(options)
     for private in _RUN_SETTINGS:
         parameters.pop(private, None)
-    write_dataset_card(out, kind="prepared", parameters=parameters)
+    write_dataset_card(out, kind="prepared", parameters=parameters, shards=shards)
 
 
 # --- demo ------------------------------------------------------------------------------------

@@ -47,15 +47,21 @@ def parse_shard_name(name: str) -> tuple[str, int, int] | None:
 
 def find_shards(folder: str | os.PathLike) -> dict[str, dict[str, list[Path]]]:
     """Every finished shard under ``folder/data``: ``{config: {split: [paths in order]}}``."""
-    found: dict[str, dict[str, list[Path]]] = {}
     data = Path(folder) / DATA_DIR
     if not data.is_dir():
-        return found
-    for config_dir in sorted(p for p in data.iterdir() if p.is_dir()):
-        for path in sorted(config_dir.iterdir()):
-            parsed = parse_shard_name(path.name)
-            if parsed is not None:
-                found.setdefault(config_dir.name, {}).setdefault(parsed[0], []).append(path)
+        return {}
+    return group_shards(path for config_dir in data.iterdir() if config_dir.is_dir()
+                        for path in config_dir.iterdir())
+
+
+def group_shards(paths: Iterable[Path]) -> dict[str, dict[str, list[Path]]]:
+    """Shard files (``.../<config>/<split>-i-of-n.parquet``) as `find_shards` gives them: configs
+    and paths in name order; anything that is not a shard name is left out."""
+    found: dict[str, dict[str, list[Path]]] = {}
+    for path in sorted(paths, key=lambda p: (p.parent.name, p.name)):
+        parsed = parse_shard_name(path.name)
+        if parsed is not None:
+            found.setdefault(path.parent.name, {}).setdefault(parsed[0], []).append(path)
     return found
 
 
