@@ -3,9 +3,12 @@
 Builds two corpora (the embedded demo corpus, and a copy of it with corrupt rows: stray tabs,
 bytes that are not UTF-8, a truncated clip, WAV bytes named .mp3, a path leaving clips/), runs
 prepare, tokenize (dedupe on and off, with --pack_length) through the CLI, and prints one
-`sha256  path` line per file. Run it on two commits and diff the two outputs:
+`sha256  path` line per file. Run it on two commits with the same WORK_DIR (a shard's footer identifies its sources by their
+real path, so both runs must read them from the same place: the demo corpus is copied there
+too) and diff the two outputs:
 
-    python scripts/output_digest.py WORK_DIR > after.txt
+    python scripts/output_digest.py /tmp/parla-digest > before.txt   # on the first commit
+    python scripts/output_digest.py /tmp/parla-digest > after.txt    # on the second
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ def main() -> None:
     from parla.testing import write_offline_models
 
     snac, tokenizer = write_offline_models(work / "models")
-    demo = demo_corpus_path()
+    demo = shutil.copytree(demo_corpus_path(), work / "demo_release")
     corpora = {"demo": demo, "corrupt": corrupt_copy(demo, work / "corrupt_release")}
     for name, corpus in corpora.items():
         prepared = work / f"{name}-prepared"
