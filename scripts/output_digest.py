@@ -3,9 +3,9 @@
 Builds two corpora (the embedded demo corpus, and a copy of it with corrupt rows: stray tabs,
 bytes that are not UTF-8, a truncated clip, WAV bytes named .mp3, a path leaving clips/), runs
 prepare, tokenize (dedupe on and off, with --pack_length) through the CLI, and prints one
-`sha256  path` line per file. Run it on two commits with the same WORK_DIR (a shard's footer identifies its sources by their
-real path, so both runs must read them from the same place: the demo corpus is copied there
-too) and diff the two outputs:
+`sha256  path` line per file. Run it on two commits with the same WORK_DIR (a shard's footer
+identifies its sources by their real path, so both runs must read them from the same place: the
+demo corpus is copied there too) and diff the two outputs:
 
     python scripts/output_digest.py /tmp/parla-digest > before.txt   # on the first commit
     python scripts/output_digest.py /tmp/parla-digest > after.txt    # on the second
