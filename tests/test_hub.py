@@ -196,6 +196,47 @@ def test_publish_uploads_the_folder_and_the_hub_copy_loads(fake_hub, prepared_fo
         assert load(copy, config, tmp_path / f"c-{config}")["train"].num_rows > 0
 
 
+def test_no_uploaded_file_names_a_path_of_this_machine(fake_hub, tmp_path):
+    """Prepared from absolute paths (a release, a NAME=folder): the card names the sources by
+    their names, and no file publish sends holds a path of the machine; the report still finds
+    the release's clips."""
+    from conftest import RAW_CONDITIONING_FLAGS, write_cv_release
+    from parla.report import __main__ as report_main
+
+    root = (tmp_path / "machine-specific-root").absolute()
+    release = write_cv_release(root / "cv-corpus-23.0" / "ca", {"ana": ("Central", 3),
+                                                                "eva": ("Balear", 3)})
+    out = root / "out"
+    assert cli.main(["prepare", "--datasets", str(release), "--output_dir", str(out), "-q",
+                     "--num_workers", "1", "--min_samples_per_speaker", "1",
+                     *RAW_CONDITIONING_FLAGS]) == 0
+    card = (out / "README.md").read_text(encoding="utf-8")
+    assert "| `datasets` | cv-corpus-23.0/ca |" in card
+    assert report_main._local_sources(out) == [str(release)]  # kept locally, not in the card
+    assert cli.main(["publish", str(out), "--repo_id", REPO, "-q"]) == 0
+    uploaded = fake_hub.repos[REPO]
+    assert "README.md" in uploaded and not any(name.startswith(".") for name in uploaded)
+    for needle in (str(root), str(tmp_path), os.path.expanduser("~")):
+        leaking = [name for name, data in uploaded.items() if needle.encode() in data]
+        assert leaking == [], f"{needle} in {leaking}"
+
+
+@pytest.mark.parametrize(("given", "shown"), [
+    ("xaviviro/cv_23_ca_central", "xaviviro/cv_23_ca_central"),  # a Hub id: as it is
+    ("central={folder}", "central=my_central"),
+    ("{folder}", "my_central"),
+    ("{cache}", "xaviviro/cv_23_ca_central"),  # a Hub cache snapshot: its Hub id
+])
+def test_a_local_source_is_named_by_its_own_name(tmp_path, given, shown):
+    from parla.card.names import public_source
+
+    folder = tmp_path / "data" / "my_central"
+    folder.mkdir(parents=True)
+    cache = tmp_path / "hub" / "datasets--xaviviro--cv_23_ca_central" / "snapshots" / "abc123"
+    cache.mkdir(parents=True)
+    assert public_source(given.format(folder=folder, cache=cache)) == shown
+
+
 def test_publish_to_a_branch_creates_it_first(fake_hub, prepared_folder):
     folder = prepared_folder()
     assert cli.main(["publish", str(folder), "--repo_id", REPO, "--revision", "v2",
