@@ -403,7 +403,71 @@ def test_retry_waits(status, headers, retries, wait):
     assert transport.retry_wait(status, headers, retries) == wait
 
 
+class _Inner:
+    """A transport answering each request with the next outcome (a status, or an error to
+    raise); the last outcome repeats."""
+
+    def __init__(self, *outcomes):
+        self.outcomes, self.calls = list(outcomes), 0
+
+    def handle_request(self, request):
+        self.calls += 1
+        outcome = self.outcomes.pop(0) if len(self.outcomes) > 1 else self.outcomes[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return self.httpx.Response(outcome, request=request)
+
+
+def _send(httpx, method, path, *outcomes):
+    request = httpx.Request(method, f"http://hub.test{path}", content=b"{}", extensions={
+        "timeout": {"connect": 3.0, "read": 5.0, "write": 5.0, "pool": 5.0}})
+    inner = _Inner(*outcomes)
+    inner.httpx = httpx
+    try:
+        return transport.send(inner, request, httpx), inner.calls
+    except (transport.HubStalled, transport.HubGaveUp) as error:
+        return error, inner.calls
+
+
+@pytest.mark.parametrize(("error", "says"), [
+    ("ConnectTimeout", "took no connection (none within 3 s)"),
+    ("WriteTimeout", "stopped reading what parla sent (nothing taken for 5 s"),
+    ("ReadTimeout", "stopped answering (no reply within 5 s"),
+    ("PoolTimeout", "left no connection free (none within 5 s"),
+])
+def test_every_stall_ends_at_once_and_is_not_sent_again(error, says, monkeypatch):
+    httpx = pytest.importorskip("httpx2")
+    monkeypatch.setattr(transport, "_sleep", lambda seconds: pytest.fail("retried a stall"))
+    transport.reset_retries()
+    for method, path in (("GET", "/api/whoami-v2"), ("POST", "/api/datasets/a/b/commit/main")):
+        stalled, calls = _send(httpx, method, path, getattr(httpx, error)("stalled"))
+        assert isinstance(stalled, transport.HubStalled) and calls == 1
+        assert says in str(stalled)
+
+
+def test_a_commit_the_hub_may_have_taken_is_not_sent_again(monkeypatch):
+    httpx = pytest.importorskip("httpx2")
+    waits = []
+    monkeypatch.setattr(transport, "_sleep", waits.append)
+    transport.reset_retries()
+    commit, preupload = "/api/datasets/a/b/commit/main", "/api/datasets/a/b/preupload/main"
+    dropped = httpx.RemoteProtocolError("Server disconnected without sending a response.")
+    for outcome in (502, 500, 504, dropped):
+        failed, calls = _send(httpx, "POST", commit, outcome, 200)
+        assert calls == 1 and "not sent again, as the Hub may have acted on it" in str(failed)
+    assert waits == []
+    # what says the request was not taken (or never left) is sent again; so is a question
+    for path, outcome in ((commit, 503), (commit, 429), (commit, httpx.ConnectError("refused")),
+                          (preupload, 502), (preupload, dropped)):
+        response, calls = _send(httpx, "POST", path, outcome, 200)
+        assert response.status_code == 200 and calls == 2
+    assert waits == [1.0] * 5
+
+
 def test_a_bad_timeout_setting_is_a_usage_error(monkeypatch):
     monkeypatch.setenv("PARLA_HUB_TIMEOUT", "soon")
     with pytest.raises(hub.UsageError, match="PARLA_HUB_TIMEOUT='soon' is not a number"):
         endpoint.read_timeout()
+    monkeypatch.setenv("PARLA_HUB_RETRY_S", "a while")
+    with pytest.raises(hub.UsageError, match="PARLA_HUB_RETRY_S='a while' is not a number"):
+        transport.reset_retries()

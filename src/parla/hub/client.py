@@ -260,6 +260,16 @@ def _upload(api: Any, options: PublishOptions, folder: Path, token: str) -> None
                       commit_message=options.commit_message or "Upload corpus with parla")
 
 
+def _upload_size(folder: Path) -> tuple[int, int]:
+    """(files, bytes) that the upload considers (huggingface_hub's ignore rules, roughly)."""
+    from fnmatch import fnmatch
+
+    sizes = [p.stat().st_size for p in folder.rglob("*") if p.is_file()
+             and not any(fnmatch(str(p.relative_to(folder)), pattern) or fnmatch(p.name, pattern)
+                         for pattern in UPLOAD_IGNORE_PATTERNS)]
+    return len(sizes), sum(sizes)
+
+
 @contextlib.contextmanager
 def _staged(folder: Path, card: str | None) -> Iterator[Path]:
     """What to upload: ``folder`` itself, or (with a new card) a temporary tree of links to its
@@ -300,7 +310,9 @@ def upload_folder(options: PublishOptions, token: str | None = None) -> str:
         log.warning("%s was not written by parla; uploading it unchanged", folder / CARD_FILE)
     api = _api(token)
     url = f"{hub_endpoint()}/datasets/{options.repo_id}"
-    log.info("uploading %s to %s as %s", folder, url, user)
+    files, size = _upload_size(folder)
+    log.info("uploading %s (%d files, %.1f MB; files already on the Hub are skipped) to %s as %s",
+             folder, files, size / 1e6, url, user)
     with contextlib.ExitStack() as stack:
         upload_from = stack.enter_context(_staged(folder, card))  # a local failure: not the Hub's
         stack.enter_context(_quiet_hub_library())
