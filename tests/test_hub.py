@@ -237,6 +237,18 @@ def test_a_local_source_is_named_by_its_own_name(tmp_path, given, shown):
     assert public_source(given.format(folder=folder, cache=cache)) == shown
 
 
+def test_a_large_upload_shows_the_bytes_sent(fake_hub, prepared_folder, capsys, monkeypatch):
+    monkeypatch.delenv("PARLA_DISABLE_PROGRESS")
+    folder = prepared_folder()
+    (folder / "noise.bin").write_bytes(os.urandom(6 << 20))
+    assert cli.main(["publish", str(folder), "--repo_id", REPO]) == 0
+    err = capsys.readouterr().err
+    assert re.search(r"uploading .* \(\d+ files, 6\.\d MB; files already on the Hub are "
+                     r"skipped\)", err), err
+    assert re.search(r"sending to the Hub \(committing the upload\): +\d+%.* [\d.]+k?B of "
+                     r"8\.\d+MB", err), err
+
+
 def test_publish_to_a_branch_creates_it_first(fake_hub, prepared_folder):
     folder = prepared_folder()
     assert cli.main(["publish", str(folder), "--repo_id", REPO, "--revision", "v2",

@@ -169,7 +169,9 @@ def _counted_body(request: Any, httpx: Any) -> Iterator[None]:
         return
     body = request.content
     bar = progress(desc=f"sending to the Hub ({_doing(request)})", total=len(body), unit="B",
-                   unit_scale=True, unit_divisor=1024, leave=False)
+                   unit_scale=True, leave=False,
+                   bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}B of {total_fmt}B "
+                              "[{elapsed}<{remaining}, {rate_fmt}]")
 
     class Pieces(httpx.SyncByteStream):
         def __iter__(self) -> Iterator[bytes]:
