@@ -8,7 +8,9 @@ import functools
 import hashlib
 import io
 import os
+import re
 import shutil
+import socket
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
@@ -248,10 +250,13 @@ class FakeHub:
 
     ``fail[route] = status`` answers that HTTP status instead, every time; ``fail[route] =
     "drop"`` closes the connection without answering; ``"hang"`` reads the request and never
-    answers (until `close`); ``(status, headers, body)`` is sent as it is (a malformed reply, a
-    429 with Retry-After). A list of these is used one per request, then the route answers
-    normally. ``repos`` holds what was committed, ``{repo_id: {path: bytes}}``; ``calls`` and
-    ``paths`` list the routes and URL paths hit; ``waits`` the retry waits parla asked for.
+    answers (until `close`); ``"no_read"`` takes the connection and never reads the body,
+    ``"stall_mid"`` reads half of it and stops (both until `close`: its small receive buffer
+    makes the sender block after a few MB); ``(status, headers, body)`` is sent as it is (a
+    malformed reply, a 429 with Retry-After). A list of these is used one per request, then the
+    route answers normally. ``repos`` holds what was committed, ``{repo_id: {path: bytes}}``;
+    ``calls`` and ``paths`` list the routes and URL paths hit; ``waits`` the retry waits parla
+    asked for.
     """
 
     def __init__(self, user: str = "tester", orgs: tuple[str, ...] = (), role: str = "write"):
@@ -267,7 +272,13 @@ class FakeHub:
         self.authorization_headers: list[str] = []
         self.waits: list[float] = []
         self.released = threading.Event()  # ends every "hang"
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _fake_hub_handler(self))
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _fake_hub_handler(self),
+                                                       bind_and_activate=False)
+        # a small receive buffer, inherited by every connection: a Hub that stops reading
+        # stalls the sender after a few MB, not after the kernel's 32 MB of autotuning
+        self._server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        self._server.server_bind()
+        self._server.server_activate()
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
                                         daemon=True)
         self._thread.start()
@@ -282,6 +293,36 @@ class FakeHub:
         self._server.shutdown()
         self._server.server_close()
 
+    def _route(self, method: str, path: str) -> tuple[str, re.Match] | None:
+        path = path.split("?")[0]
+        for name, route_method, pattern in _FAKE_ROUTES:
+            match = re.fullmatch(pattern, path)
+            if route_method == method and match:
+                return name, match
+        return None
+
+    def _next_failure(self, route: str) -> object:
+        status = self.fail[route]
+        if isinstance(status, list):
+            status = status.pop(0)
+            if not self.fail[route]:
+                del self.fail[route]
+        return status
+
+    def stalls_body(self, method: str, path: str) -> str | None:
+        """"no_read" or "stall_mid" when this request's body is not to be read (counted as a
+        call), else None (`answer` then reads it)."""
+        found = self._route(method, path)
+        if found is None or found[0] not in self.fail:
+            return None
+        head = self.fail[found[0]]
+        head = head[0] if isinstance(head, list) else head
+        if head not in ("no_read", "stall_mid"):
+            return None
+        self.calls.append(found[0])
+        self.paths.append(path.split("?")[0])
+        return str(self._next_failure(found[0]))
+
     def _allowed(self, repo: str) -> bool:
         return repo.split("/")[0] in (self.user, *self.orgs)
 
@@ -290,23 +331,17 @@ class FakeHub:
         """(status, headers, JSON body) for one request; None drops the connection."""
         import base64
         import json
-        import re
 
         path = path.split("?")[0]
-        found = [(name, re.fullmatch(pattern, path)) for name, route_method, pattern
-                 in _FAKE_ROUTES if route_method == method and re.fullmatch(pattern, path)]
-        if not found:
+        found = self._route(method, path)
+        if found is None:
             return 404, {}, {"error": f"no route {method} {path}"}
-        route, match = found[0]
+        route, match = found
         self.calls.append(route)
         self.paths.append(path)
         self.authorization_headers.append(authorization)
         if route in self.fail:
-            status = self.fail[route]
-            if isinstance(status, list):
-                status = status.pop(0)
-                if not self.fail[route]:
-                    del self.fail[route]
+            status = self._next_failure(route)
             if status == "hang":
                 self.released.wait()
                 return None
@@ -367,6 +402,13 @@ def _fake_hub_handler(hub: FakeHub) -> type:
     class Handler(http.server.BaseHTTPRequestHandler):
         def _respond(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
+            stall = hub.stalls_body(self.command, self.path)
+            if stall is not None:
+                if stall == "stall_mid":
+                    self.rfile.read(length // 2)
+                hub.released.wait()
+                self.close_connection = True
+                return
             body = self.rfile.read(length) if length else b""
             answer = hub.answer(self.command, self.path, self.headers.get("Authorization", ""),
                                 body)
@@ -406,9 +448,9 @@ def fake_hub(monkeypatch) -> FakeHub:
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # read once, at import
     # http_backoff sleeps 1-8 s between its 5 retries of a 5xx; only `time.sleep` is used there
     monkeypatch.setattr(_http, "time", types.SimpleNamespace(sleep=lambda seconds: None))
-    from parla.hub import client as parla_hub
+    from parla.hub import transport
 
-    monkeypatch.setattr(parla_hub, "_sleep", hub.waits.append)  # parla's own retries
+    monkeypatch.setattr(transport, "_sleep", hub.waits.append)  # parla's retries
     yield hub
     hub.close()
 

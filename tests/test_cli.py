@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -58,7 +59,10 @@ BAD_ARGUMENTS = {
     "unknown_dialect": (["--datasets", "gascon={release}"], "unknown dialect 'gascon'"),
     "output_under_a_file": (["--output_dir", "{tmp}/a_file/out"], "not a folder"),
     "non_empty_output": (["--output_dir", "{tmp}/full"], "not empty; pass --overwrite"),
-    "unknown_flag": (["--frobnicate"], "unrecognized arguments: --frobnicate"),
+    "unknown_flag": (["--frobnicate"], "unrecognized arguments for `parla prepare`: --frobnicate"),
+    "misspelled_flag": (["--max_sample_per_speaker", "5"], "unrecognized arguments for `parla "
+                        "prepare`: --max_sample_per_speaker 5 (did you mean "
+                        "--max_samples_per_speaker?)"),
     "bad_choice": (["--resampler", "linear"], "invalid choice: 'linear'"),
     "bad_number": (["--num_workers", "0"], "--num_workers must be >= 1"),
     "not_a_number": (["--min_duration", "short"], "invalid float value: 'short'"),
@@ -186,11 +190,13 @@ def test_prepare_then_overwrite_gives_the_same_bytes(speech_release: Path, tmp_p
     assert again == first  # same seed, same bytes
 
 
-def test_demo_runs(tmp_path: Path, capsys) -> None:
+def test_demo_runs(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.delenv("PARLA_DISABLE_PROGRESS")  # the bars a person sees
     out = tmp_path / "demo"
-    code, printed, _ = run(capsys, "demo", out, "--num_workers", "1")
+    code, printed, bars = run(capsys, "demo", out, "--num_workers", "1")
     assert code == 0
     assert f"datasets.load_dataset({str(out)!r}, split='train'" in printed
+    assert "prepare" in bars and "probing" not in bars  # no bar for probing one clip
     assert set(find_shards(out)) == {"alacanti", "balear", "central", "nord_occidental",
                                      "septentrional", "tortosi", "valencia"}
     rejected = (out / REJECTS_FILE).read_text()
@@ -198,6 +204,15 @@ def test_demo_runs(tmp_path: Path, capsys) -> None:
                  "common_voice_ca_41319752.mp3"):
         assert clip in rejected
     assert (out / "speaker_metadata.json").is_file() and (out / "README.md").is_file()
+
+
+def test_quiet_prints_only_what_was_written(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.delenv("PARLA_DISABLE_PROGRESS")  # -q alone silences the bars
+    out = tmp_path / "demo"
+    code, printed, err = run(capsys, "demo", out, "--num_workers", "1", "-q")
+    assert code == 0 and err == ""
+    assert re.fullmatch(rf"wrote {re.escape(str(out))} in [\d.]+ s \(rejects: \d+ in .*\)\n",
+                        printed), printed
 
 
 def test_prepare_by_dialect_script_takes_the_original_flags(tmp_path):

@@ -306,6 +306,18 @@ def test_a_malformed_hub_reply_is_one_line(fake_hub, prepared_folder):
     assert snapshot(folder) == before
 
 
+def retried_then_one_line(stderr: str, retries: int) -> str:
+    """What a command that retried prints: one line per retry, each with its wait, then (if it
+    failed) the one line saying why; no traceback, no token."""
+    lines = stderr.splitlines()
+    assert "Traceback" not in stderr and FAKE_TOKEN not in stderr, stderr
+    retry_lines = [line for line in lines if re.search(r"; retrying in [\d.]+ s, \d+ of 5$", line)]
+    assert len(retry_lines) == retries, stderr
+    rest = [line for line in lines if line not in retry_lines]
+    assert len(rest) <= 1, stderr
+    return rest[0] if rest else ""
+
+
 def test_a_rate_limit_is_retried_after_the_wait_the_hub_asks_for(fake_hub, prepared_folder,
                                                                  capsys):
     folder = prepared_folder()
@@ -315,13 +327,80 @@ def test_a_rate_limit_is_retried_after_the_wait_the_hub_asks_for(fake_hub, prepa
     assert cli.main(["publish", str(folder), "--repo_id", REPO, "-q"]) == 0
     assert fake_hub.waits == [7.0, 2.0, 7.0]  # Retry-After, else doubling from 1 s
     assert "README.md" in fake_hub.repos[REPO]
-    capsys.readouterr()
+    assert retried_then_one_line(capsys.readouterr().err, 3) == ""
 
     fake_hub.fail["whoami"] = 429  # for ever: given up after the retries, one line
     fake_hub.waits.clear()
-    code, line = publish_in_process(folder, capsys)
-    assert code == 1 and len(fake_hub.waits) == 4
-    assert "kept rate-limiting parla (HTTP 429) while checking the login" in line
+    assert cli.main(["publish", str(folder), "--repo_id", REPO, "-q"]) == 1
+    line = retried_then_one_line(capsys.readouterr().err, 5)
+    assert len(fake_hub.waits) == 5
+    assert "kept rate-limiting parla (HTTP 429) while checking the login, retried 5 times" in line
+
+
+def test_a_hub_busy_twice_is_retried_with_a_line_each(fake_hub, prepared_folder, capsys):
+    folder = prepared_folder()
+    before = snapshot(folder)
+    fake_hub.fail["commit"] = [503, 503]
+    assert cli.main(["publish", str(folder), "--repo_id", REPO, "-q"]) == 0
+    assert fake_hub.waits == [1.0, 2.0] and fake_hub.calls.count("commit") == 3
+    err = capsys.readouterr().err
+    assert retried_then_one_line(err, 2) == ""
+    assert "the Hub answered HTTP 503 while committing the upload; retrying in 1 s, 1 of 5" in err
+    assert set(fake_hub.repos[REPO]) == set(before)
+
+
+@pytest.mark.parametrize(("cap", "waits", "says"), [
+    (None, [1.0, 2.0, 4.0, 8.0, 16.0], "retried 5 times over 31 s;"),
+    ("10", [1.0, 2.0, 4.0], "retried 3 times over 7 s; waiting 8 s more would pass the 10 s of "
+                            "retries PARLA_HUB_RETRY_S allows;"),
+])
+def test_a_hub_busy_for_ever_is_one_line_within_the_cap(fake_hub, prepared_folder, capsys,
+                                                        monkeypatch, cap, waits, says):
+    if cap is not None:
+        monkeypatch.setenv("PARLA_HUB_RETRY_S", cap)
+    folder = prepared_folder()
+    before = snapshot(folder)
+    fake_hub.fail["commit"] = 503
+    assert cli.main(["publish", str(folder), "--repo_id", REPO, "-q"]) == 1
+    line = retried_then_one_line(capsys.readouterr().err, len(waits))
+    assert fake_hub.waits == waits and sum(waits) <= float(cap or 180)
+    assert line.startswith("parla: the Hub had a server error (HTTP 503) while uploading "), line
+    assert says in line and resume_hint(folder) in line
+    assert snapshot(folder) == before
+    del fake_hub.fail["commit"]
+    assert cli.main(["publish", str(folder), "--repo_id", REPO, "-q"]) == 0
+    assert set(fake_hub.repos[REPO]) == set(before)
+
+
+@pytest.mark.parametrize(("route", "stall", "says"), [
+    ("commit", "no_read", "stopped reading what parla sent while uploading"),
+    ("commit", "stall_mid", "stopped reading what parla sent while uploading"),
+    ("preupload", "hang", "stopped answering while uploading"),
+])
+def test_a_stalled_upload_ends_in_one_line_and_a_rerun_finishes(fake_hub, prepared_folder,
+                                                                route, stall, says):
+    """The Hub stops reading (or answering) in the middle of publish: the run ends within about
+    twice PARLA_HUB_TIMEOUT, whatever the size, and the request is not sent again."""
+    folder = prepared_folder()
+    (folder / "noise.bin").write_bytes(os.urandom(12 << 20))  # more than the socket buffers hold
+    before = snapshot(folder)
+    fake_hub.fail[route] = stall
+    started = time.monotonic()
+    done = parla_cli("publish", folder, "--repo_id", REPO, "-q", env={"PARLA_HUB_TIMEOUT": "2"},
+                     timeout=120)  # only a hang gets near this
+    elapsed = time.monotonic() - started
+    line = one_line(done.stderr)
+    assert done.returncode == 1
+    assert re.search(rf"^parla: the Hub at http://127\.0\.0\.1:\d+ {says} .*\(.* 2 s; "
+                     rf"PARLA_HUB_TIMEOUT sets the wait\)", line), line
+    assert resume_hint(folder) in line and FAKE_TOKEN not in done.stderr + done.stdout
+    assert fake_hub.calls.count(route) == 1  # not sent again
+    assert snapshot(folder) == before
+    print(f"{route} {stall}: one line after {elapsed:.1f} s with PARLA_HUB_TIMEOUT=2")
+    fake_hub.released.set()
+    del fake_hub.fail[route]
+    assert parla_cli("publish", folder, "--repo_id", REPO, "-q").returncode == 0
+    assert fake_hub.repos[REPO]["noise.bin"] == before["noise.bin"]
 
 
 def test_a_failed_upload_leaves_the_folder_as_it_was(fake_hub, prepared_folder, capsys):

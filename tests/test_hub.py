@@ -23,6 +23,7 @@ from parla import cli, endpoint
 from parla.card import folder as card_folder
 from parla.card import render as card_render
 from parla.hub import client as hub
+from parla.hub import transport
 from parla.hub.client import HubAccessError, HubError
 from parla.options import PublishOptions
 from parla.store.shards import find_shards, shard_path, write_table_atomic
@@ -195,6 +196,59 @@ def test_publish_uploads_the_folder_and_the_hub_copy_loads(fake_hub, prepared_fo
         assert load(copy, config, tmp_path / f"c-{config}")["train"].num_rows > 0
 
 
+def test_no_uploaded_file_names_a_path_of_this_machine(fake_hub, tmp_path):
+    """Prepared from absolute paths (a release, a NAME=folder): the card names the sources by
+    their names, and no file publish sends holds a path of the machine; the report still finds
+    the release's clips."""
+    from conftest import RAW_CONDITIONING_FLAGS, write_cv_release
+    from parla.report import __main__ as report_main
+
+    root = (tmp_path / "machine-specific-root").absolute()
+    release = write_cv_release(root / "cv-corpus-23.0" / "ca", {"ana": ("Central", 3),
+                                                                "eva": ("Balear", 3)})
+    out = root / "out"
+    assert cli.main(["prepare", "--datasets", str(release), "--output_dir", str(out), "-q",
+                     "--num_workers", "1", "--min_samples_per_speaker", "1",
+                     *RAW_CONDITIONING_FLAGS]) == 0
+    card = (out / "README.md").read_text(encoding="utf-8")
+    assert "| `datasets` | cv-corpus-23.0/ca |" in card
+    assert report_main._local_sources(out) == [str(release)]  # kept locally, not in the card
+    assert cli.main(["publish", str(out), "--repo_id", REPO, "-q"]) == 0
+    uploaded = fake_hub.repos[REPO]
+    assert "README.md" in uploaded and not any(name.startswith(".") for name in uploaded)
+    for needle in (str(root), str(tmp_path), os.path.expanduser("~")):
+        leaking = [name for name, data in uploaded.items() if needle.encode() in data]
+        assert leaking == [], f"{needle} in {leaking}"
+
+
+@pytest.mark.parametrize(("given", "shown"), [
+    ("xaviviro/cv_23_ca_central", "xaviviro/cv_23_ca_central"),  # a Hub id: as it is
+    ("central={folder}", "central=my_central"),
+    ("{folder}", "my_central"),
+    ("{cache}", "xaviviro/cv_23_ca_central"),  # a Hub cache snapshot: its Hub id
+])
+def test_a_local_source_is_named_by_its_own_name(tmp_path, given, shown):
+    from parla.card.names import public_source
+
+    folder = tmp_path / "data" / "my_central"
+    folder.mkdir(parents=True)
+    cache = tmp_path / "hub" / "datasets--xaviviro--cv_23_ca_central" / "snapshots" / "abc123"
+    cache.mkdir(parents=True)
+    assert public_source(given.format(folder=folder, cache=cache)) == shown
+
+
+def test_a_large_upload_shows_the_bytes_sent(fake_hub, prepared_folder, capsys, monkeypatch):
+    monkeypatch.delenv("PARLA_DISABLE_PROGRESS")
+    folder = prepared_folder()
+    (folder / "noise.bin").write_bytes(os.urandom(6 << 20))
+    assert cli.main(["publish", str(folder), "--repo_id", REPO]) == 0
+    err = capsys.readouterr().err
+    assert re.search(r"uploading .* \(\d+ files, 6\.\d MB; files already on the Hub are "
+                     r"skipped\)", err), err
+    assert re.search(r"sending to the Hub \(committing the upload\): +\d+%.* [\d.]+k?B of "
+                     r"8\.\d+MB", err), err
+
+
 def test_publish_to_a_branch_creates_it_first(fake_hub, prepared_folder):
     folder = prepared_folder()
     assert cli.main(["publish", str(folder), "--repo_id", REPO, "--revision", "v2",
@@ -265,9 +319,11 @@ def test_access_is_checked_before_anything_is_uploaded(fake_hub, prepared_folder
 
 
 @pytest.mark.parametrize(("route", "status", "message"), [
-    ("create_repo", 500, r"server error \(HTTP 500\) while creating the repo tester/cv_ca;"),
+    ("create_repo", 500, r"server error \(HTTP 500\) while creating the repo tester/cv_ca, "
+                         r"retried 5 times over 31 s;"),
     ("commit", 502, r"server error \(HTTP 502\) while uploading"),
-    ("commit", "drop", r"no answer from the Hub at .* while uploading"),
+    ("commit", "drop", r"the connection to the Hub at .* dropped \(.*\) while uploading .*; not "
+                       r"sent again, as the Hub may have acted on it"),
     ("preupload", 403, r"refused write access .* \(HTTP 403\) while uploading"),
 ])
 def test_failed_upload_keeps_the_folder_and_publishing_again_finishes_it(
@@ -350,21 +406,80 @@ def test_hub_unreachable_is_one_quick_connection(fake_hub, monkeypatch):
     assert endpoint.hub_unreachable() is None  # behind a proxy only the proxy can tell
 
 
-@pytest.mark.parametrize(("status", "headers", "attempt", "wait"), [
-    (429, {"Retry-After": "30"}, 1, 30.0), (429, {"Retry-After": "9999"}, 1, 120.0),
-    (503, {}, 1, 1.0), (503, {}, 3, 4.0),
-    (502, {"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}, 2, 2.0),
-    (503, {}, 5, None), (404, {}, 1, None), (401, {}, 1, None),
+@pytest.mark.parametrize(("status", "headers", "retries", "wait"), [
+    (429, {"Retry-After": "30"}, 0, 30.0), (429, {"Retry-After": "9999"}, 0, 9999.0),
+    (503, {}, 0, 1.0), (503, {}, 2, 4.0), (503, {}, 9, transport.MAX_WAIT_S),
+    (502, {"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}, 1, 2.0), (None, None, 3, 8.0),
 ])
-def test_retry_waits(status, headers, attempt, wait):
-    import types
+def test_retry_waits(status, headers, retries, wait):
+    assert transport.retry_wait(status, headers, retries) == wait
 
-    error = OSError("failed")
-    error.response = types.SimpleNamespace(status_code=status, headers=headers)
-    assert hub._retry_wait(error, attempt) == wait
+
+class _Inner:
+    """A transport answering each request with the next outcome (a status, or an error to
+    raise); the last outcome repeats."""
+
+    def __init__(self, *outcomes):
+        self.outcomes, self.calls = list(outcomes), 0
+
+    def handle_request(self, request):
+        self.calls += 1
+        outcome = self.outcomes.pop(0) if len(self.outcomes) > 1 else self.outcomes[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return self.httpx.Response(outcome, request=request)
+
+
+def _send(httpx, method, path, *outcomes):
+    request = httpx.Request(method, f"http://hub.test{path}", content=b"{}", extensions={
+        "timeout": {"connect": 3.0, "read": 5.0, "write": 5.0, "pool": 5.0}})
+    inner = _Inner(*outcomes)
+    inner.httpx = httpx
+    try:
+        return transport.send(inner, request, httpx), inner.calls
+    except (transport.HubStalled, transport.HubGaveUp) as error:
+        return error, inner.calls
+
+
+@pytest.mark.parametrize(("error", "says"), [
+    ("ConnectTimeout", "took no connection (none within 3 s)"),
+    ("WriteTimeout", "stopped reading what parla sent (nothing taken for 5 s"),
+    ("ReadTimeout", "stopped answering (no reply within 5 s"),
+    ("PoolTimeout", "left no connection free (none within 5 s"),
+])
+def test_every_stall_ends_at_once_and_is_not_sent_again(error, says, monkeypatch):
+    httpx = pytest.importorskip("httpx2")
+    monkeypatch.setattr(transport, "_sleep", lambda seconds: pytest.fail("retried a stall"))
+    transport.reset_retries()
+    for method, path in (("GET", "/api/whoami-v2"), ("POST", "/api/datasets/a/b/commit/main")):
+        stalled, calls = _send(httpx, method, path, getattr(httpx, error)("stalled"))
+        assert isinstance(stalled, transport.HubStalled) and calls == 1
+        assert says in str(stalled)
+
+
+def test_a_commit_the_hub_may_have_taken_is_not_sent_again(monkeypatch):
+    httpx = pytest.importorskip("httpx2")
+    waits = []
+    monkeypatch.setattr(transport, "_sleep", waits.append)
+    transport.reset_retries()
+    commit, preupload = "/api/datasets/a/b/commit/main", "/api/datasets/a/b/preupload/main"
+    dropped = httpx.RemoteProtocolError("Server disconnected without sending a response.")
+    for outcome in (502, 500, 504, dropped):
+        failed, calls = _send(httpx, "POST", commit, outcome, 200)
+        assert calls == 1 and "not sent again, as the Hub may have acted on it" in str(failed)
+    assert waits == []
+    # what says the request was not taken (or never left) is sent again; so is a question
+    for path, outcome in ((commit, 503), (commit, 429), (commit, httpx.ConnectError("refused")),
+                          (preupload, 502), (preupload, dropped)):
+        response, calls = _send(httpx, "POST", path, outcome, 200)
+        assert response.status_code == 200 and calls == 2
+    assert waits == [1.0] * 5
 
 
 def test_a_bad_timeout_setting_is_a_usage_error(monkeypatch):
     monkeypatch.setenv("PARLA_HUB_TIMEOUT", "soon")
     with pytest.raises(hub.UsageError, match="PARLA_HUB_TIMEOUT='soon' is not a number"):
         endpoint.read_timeout()
+    monkeypatch.setenv("PARLA_HUB_RETRY_S", "a while")
+    with pytest.raises(hub.UsageError, match="PARLA_HUB_RETRY_S='a while' is not a number"):
+        transport.reset_retries()

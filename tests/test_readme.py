@@ -1,5 +1,7 @@
 """The README's snippets run as written: its Python blocks saved as scripts, after `parla demo`
-(the first set-up command), and its test command is the one .ci/run runs."""
+(the first set-up command), and its test command is the one .ci/run runs. A path under /tmp in
+a snippet (its fresh `cache_dir`) is moved into the test's own temporary folder: tests write
+nowhere else."""
 
 from __future__ import annotations
 
@@ -22,6 +24,11 @@ def blocks(language: str) -> list[str]:
     return re.findall(rf"```{language}\n(.*?)```", README, flags=re.S)
 
 
+def in_folder(code: str, folder: Path) -> str:
+    """``code`` with each "/tmp/NAME" string naming FOLDER/NAME instead."""
+    return re.sub(r'"/tmp/([^"]+)"', lambda match: repr(str(folder / match[1])), code)
+
+
 def test_the_test_command_is_the_one_ci_runs() -> None:
     commands = [b.strip() for b in blocks("bash") if "pytest" in b]
     assert len(commands) == 1
@@ -38,7 +45,13 @@ def test_the_python_snippets_run_as_scripts(tmp_path: Path) -> None:
     assert len(snippets) >= 2
     for number, code in enumerate(snippets):
         script = tmp_path / f"snippet_{number}.py"
-        script.write_text(code, encoding="utf-8")
+        script.write_text(in_folder(code, tmp_path), encoding="utf-8")
         done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, f"README snippet {number} failed:\n{code}\n{done.stderr}"
+    assert not any('"/tmp/' in in_folder(code, tmp_path) for code in snippets)
+
+
+def test_a_snippet_s_temporary_folder_is_moved_into_the_test_s(tmp_path: Path) -> None:
+    code = 'load("x", cache_dir="/tmp/fresh-cache")'
+    assert in_folder(code, tmp_path) == f"load(\"x\", cache_dir={str(tmp_path / 'fresh-cache')!r})"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -42,6 +43,25 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse's own errors: same one-line form, exit 2
         raise UsageError(message)
 
+    def parse_args(self, args: Any = None, namespace: Any = None) -> Any:
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:  # name the command, and the flag it has that was probably meant
+            command = getattr(parsed, "command", None)
+            known = [o for a in _subparser(self, command)._actions for o in a.option_strings]
+            near = [m for e in extras if e.startswith("-") for m in
+                    difflib.get_close_matches(e.split("=")[0], known, n=1, cutoff=0.75)]
+            where = f" for `{self.prog} {command}`" if command else ""
+            raise UsageError(f"unrecognized arguments{where}: {' '.join(extras)}"
+                             + (f" (did you mean {', '.join(near)}?)" if near else ""))
+        return parsed
+
+
+def _subparser(parser: argparse.ArgumentParser, command: str | None) -> Any:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            return action.choices[command]
+    return parser
+
 
 def _flag(parser: argparse.ArgumentParser | Any, name: str, **kwargs: Any) -> None:
     """Add ``--name_with_underscores`` and its ``--dashed-spelling`` as one option."""
@@ -62,7 +82,8 @@ def _bool_flag(parser: argparse.ArgumentParser | Any, name: str, default: bool, 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("-q", "--quiet", action="store_true",
-                        help="no progress bars, warnings only")
+                        help="no progress bars, summary table or hints: warnings, errors and "
+                             "the one line saying what was written")
 
 
 # --- prepare ---------------------------------------------------------------------------------
@@ -146,7 +167,8 @@ def _add_conditioning(con: Any, cond: ConditioningOptions) -> None:
     _flag(con, "keep_silence_ms", type=float, default=cond.keep_silence_ms,
           help="silence kept on each side when trimming (default %(default)s)")
     _flag(con, "vad", choices=VAD_BACKENDS, default=cond.vad,
-          help="speech detector: silero (needs torch) or energy; auto picks silero if installed")
+          help="speech detector: silero (needs torch and the silero-vad package: pip install "
+               "silero-vad) or energy; auto picks silero if both are installed")
     _bool_flag(con, "loudness_norm", cond.loudness_norm,
                "normalise loudness to --target_lufs (default on; --no_loudness_norm)")
     _flag(con, "target_lufs", type=float, default=cond.target_lufs,
@@ -215,22 +237,13 @@ def _print_prepared(result: StageResult, quiet: bool) -> None:
 # --- demo ------------------------------------------------------------------------------------
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from parla.demo import load_hint
     from parla.stages.prepare import run_demo
 
     result = run_demo(args.output_dir, overwrite=args.overwrite, num_workers=args.num_workers)
     _print_prepared(result, args.quiet)
     if not args.quiet:
-        folder = args.output_dir
-        print(f"\nDemo corpus prepared in {result.output_dir.resolve()}\nLoad it with:\n"
-              f"  import datasets\n"
-              f"  train = datasets.load_dataset({folder!r}, split='train', "
-              f"cache_dir='/tmp/parla-cache')  # every dialect\n"
-              f"  central = datasets.load_dataset({folder!r}, 'central', split='train', "
-              f"cache_dir='/tmp/parla-cache')  # one dialect\n"
-              f"  central = central.cast_column('audio', datasets.Audio(decode=False))  "
-              f"# FLAC bytes: read them with soundfile (decoding needs torchcodec)\n"
-              f"(a fresh cache_dir: datasets caches a local folder by its name, so a regenerated "
-              f"folder could read back stale rows)")
+        print(load_hint(args.output_dir, result.output_dir.resolve()))
     return 0
 
 

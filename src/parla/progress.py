@@ -42,8 +42,8 @@ def configure_logging(verbose: bool = False, quiet: bool = False) -> None:
         logger.addHandler(handler)
     logger.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
     logger.propagate = False
-    if quiet:
-        disable_progress_bars()
+    global _bars_disabled
+    _bars_disabled = quiet  # each command says afresh (an earlier -q in this process does not)
 
 
 def disable_progress_bars() -> None:

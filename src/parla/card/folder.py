@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from parla.card.names import public_parameters
 from parla.card.render import SplitStats, read_card_state, render_card
 from parla.dialects import ALL_CONFIG, DIALECTS
 from parla.errors import UsageError
@@ -115,13 +116,14 @@ def _report_summary(folder: Path, repo_id: str | None) -> str | None:
 
 def card_text(folder: Path, kind: str, parameters: Mapping[str, Any],
               repo_id: str | None = None, shards: Shards | None = None) -> str:
-    """The card of ``folder`` as its shards (and packed config, and report) say now; ``shards``
-    is the folder's `find_shards` when the caller has it (one scan a run)."""
+    """The card of ``folder`` as its shards (and packed config, and report) say now; a local
+    path among the parameters shows as its name (the card is public once published).
+    ``shards`` is the folder's `find_shards` when the caller has it (one scan a run)."""
     shards = find_shards(folder) if shards is None else shards
     configs, table_rows = folder_statistics(folder, shards)
     if not configs:
         raise UsageError(f"no shards under {folder / 'data'}: nothing to describe")
-    return render_card(configs, table_rows, dict(parameters), kind, repo_id=repo_id,
+    return render_card(configs, table_rows, public_parameters(parameters), kind, repo_id=repo_id,
                        columns=_first_schema(folder, shards),
                        packed=read_packed_summary(folder, shards),
                        report=_report_summary(folder, repo_id))

@@ -18,23 +18,16 @@ import json
 import logging
 import socket
 import tempfile
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from parla.card.folder import refresh_dataset_card, updated_card
-from parla.endpoint import (
-    HubStoppedAnswering,
-    hub_endpoint,
-    hub_offline,
-    hub_unreachable,
-    read_timeout,
-    use_timeouts,
-)
+from parla.endpoint import hub_endpoint, hub_offline, hub_unreachable
 from parla.errors import ParlaError, UsageError
+from parla.hub.transport import HubGaveUp, HubStalled, reset_retries, use_timeouts
 from parla.options import PublishOptions
-from parla.progress import get_logger
+from parla.progress import bars_disabled, get_logger
 from parla.store.layout import CARD_FILE
 from parla.store.shards import find_shards
 
@@ -45,13 +38,7 @@ REPO_TYPE = "dataset"
 UPLOAD_IGNORE_PATTERNS = ["*.tmp", ".cache/**", ".parla-write-test", ".parla_*", ".parla.lock"]
 TOKENS_URL = "https://huggingface.co/settings/tokens"
 
-# 429 and 5xx on the calls parla makes itself are retried: waits double from 1 s, or follow the
-# Hub's Retry-After; the upload's own requests are retried by huggingface_hub the same way
-RETRY_STATUSES = (408, 429, 500, 502, 503, 504)
-MAX_RETRIES = 4
-MAX_RETRY_WAIT_S = 120.0
-_sleep = time.sleep  # tests replace it to record the waits
-_T = TypeVar("_T")
+# every request, parla's own and huggingface_hub's, is retried (or not) by parla.hub.transport
 
 
 class HubAccessError(UsageError):
@@ -78,43 +65,27 @@ def _api(token: str) -> Any:
     return HfApi(endpoint=hub_endpoint(), token=token, library_name="parla")
 
 
-def _retry_wait(error: BaseException, attempt: int) -> float | None:
-    """Seconds to wait before trying a failed call again, or None when it should not be."""
-    if _status(error) not in RETRY_STATUSES or attempt > MAX_RETRIES:
-        return None
-    headers = getattr(getattr(error, "response", None), "headers", None) or {}
-    retry_after = headers.get("Retry-After") if hasattr(headers, "get") else None
-    if retry_after is not None and str(retry_after).strip().isdigit():
-        return min(float(retry_after), MAX_RETRY_WAIT_S)
-    return min(2.0 ** (attempt - 1), MAX_RETRY_WAIT_S)
-
-
-def _with_retries(call: Callable[[], _T], doing: str) -> _T:
-    """``call()``, tried again after a 429 or a 5xx (Retry-After honoured)."""
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            return call()
-        except _network_errors() as error:
-            wait = _retry_wait(error, attempt)
-            if wait is None:
-                raise
-            log.info("the Hub answered HTTP %s while %s; trying again in %g s (%d of %d)",
-                     _status(error), doing, wait, attempt, MAX_RETRIES)
-            _sleep(wait)
-
-
 @contextlib.contextmanager
 def _quiet_hub_library() -> Iterator[None]:
-    """huggingface_hub logs each retry as a raw warning line; parla says what failed itself."""
+    """huggingface_hub logs each retry as a raw warning line; parla says what failed itself (and
+    its upload bars follow parla's switch: -q, PARLA_DISABLE_PROGRESS)."""
+    from huggingface_hub.utils import (
+        are_progress_bars_disabled,
+        disable_progress_bars,
+        enable_progress_bars,
+    )
+
     logger = logging.getLogger("huggingface_hub")
-    level = logger.level
+    level, bars_were_off = logger.level, are_progress_bars_disabled()
     logger.setLevel(logging.ERROR)
+    if bars_disabled():
+        disable_progress_bars()
     try:
         yield
     finally:
         logger.setLevel(level)
+        if not bars_were_off:
+            enable_progress_bars()
 
 
 def _resolve_token(token: str | None, repo_id: str) -> str:
@@ -134,7 +105,7 @@ def _resolve_token(token: str | None, repo_id: str) -> str:
 def _network_errors() -> tuple[type[BaseException], ...]:
     """What a failed Hub call raises: HfHubHTTPError and ConnectionError are OSErrors; the HTTP
     client's transport errors (httpx2 in huggingface_hub 2, requests before) are named here."""
-    errors: list[type[BaseException]] = [OSError, HubStoppedAnswering,
+    errors: list[type[BaseException]] = [OSError, HubStalled, HubGaveUp,
                                          *_malformed_reply_errors()]
     for module, name in (("httpx2", "TransportError"), ("httpx", "TransportError"),
                          ("hf_xet", "XetAuthenticationError"),
@@ -160,7 +131,7 @@ def _malformed_reply_errors() -> tuple[type[BaseException], ...]:
 
 
 def _timeout_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [TimeoutError, socket.timeout, HubStoppedAnswering]
+    errors: list[type[BaseException]] = [TimeoutError, socket.timeout]
     for module in ("httpx2", "httpx"):
         try:
             errors.append(importlib.import_module(module).TimeoutException)
@@ -182,7 +153,11 @@ def _scrub(message: str, token: str | None) -> str:
 def _failure(error: BaseException, doing: str, repo_id: str, token: str | None
              ) -> HubAccessError | HubError:
     """One clear message per kind of failure (never the token)."""
+    if isinstance(error, HubStalled):
+        return HubError(f"the Hub at {hub_endpoint()} {error.what} while {doing} "
+                        f"({error.detail})")
     status = _status(error)
+    retried = error.retried if isinstance(error, HubGaveUp) else ""
     if status == 401:
         return HubAccessError(
             f"the Hub rejected the Hugging Face token (HTTP 401) while {doing}: it is invalid or "
@@ -192,11 +167,13 @@ def _failure(error: BaseException, doing: str, repo_id: str, token: str | None
             f"the Hub refused write access to dataset {repo_id} (HTTP 403) while {doing}: use a "
             f"token with write access to it ({TOKENS_URL}) or another --repo_id")
     if status == 429:
-        return HubError(f"the Hub kept rate-limiting parla (HTTP 429) while {doing}, after "
-                        f"{MAX_RETRIES} retries; wait a few minutes and try again")
+        return HubError(f"the Hub kept rate-limiting parla (HTTP 429) while {doing}{retried}; "
+                        f"wait a few minutes and try again")
     if status is not None and status >= 500:
-        return HubError(f"the Hub had a server error (HTTP {status}) while {doing}; the "
-                        f"problem is on the Hub's side, try again later")
+        return HubError(f"the Hub had a server error (HTTP {status}) while {doing}{retried}; "
+                        f"the problem is on the Hub's side, try again later")
+    if isinstance(error, HubGaveUp):
+        return HubError(_scrub(f"{error.reason} while {doing}{retried}", token))
     if status is not None:
         detail = " ".join((getattr(error, "server_message", None) or "").split())  # one line
         return HubError(_scrub(f"the Hub answered HTTP {status} while {doing}"
@@ -206,8 +183,7 @@ def _failure(error: BaseException, doing: str, repo_id: str, token: str | None
     if isinstance(error, OfflineModeIsEnabled):
         return HubAccessError("HF_HUB_OFFLINE is set: unset it to publish")
     if isinstance(error, _timeout_errors()):
-        return HubError(f"the Hub at {hub_endpoint()} stopped answering while {doing} (no "
-                        f"reply within {read_timeout():g} s; PARLA_HUB_TIMEOUT sets the wait)")
+        return HubError(f"the Hub at {hub_endpoint()} stopped answering while {doing}")
     if isinstance(error, _malformed_reply_errors()):
         first = str(error).strip().splitlines()[0] if str(error).strip() else ""
         return HubError(_scrub(f"the Hub sent a reply parla cannot read while {doing} "
@@ -234,6 +210,7 @@ def check_write_access(repo_id: str, token: str | None = None) -> str:
     """
     PublishOptions(folder=".", repo_id=repo_id)  # the repo id's shape, as one clear UsageError
     token = _resolve_token(token, repo_id)
+    reset_retries()  # PARLA_HUB_RETRY_S counts from here, for the whole publish
     unreachable = hub_unreachable()
     if unreachable:
         raise HubError(f"no answer from the Hub at {hub_endpoint()} while checking the login "
@@ -241,7 +218,7 @@ def check_write_access(repo_id: str, token: str | None = None) -> str:
     api = _api(token)
     try:
         with _quiet_hub_library():
-            identity = _with_retries(lambda: api.whoami(token=token), "checking the login")
+            identity = api.whoami(token=token)
     except _network_errors() as error:
         raise _failure(error, "checking the login", repo_id, token) from None
     user = str(identity.get("name", "?"))
@@ -251,9 +228,7 @@ def check_write_access(repo_id: str, token: str | None = None) -> str:
                              f"write access at {TOKENS_URL} and set HF_TOKEN to it")
     try:
         with _quiet_hub_library():
-            _with_retries(lambda: api.auth_check(repo_id, repo_type=REPO_TYPE, token=token,
-                                                 write=True),
-                          f"checking write access to {repo_id}")
+            api.auth_check(repo_id, repo_type=REPO_TYPE, token=token, write=True)
         return user
     except _network_errors() as error:
         if _status(error) not in (401, 404):
@@ -283,6 +258,16 @@ def _upload(api: Any, options: PublishOptions, folder: Path, token: str) -> None
                       revision=options.revision, token=token,
                       ignore_patterns=list(UPLOAD_IGNORE_PATTERNS),
                       commit_message=options.commit_message or "Upload corpus with parla")
+
+
+def _upload_size(folder: Path) -> tuple[int, int]:
+    """(files, bytes) that the upload considers (huggingface_hub's ignore rules, roughly)."""
+    from fnmatch import fnmatch
+
+    sizes = [p.stat().st_size for p in folder.rglob("*") if p.is_file()
+             and not any(fnmatch(str(p.relative_to(folder)), pattern) or fnmatch(p.name, pattern)
+                         for pattern in UPLOAD_IGNORE_PATTERNS)]
+    return len(sizes), sum(sizes)
 
 
 @contextlib.contextmanager
@@ -325,7 +310,9 @@ def upload_folder(options: PublishOptions, token: str | None = None) -> str:
         log.warning("%s was not written by parla; uploading it unchanged", folder / CARD_FILE)
     api = _api(token)
     url = f"{hub_endpoint()}/datasets/{options.repo_id}"
-    log.info("uploading %s to %s as %s", folder, url, user)
+    files, size = _upload_size(folder)
+    log.info("uploading %s (%d files, %.1f MB; files already on the Hub are skipped) to %s as %s",
+             folder, files, size / 1e6, url, user)
     with contextlib.ExitStack() as stack:
         upload_from = stack.enter_context(_staged(folder, card))  # a local failure: not the Hub's
         stack.enter_context(_quiet_hub_library())
@@ -341,14 +328,12 @@ def _upload_steps(api: Any, options: PublishOptions, upload_from: Path, token: s
     """Create the repo (and branch), then upload; a failure is one HubError naming the step."""
     doing = f"creating the repo {options.repo_id}"
     try:
-        _with_retries(lambda: api.create_repo(options.repo_id, repo_type=REPO_TYPE,
-                                              private=options.private, exist_ok=True,
-                                              token=token), doing)
+        api.create_repo(options.repo_id, repo_type=REPO_TYPE, private=options.private,
+                        exist_ok=True, token=token)
         if options.revision and not options.revision.startswith("refs/"):
             doing = f"creating the branch {options.revision} of {options.repo_id}"
-            _with_retries(lambda: api.create_branch(options.repo_id, branch=options.revision,
-                                                    repo_type=REPO_TYPE, exist_ok=True,
-                                                    token=token), doing)
+            api.create_branch(options.repo_id, branch=options.revision, repo_type=REPO_TYPE,
+                              exist_ok=True, token=token)
         doing = f"uploading {folder} to {options.repo_id}"
         _upload(api, options, upload_from, token)
     except _network_errors() as error:

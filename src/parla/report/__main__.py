@@ -11,14 +11,22 @@ from parla.report.build import SAMPLES_PER_DIALECT, read_prepared_folder, write_
 
 
 def _local_sources(folder: Path) -> list[str]:
-    """Source folders named in the folder's dataset card that exist here (raw CV releases)."""
-    from parla.card.render import read_card_state
-    from parla.store.layout import CARD_FILE
+    """The local source folders prepare read that exist here (raw CV releases): recorded in the
+    folder's hidden sources file (the card names them without their paths); a folder written
+    before that file existed has them in its card's parameters."""
+    import json
 
-    card = folder / CARD_FILE
-    state = read_card_state(card.read_text(encoding="utf-8")) if card.is_file() else None
+    from parla.card.render import read_card_state
+    from parla.store.layout import CARD_FILE, SOURCES_FILE
+
+    recorded, card = folder / SOURCES_FILE, folder / CARD_FILE
+    if recorded.is_file():
+        specs = json.loads(recorded.read_text(encoding="utf-8")).get("datasets") or []
+    else:
+        state = read_card_state(card.read_text(encoding="utf-8")) if card.is_file() else None
+        specs = (state[1].get("datasets") or []) if state else []
     found = []
-    for spec in (state[1].get("datasets") or []) if state else []:
+    for spec in specs:
         location = str(spec).split("=", 1)[-1]
         if Path(location).is_dir():
             found.append(location)

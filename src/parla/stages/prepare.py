@@ -43,6 +43,7 @@ from parla.store.layout import (
     PREPARE_STAGE,
     REJECTS_FILE,
     REPORT_FILES,
+    SOURCES_FILE,
     SPEAKERS_FILE,
     STATISTICS_FILE,
 )
@@ -256,12 +257,16 @@ def _statistics_parameters(options: PrepareOptions) -> dict[str, Any]:
 
 
 def _write_card(out: Path, options: PrepareOptions, shards: dict[str, Any]) -> None:
+    """The card (its sources by name) and, beside it, where they are on this machine."""
     from parla.card.folder import write_dataset_card
 
     parameters = asdict(options)
     for private in _RUN_SETTINGS:
         parameters.pop(private, None)
     write_dataset_card(out, kind="prepared", parameters=parameters, shards=shards)
+    local = [str(Path(spec.location).expanduser().absolute()) for spec in
+             map(parse_source_spec, options.datasets) if Path(spec.location).expanduser().is_dir()]
+    write_json(out / SOURCES_FILE, {"datasets": local})
 
 
 # --- demo ------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from parla.card.names import public_location
 from parla.dialects import ALL_CONFIG, DIALECTS
 from parla.errors import Reject, UsageError
 from parla.extras import require_tokenize_extra
@@ -236,13 +237,13 @@ def _fingerprint(options: TokenizeOptions, snac_files: SnacFiles, snac_config: M
                  tokenizer_path: Path | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """(parameters shown in the card and statistics, settings every shard's record must match)."""
     sample_rate = int(snac_config.get("sampling_rate", 24000))
-    parameters = {"snac_model": options.snac_model, "format": options.format,
+    parameters = {"snac_model": public_location(options.snac_model), "format": options.format,
                   "target_sample_rate": sample_rate}
     fingerprint: dict[str, Any] = {"format": options.format,
                                    "snac_config": json.dumps(snac_config, sort_keys=True),
                                    "snac_weights_sha256": _file_digest(snac_files.weights)}
     if options.format == "orpheus":
-        parameters |= {"text_tokenizer": options.text_tokenizer,
+        parameters |= {"text_tokenizer": public_location(options.text_tokenizer),
                        "dedupe_frames": options.dedupe_frames, "max_length": options.max_length}
         fingerprint |= {"dedupe_frames": options.dedupe_frames,
                         "max_length": options.max_length,

@@ -13,6 +13,9 @@ STATISTICS_FILE = "dialect_statistics.json"
 SPEAKERS_FILE = "speaker_metadata.json"
 REJECTS_FILE = "rejects.jsonl"
 TOKENIZATION_STATS_FILE = "tokenization_stats.json"
+# the local folders a prepare read, for `python -m parla.report`: hidden, never uploaded (the
+# card names its sources without their paths)
+SOURCES_FILE = ".parla_sources.json"
 # everything prepare writes beside data/: an output folder holding only these may be resumed
 REPORT_FILES = (STATISTICS_FILE, SPEAKERS_FILE, REJECTS_FILE, CARD_FILE, REPORT_FILE, REPORT_DIR)
 

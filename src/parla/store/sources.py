@@ -303,10 +303,11 @@ def _load_cv_release(spec: SourceSpec) -> LoadedSource:
     metadata = source.metadata
     duration_values = metadata["path"].map(durations).astype(float)
     unknown = np.flatnonzero(np.isnan(duration_values.to_numpy()))
-    # counts the clips clip_durations.tsv does not list: their length is read from the file
+    # counts the clips clip_durations.tsv does not list: their length is read from the file (no
+    # bar for fewer than 200, probed in a blink)
     for index in progress(unknown, desc=f"probing {spec.name} (clips not in "
                                         "clip_durations.tsv)", unit="clips",
-                          disable=len(unknown) == 0):
+                          disable=len(unknown) < 200):
         path = metadata.at[index, "path"]
         duration_values.iat[index] = _probe_file(clips_dir / path, path, source)
     metadata["duration"] = duration_values
