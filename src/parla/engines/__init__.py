@@ -19,8 +19,6 @@ from typing import Any
 
 from parla.errors import UsageError
 
-WorkerFactory = Callable[[int], Callable[[Any], Any]]
-
 
 def get_engine(name: str) -> Callable[..., Iterator[tuple[Any, Any]]]:
     """The `map_tasks` function of an engine by name ("local" or "ray")."""

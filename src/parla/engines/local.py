@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from parla.engines import WorkerFactory
+from parla.engines.base import WorkerFactory
 from parla.errors import WorkerDied
 
 _PR_SET_PDEATHSIG = 1

@@ -14,7 +14,7 @@ import socket
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from parla.engines import WorkerFactory
+from parla.engines.base import WorkerFactory
 from parla.errors import EnvironmentFailure, UsageError, WorkerDied
 
 MAX_RETRIES = 3  # restarts of a dead actor, and retries of the task it was running
