@@ -12,6 +12,8 @@ import datasets
 import pyarrow as pa
 import pytest
 
+import parla.stages.prepare
+import parla.stages.tokenize
 from parla import cli
 from parla.card.folder import write_dataset_card
 from parla.card.render import read_card_state
@@ -149,10 +151,9 @@ def test_flags_given_explicitly_override_the_config_file(tmp_path, monkeypatch):
         'balance_speakers = true\nmin_snr_db = 5.0\ntokenize = true\n')
     seen = {}
 
-    def fake_run(*options):
+    def fake_run(*options, on_step=None):
         seen["options"] = options
-        return StageResult("run", "unused", steps=(StageResult("prepare", "unused",
-                                                              {"dialects": {}}),))
+        return StageResult("run", "unused")
 
     monkeypatch.setattr(pipeline, "run", fake_run)
     # --seed 42 is the default value, given explicitly: it still wins over the file's 1
@@ -213,7 +214,7 @@ def test_run_prepares_tokenizes_and_publishes_the_tokenized_folder(fake_hub, pre
         order.append("prepare")
         prepared_folder({"central": 2, "balear": 1}, name=Path(options.output_dir).name)
         # a dry run's shape: the CLI prints only selection counts, here none
-        return StageResult("prepare", options.output_dir, {"dialects": {}})
+        return StageResult("prepare", options.output_dir, {"dialects": {}}, dry_run=True)
 
     def fake_tokenize(options):
         order.append("tokenize")
@@ -227,8 +228,8 @@ def test_run_prepares_tokenizes_and_publishes_the_tokenized_folder(fake_hub, pre
                            parameters={"snac_model": options.snac_model})
         return StageResult("tokenize", options.output_dir)
 
-    monkeypatch.setattr(pipeline, "prepare", fake_prepare)
-    monkeypatch.setattr(pipeline, "tokenize", fake_tokenize)
+    monkeypatch.setattr(parla.stages.prepare, "prepare", fake_prepare)
+    monkeypatch.setattr(parla.stages.tokenize, "tokenize", fake_tokenize)
     # no torch needed
     monkeypatch.setattr("parla.stages.run.require_tokenize_extra", lambda: None)
     out = tmp_path / "processed"

@@ -224,7 +224,7 @@ def _print_prepared(result: StageResult, quiet: bool) -> None:
     """What prepare did: the selection counts of a dry run, or the summary table and where."""
     from parla.report.statistics import format_counts_table, format_summary
 
-    if "total" not in result.statistics:  # a dry run: each dialect's selection steps
+    if result.dry_run:  # each dialect's selection steps
         for dialect, entry in result.statistics["dialects"].items():
             print(format_counts_table(f"{dialect} (dry run: nothing written)", entry["steps"]))
         return
@@ -418,8 +418,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     known = run_option_types()
     given = {key: value for key, value in vars(args).items()
              if key in known and value is not None}
-    result = run(*build_run_options(values | given))
-    _print_prepared(result.steps[0], args.quiet)
+    # prepare's summary as soon as it is done: a later stage's failure must not hide it
+    result = run(*build_run_options(values | given), on_step=lambda step: _print_prepared(
+        step, args.quiet) if step.stage == "prepare" else None)
     published = result.step("publish")
     if published is not None:
         print(published.output)

@@ -12,11 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from parla.store.files import write_json, write_jsonl
-
-__all__ = ["write_json"]  # stages write their JSON reports through this module
-
-# everything prepare writes beside data/ (report.html and its clips under report/ included)
+from parla.store.files import write_jsonl
 
 
 def sort_rejects(rejects: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:

@@ -15,8 +15,9 @@ best fit (each example goes into the open row it fills most tightly), then paddi
 
 Examples longer than N are skipped and counted. The planning and the row layout are pure
 functions on plain data; `update_packed` is the stage step that reads the tokenized shards and
-writes ``data/packed/<split>-*.parquet``, each shard with its footer record (settings, source
-digest, the split's numbers), so a rerun trusts a complete, matching set and rewrites any other.
+writes ``data/packed/<split>-*.parquet`` through the shard runner, each shard with its footer
+record (settings with the source digest, the split's numbers): a rerun keeps the packed shards
+that match and rewrites the others, and reads no example of a split whose set is complete.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ from parla.store.layout import PACK_STAGE, PACKED_CONFIG
 from parla.store.shards import (
     DATA_DIR,
     find_shards,
+    parse_shard_name,
+    read_shard_record,
     shard_path,
     shard_paths,
     write_table_atomic,
@@ -168,6 +171,41 @@ def _plan_split(out: Path, split: str, paths: Sequence[Path], pack_length: int, 
     return SplitPlan(tokens, offsets, rows), tasks
 
 
+class SplitPlanner:
+    """Each split's packed tasks, and the plans the writer packs from.
+
+    A split whose packed shards on disk are a complete set with this run's settings is taken
+    from their footers, without reading its examples; any other split is read and planned here
+    (and its plan kept for the writer).
+    """
+
+    def __init__(self, out: Path, found: Mapping[str, Mapping[str, Sequence[Path]]],
+                 pack_length: int, seed: int, settings: Mapping[str, Any]) -> None:
+        self.out, self.found, self.settings = out, found, settings
+        self.pack_length, self.seed = pack_length, seed
+        self.plans: dict[str, SplitPlan] = {}
+
+    def tasks(self, split: str, paths: Sequence[Path]) -> list[PackTask]:
+        record = self._complete_set(split)
+        if record is not None:
+            return [PackTask(split, index, 0, 0, str(shard_path(self.out, PACKED_CONFIG, split,
+                                                                index, record["shards"])),
+                             record) for index in range(record["shards"])]
+        self.plans[split], tasks = _plan_split(self.out, split, paths, self.pack_length,
+                                               self.seed, self.settings)
+        return tasks
+
+    def _complete_set(self, split: str) -> dict[str, Any] | None:
+        paths = self.found.get(PACKED_CONFIG, {}).get(split, [])
+        records = [read_shard_record(path, PACK_STAGE) for path in paths]
+        if not records or any(r is None or r.get("settings") != dict(self.settings)
+                              or "summary" not in r for r in records):
+            return None
+        count = records[0]["shards"]
+        expected = [shard_path(self.out, PACKED_CONFIG, split, i, count) for i in range(count)]
+        return records[0] if list(paths) == expected else None
+
+
 class PackedShardWriter:
     """Writes packed shards from the plans made in this process (packing runs in the driver)."""
 
@@ -182,6 +220,17 @@ class PackedShardWriter:
                          schema=SCHEMA)
         write_table_atomic(task.output, table, record=task.record, stage=PACK_STAGE)
         return dict(task.record)
+
+
+def _remove_foreign(packed_dir: Path) -> None:
+    """Anything in the packed config that is not a shard file: the card's glob would publish it."""
+    if not packed_dir.is_dir():
+        return
+    for entry in packed_dir.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        elif parse_shard_name(entry.name) is None:
+            entry.unlink()
 
 
 def update_packed(out: str | os.PathLike, pack_length: int | None, seed: int
@@ -200,18 +249,18 @@ def update_packed(out: str | os.PathLike, pack_length: int | None, seed: int
                         "packed config", packed_dir)
             shutil.rmtree(packed_dir)
         return None
+    _remove_foreign(packed_dir)
     found = find_shards(out)
     sources = packing_sources(found)
     settings = _settings(pack_length, seed, _sources_digest(out, sources))
-    plans, tasks = {}, []
-    for split, paths in sources.items():
-        plans[split], split_tasks = _plan_split(out, split, paths, pack_length, seed, settings)
-        tasks += split_tasks
+    planner = SplitPlanner(out, found, pack_length, seed, settings)
+    tasks = [task for split, paths in sources.items() for task in planner.tasks(split, paths)]
     # packed shards are derived from the tokenized ones beside them: any that do not match
     # are rewritten, never refused
-    records = run_shards(ShardStage(PACK_STAGE, out, settings, redo_mismatched=True), tasks,
-                         shard_paths(found, configs=[PACKED_CONFIG]),
-                         lambda rank: PackedShardWriter(plans, pack_length), unit="rows")
+    stage = ShardStage(PACK_STAGE, out, settings, required=("summary",), redo_mismatched=True,
+                       progress_bar=False)
+    records = run_shards(stage, tasks, shard_paths(found, configs=[PACKED_CONFIG]),
+                         lambda rank: PackedShardWriter(planner.plans, pack_length))
     summaries = {record["split"]: record["summary"] for record in records}
     result = combine_summaries(summaries, pack_length, seed)
     log.info("packed %d examples into %d rows of %d tokens (fill %.1f%%, %.2f examples a row; "

@@ -27,11 +27,7 @@ from parla.errors import RowRejected, UsageError
 from parla.options import PrepareOptions
 from parla.progress import get_logger
 from parla.report.build import SAMPLES_PER_DIALECT, collect_samples, report_clips, write_report
-from parla.report.statistics import (
-    build_statistics,
-    speaker_metadata,
-    write_rejects,
-)
+from parla.report.statistics import build_statistics, speaker_metadata, write_rejects
 from parla.stages.planning import PrepareTask, plan_shards, split_dialects
 from parla.stages.prepare_worker import ShardPreparer, require_resampler
 from parla.stages.result import StageResult
@@ -173,7 +169,7 @@ def prepare(options: PrepareOptions) -> StageResult:
     candidates, counts = select(options, sources)
     if options.dry_run:
         return StageResult("prepare", str(out), _selection_statistics(counts),
-                           time.monotonic() - started)
+                           time.monotonic() - started, dry_run=True)
     if not any(table["selected"].any() for table in candidates.values()):
         raise UsageError("no clips are left after selection, so there is nothing to write; "
                          "--dry_run shows the rows left after each step")

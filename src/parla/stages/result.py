@@ -15,13 +15,15 @@ class StageResult:
     ``output`` is the folder the stage wrote, or the published dataset's URL. ``statistics`` is
     what the stage's statistics file holds (dialect_statistics.json for prepare, with only each
     dialect's selection ``steps`` for a dry run; tokenization_stats.json for tokenize); it is
-    empty for publish. ``steps`` holds each stage's own result for `parla.run`, in order.
+    empty for publish and for `parla.run`, whose ``steps`` hold each stage's own result, in
+    order.
     """
 
     stage: str
     output: str
     statistics: Mapping[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    dry_run: bool = False  # prepare --dry_run: nothing was written
     steps: tuple[StageResult, ...] = ()
 
     @property

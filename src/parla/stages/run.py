@@ -15,20 +15,16 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from parla.dialects import DIALECTS
 from parla.errors import UsageError
 from parla.extras import require_tokenize_extra
-from parla.hub.client import check_write_access
 from parla.options import ConditioningOptions, PrepareOptions, PublishOptions, TokenizeOptions
 from parla.progress import get_logger
-from parla.stages.prepare import prepare
-from parla.stages.publish import publish
 from parla.stages.result import StageResult
-from parla.stages.tokenize import tokenize
 
 log = get_logger("pipeline")
 
@@ -216,28 +212,42 @@ def _check_chain(prepare_options: PrepareOptions, tokenize_options: TokenizeOpti
 
 
 def run(prepare_options: PrepareOptions, tokenize_options: TokenizeOptions | None = None,
-        publish_options: PublishOptions | None = None) -> StageResult:
+        publish_options: PublishOptions | None = None,
+        on_step: Callable[[StageResult], None] | None = None) -> StageResult:
     """Check the Hub login (when publishing), then prepare, tokenize and publish.
 
     A dry run checks the login and the selection, and stops there. ``output`` is the last
-    stage's output (the dataset's URL when published); ``steps`` holds each stage's result.
+    stage's output (the dataset's URL when published); ``steps`` holds each stage's result, and
+    ``on_step`` is called with each as soon as its stage ends. ``statistics`` is empty: each
+    stage's numbers are in its step.
     """
+    # the stages are imported here, not at the top: the CLI imports this module to build its
+    # parser, and `parla --help` must not load pandas, pyarrow and the Hub client
+    from parla.stages.prepare import prepare
+    from parla.stages.tokenize import tokenize
+
     started = time.monotonic()
     _check_chain(prepare_options, tokenize_options, publish_options)
     if publish_options is not None:
+        from parla.hub.client import check_write_access
+
         user = check_write_access(publish_options.repo_id)
         log.info("the Hub login (%s) may write to %s", user, publish_options.repo_id)
-    steps = [prepare(prepare_options)]
-    if not prepare_options.dry_run:
-        if tokenize_options is not None:
-            steps.append(tokenize(tokenize_options))
-        if publish_options is not None:
-            steps.append(_publish(publish_options))
-    return StageResult("run", steps[-1].output, steps[-1].statistics,
-                       time.monotonic() - started, tuple(steps))
+    steps: list[StageResult] = []
+    for stage, options in ((prepare, prepare_options), (tokenize, tokenize_options),
+                           (_publish, publish_options)):
+        if options is None or (steps and prepare_options.dry_run):
+            continue
+        steps.append(stage(options))
+        if on_step is not None:
+            on_step(steps[-1])
+    return StageResult("run", steps[-1].output, {}, time.monotonic() - started,
+                       dry_run=prepare_options.dry_run, steps=tuple(steps))
 
 
 def _publish(options: PublishOptions) -> StageResult:
+    from parla.stages.publish import publish
+
     try:
         return publish(options)
     except KeyboardInterrupt:

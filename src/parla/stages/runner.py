@@ -53,23 +53,26 @@ class ShardStage:
     name: str  # the key of its footer records (store.layout.*_STAGE)
     out: Path
     settings: Mapping[str, Any]  # what every shard's record holds under "settings"
+    required: tuple[str, ...] = ()  # keys a finished record must have besides settings
     redo_mismatched: bool = False  # remove and rewrite a shard that does not match, not refuse
+    progress_bar: bool = True
 
 
 def mismatch(record: Mapping[str, Any] | None, task: ShardTask | None,
-             settings: Mapping[str, Any]) -> str | None:
+             stage: ShardStage) -> str | None:
     """Why a shard on disk is not this task's finished output, or None when it is."""
-    if record is None:
+    if record is None or any(key not in record for key in stage.required):
         return "which parla did not write"
     if not isinstance(record.get("settings"), Mapping):
         return "written by an older parla whose settings this one cannot compare"
-    differ = settings_difference(record["settings"], settings)
+    differ = settings_difference(record["settings"], stage.settings)
     if differ:
         return f"a run with other settings ({differ})"
     if task is None:
-        return "a shard that the input does not have"
+        return "a shard that this run's input does not have"
     if any(record.get(key) != value for key, value in task.inputs().items()):
-        return "made from another version of its inputs (prepared again since, or another plan)"
+        return (f"made from another version of the inputs of this run's {task.describe()} "
+                "(changed since it was written)")
     return None
 
 
@@ -81,33 +84,44 @@ def trusted_records(stage: ShardStage, tasks: Sequence[ShardTask],
     for path in found:
         task = planned.get(str(path))
         record = read_shard_record(path, stage.name)
-        problem = mismatch(record, task, stage.settings)
+        problem = mismatch(record, task, stage)
         if problem is None and task is not None and record is not None:
             done[task.output] = record
         elif stage.redo_mismatched:
             log.info("redoing %s (%s)", path.relative_to(stage.out), problem)
             path.unlink()
         else:
-            raise UsageError(f"{stage.out} holds {path.relative_to(stage.out)}, {problem}; pass "
-                             "--overwrite to replace it, or choose another output folder")
+            raise UsageError(f"--output_dir {stage.out} holds {path.relative_to(stage.out)}, "
+                             f"{problem}; pass --overwrite to replace it, or choose another "
+                             "output folder")
     return done
 
 
 def run_shards(stage: ShardStage, tasks: Sequence[ShardTask], found: Iterable[Path],
-               worker_factory: Callable[[int], Callable[[Any], dict]], *,
-               engine: str = "local", num_workers: int = 1, num_gpus_per_worker: float = 0,
-               unit: str = "rows") -> list[dict]:
-    """Every task's record, in plan order: trusted from disk, or made now by the workers."""
-    done = trusted_records(stage, tasks, found)
+               worker_factory: Callable[[int], Callable[[Any], dict]], **engine: Any
+               ) -> list[dict]:
+    """Every task's record, in plan order: trusted from disk, or made now by the workers
+    (``engine``: `run_todo`'s engine keywords)."""
+    return run_todo(stage, tasks, trusted_records(stage, tasks, found), worker_factory,
+                    **engine)
+
+
+def run_todo(stage: ShardStage, tasks: Sequence[ShardTask], done: dict[str, dict],
+             worker_factory: Callable[[int], Callable[[Any], dict]], *, engine: str = "local",
+             num_workers: int = 1, num_gpus_per_worker: float = 0, unit: str = "rows"
+             ) -> list[dict]:
+    """Every task's record, in plan order: ``done`` (`trusted_records`), the others made now."""
     todo = [task for task in tasks if task.output not in done]
-    if done and todo:
+    if done:
         log.info("resuming %s: %d of %d shards already written", stage.out, len(done),
                  len(tasks))
+    if not todo:
+        return [done[task.output] for task in tasks]
     bar = progress(desc=stage.name, total=sum(t.rows for t in tasks), unit=unit,
-                   initial=sum(t.rows for t in tasks if t.output in done))
+                   initial=sum(t.rows for t in tasks if t.output in done),
+                   disable=not stage.progress_bar)
     try:
-        if todo:
-            done |= _map(todo, worker_factory, engine, num_workers, num_gpus_per_worker, bar)
+        done = done | _map(todo, worker_factory, engine, num_workers, num_gpus_per_worker, bar)
     finally:
         bar.close()
     return [done[task.output] for task in tasks]
@@ -127,5 +141,6 @@ def _map(todo: list[ShardTask], worker_factory: Callable[[int], Callable[[Any], 
     except WorkerDied as error:
         # the engine names the task it lost; the shards still missing are the sure list
         unfinished = [task.describe() for task in todo if not Path(task.output).is_file()]
-        raise WorkerDied(f"{error}. Unfinished: {'; '.join(unfinished)}") from error
+        more = f" and {len(unfinished) - 3} more" if len(unfinished) > 3 else ""
+        raise WorkerDied(f"{error}. Unfinished: {'; '.join(unfinished[:3])}{more}") from error
     return done

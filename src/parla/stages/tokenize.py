@@ -31,10 +31,10 @@ from parla.errors import Reject, UsageError
 from parla.extras import require_tokenize_extra
 from parla.options import TokenizeOptions
 from parla.progress import get_logger
-from parla.report.statistics import write_json, write_rejects
+from parla.report.statistics import write_rejects
 from parla.stages.pack import update_packed
 from parla.stages.result import StageResult
-from parla.stages.runner import ShardStage, run_shards
+from parla.stages.runner import ShardStage, run_todo, trusted_records
 from parla.stages.tokenize_worker import (
     CODE_COLUMNS,
     CONTEXT_LIMITS,
@@ -43,7 +43,7 @@ from parla.stages.tokenize_worker import (
     TokenizeTask,
     WorkerSettings,
 )
-from parla.store.files import lock_folder, remove_stale_tmp
+from parla.store.files import lock_folder, remove_stale_tmp, write_json
 from parla.store.layout import REJECTS_FILE, TOKENIZATION_STATS_FILE, TOKENIZE_STAGE
 from parla.store.shards import (
     DATA_DIR,
@@ -61,12 +61,6 @@ from parla.tokens.codec import (
 log = get_logger("tokenize")
 
 ORPHEUS_VQ_STRIDES = [4, 2, 1]
-
-
-# --- per-row work (pure) -----------------------------------------------------------------------
-
-
-# --- the worker (one per device) -------------------------------------------------------------
 
 
 # --- planning ----------------------------------------------------------------------------------
@@ -297,17 +291,19 @@ def tokenize(options: TokenizeOptions) -> StageResult:
         if remove_stale_tmp(out):
             log.info("removed the half-written files of an interrupted run")
         tasks = _plan(found, input_dir, out)
-        workers = max(1, min(num_workers, len(tasks)))
-        log.info("tokenizing %d shard(s) (%d rows) on %s with up to %d worker(s)", len(tasks),
-                 sum(t.rows for t in tasks), ", ".join(devices), workers)
+        stage = ShardStage(TOKENIZE_STAGE, out, fingerprint, required=("stats",))
+        done = trusted_records(stage, tasks, shard_paths(find_shards(out), configs=found))
+        todo = [task for task in tasks if task.output not in done]
+        # the workers' threads are sized for the shards left, as many workers as have work
+        workers = max(1, min(num_workers, len(todo)))
+        log.info("tokenizing %d shard(s) (%d rows) on %s with %d worker(s)", len(todo),
+                 sum(t.rows for t in todo), ", ".join(devices), workers)
         settings = _worker_settings(options, snac_files, tokenizer_path, devices, workers,
                                     fingerprint)
         on_gpu = devices[0] != "cpu"
-        records = run_shards(ShardStage(TOKENIZE_STAGE, out, fingerprint), tasks,
-                             shard_paths(find_shards(out), configs=found),
-                             functools.partial(ShardTokenizer, settings), engine=options.engine,
-                             num_workers=workers,
-                             num_gpus_per_worker=(1 / options.workers_per_gpu) if on_gpu else 0)
+        records = run_todo(stage, tasks, done, functools.partial(ShardTokenizer, settings),
+                           engine=options.engine, num_workers=workers,
+                           num_gpus_per_worker=(1 / options.workers_per_gpu) if on_gpu else 0)
         statistics = _write_reports(out, records, settings, parameters, options.pack_length,
                                     options.seed)
     elapsed = time.perf_counter() - started

@@ -8,7 +8,6 @@ and rejects (pure); `GroupStats` are the counts that merge across shards by addi
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,6 @@ from parla.errors import Reject, RowRejected
 from parla.store.layout import TOKENIZE_STAGE
 from parla.store.shards import (
     read_shard,
-    read_shard_record,
     write_table_atomic,
 )
 from parla.tokens import orpheus
@@ -339,12 +337,6 @@ def shard_record(task: TokenizeTask, fingerprint: Mapping[str, Any],
             "input_rows": task.rows, "input_bytes": task.input_bytes,
             "stats": {dialect: group.to_dict() for dialect, group in stats.items()},
             "rejects": [reject.to_dict() for reject in rejects]}
-
-
-def read_tokenized_record(path: str | os.PathLike) -> dict[str, Any] | None:
-    """The record in a tokenized shard's footer; None for a shard parla tokenize did not write."""
-    record = read_shard_record(path, TOKENIZE_STAGE)
-    return record if record is not None and "stats" in record else None
 
 
 @dataclass(frozen=True)

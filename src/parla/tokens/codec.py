@@ -51,16 +51,6 @@ MAX_BATCH_SECONDS = 600.0  # beyond this a bigger batch no longer speeds up a GP
 MIN_BATCH_SECONDS = 8.0
 
 
-def require_tokenize_extra() -> None:
-    """UsageError unless torch, snac and tokenizers are importable (the `parla[tokenize]` extra)."""
-    import importlib.util
-
-    missing = [name for name in ("torch", "snac", "tokenizers")
-               if importlib.util.find_spec(name) is None]
-    if missing:
-        raise UsageError(f"tokenize needs {', '.join(missing)}: pip install 'parla[tokenize]'")
-
-
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 
 
