@@ -7,10 +7,12 @@ it holds no client of its own.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import socket
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 from parla.errors import UsageError
@@ -55,6 +57,20 @@ def read_timeout() -> float:
 
 
 _factory_timeout: float | None = None
+# sees every request while set (store.hub_download bounds the downloads of a Hub dataset with it):
+# an object whose ``send(transport, request)`` sends the request and returns the response
+_watch: Any = None
+
+
+@contextlib.contextmanager
+def watching_requests(watch: Any) -> Iterator[None]:
+    """Every request of huggingface_hub's shared client goes through ``watch.send`` meanwhile."""
+    global _watch
+    previous, _watch = _watch, watch
+    try:
+        yield
+    finally:
+        _watch = previous
 
 
 class HubStoppedAnswering(Exception):
@@ -86,6 +102,9 @@ def use_timeouts() -> None:
             self._inner = httpx.HTTPTransport()
 
         def handle_request(self, request: Any) -> Any:
+            watch = _watch
+            if watch is not None:
+                return watch.send(self._inner, request)
             try:
                 return self._inner.handle_request(request)
             except httpx.ReadTimeout as error:
