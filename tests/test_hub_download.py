@@ -172,7 +172,8 @@ def test_a_fallback_to_the_cache_is_announced(dataset_hub, tmp_path, monkeypatch
         f"{CENTRAL}: the Hub at {dataset_hub.url} did not answer (no reply within 0.5 s, 4 "
         f"tries); using the cached copy of revision {shas[CENTRAL]} from 2026-11-20",
         f"{BALEAR}: the Hub at {dataset_hub.url} did not answer (no reply within 0.5 s, 4 "
-        f"tries); using the cached copy of revision {shas[BALEAR]} from 2026-11-20"]
+        f"tries for {CENTRAL}); using the cached copy of revision {shas[BALEAR]} from "
+        "2026-11-20"]
     assert dataset_hub.calls == ["info"] * 4  # the second dataset did not wait for it again
     assert central.from_cache and central.revision == shas[CENTRAL] and central.folder.is_dir()
     assert balear.from_cache and balear.revision == shas[BALEAR]

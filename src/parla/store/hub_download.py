@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import threading
 import time
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -102,8 +103,10 @@ class HubDownloads:
                 failure = classify(error, read_timeout())
                 if failure is None:
                     raise
-            if failure.kind in ("unreachable", "stalled"):
-                self.down[endpoint] = failure
+            if failure.kind in ("unreachable", "stalled"):  # the later datasets say whose
+                tries = f", {failure.tries} tries" if failure.tries else ""
+                self.down[endpoint] = Failure(failure.kind,
+                                              f"{failure.detail}{tries} for {repo_id}")
         return self._fall_back(repo_id, cache, endpoint, failure)
 
     def _no_network(self, endpoint: str) -> Failure | None:
@@ -112,7 +115,10 @@ class HubDownloads:
         if endpoint in self.down:
             return self.down[endpoint]
         unreachable = hub_unreachable()
-        return Failure("unreachable", unreachable) if unreachable else None
+        if not unreachable:
+            return None
+        self.down[endpoint] = Failure("unreachable", unreachable)
+        return self.down[endpoint]
 
     def _fall_back(self, repo_id: str, cache: Path, endpoint: str, failure: Failure
                    ) -> HubSnapshot:
@@ -272,6 +278,7 @@ class DownloadProgress:
         self.total = sum(files.values())
         self.done_files, self.done_bytes = 0, 0
         self._per_file: dict[str, int] = {}
+        self._lock = threading.Lock()  # the download threads update it
         self._started = time.monotonic()
         self._bar = progress(desc=f"downloading {repo_id}", total=self.total, unit="B",
                              unit_scale=True, disable=bars_disabled())
@@ -299,14 +306,17 @@ class DownloadProgress:
         return Counter
 
     def add(self, path: str, count: int) -> None:
-        self._per_file[path] = self._per_file.get(path, 0) + count
-        self.done_bytes += count
-        self._bar.update(count)
+        with self._lock:
+            self._per_file[path] = self._per_file.get(path, 0) + count
+            self.done_bytes += count
+            self._bar.update(count)
 
     def file_done(self, path: str) -> None:
         self.add(path, self.files[path] - self._per_file.get(path, 0))  # exact, resumes or not
-        self.done_files += 1
-        self._bar.set_postfix_str(f"{self.done_files}/{len(self.files)} files", refresh=False)
+        with self._lock:
+            self.done_files += 1
+            self._bar.set_postfix_str(f"{self.done_files}/{len(self.files)} files",
+                                      refresh=False)
 
     def follow(self, futures: list[Future]) -> None:
         """Wait for every file, saying how far it got; the first failure is raised."""
