@@ -6,6 +6,7 @@ import contextlib
 import csv
 import functools
 import hashlib
+import http.server
 import io
 import os
 import re
@@ -593,3 +594,273 @@ def load_prepared(folder: Path, config: str, split: str, cache_dir: Path) -> lis
         row["samples"], row["sample_rate"] = sf.read(io.BytesIO(row["audio"]["bytes"]),
                                                      dtype="float32")
     return rows
+
+
+# --- a fake Hub that serves datasets for download (test_hub_download.py) ---------------------
+# The download side of the Hub's API, on 127.0.0.1: repo info, the file tree (paginated), and
+# resolve with the headers huggingface_hub reads, optionally redirecting to a second host.
+
+_DOWNLOAD_ROUTES = [
+    ("info", r"/api/datasets/(?P<repo>[^/]+/[^/]+)(?:/revision/(?P<rev>[^/]+))?"),
+    ("tree", r"/api/datasets/(?P<repo>[^/]+/[^/]+)/tree/(?P<rev>[^/]+)"),
+    ("file", r"/datasets/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)"),
+    ("cdn", r"/cdn/(?P<sha256>[0-9a-f]{64})"),
+]
+DOWNLOAD_CHUNK = 16 * 1024
+
+
+class FakeDatasetHub:
+    """Serves datasets as the Hub's download API does: repo info (``/api/datasets/R`` and
+    ``.../revision/REV``: id, sha, lastModified), the recursive tree (``page_size`` entries a
+    page, the next page in a ``Link`` header), and ``resolve`` (HEAD and GET, with X-Repo-Commit,
+    ETag or X-Linked-Etag/X-Linked-Size, Range). With ``redirect``, LFS files (``*.parquet``)
+    answer 302 to a second server, the CDN, which sends the bytes.
+
+    ``fail[route]`` (routes: info, tree, head, file, cdn) answers otherwise: an HTTP status;
+    "drop" closes the connection; "hang" never answers (until `close`); "stall" sends the
+    headers and half the file, then hangs; ``(status, headers, body)`` is sent as it is. A list
+    is used one per request, then the route answers normally. ``chunk_delay`` seconds pass
+    between the 16 kB chunks of a file. ``calls`` lists the routes hit, ``bytes_sent`` the file
+    bytes sent.
+    """
+
+    def __init__(self, page_size: int = 2, redirect: bool = False) -> None:
+        import threading
+
+        self.page_size, self.redirect = page_size, redirect
+        self.repos: dict[str, dict[str, bytes]] = {}
+        self.dates: dict[str, str] = {}
+        self.fail: dict[str, object] = {}
+        self.chunk_delay = 0.0
+        self.calls: list[str] = []
+        self.bytes_sent = 0
+        self.released = threading.Event()
+        self._servers = [http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                                         _dataset_hub_handler(self))
+                         for _ in range(2)]  # the Hub, and the CDN it redirects to
+        for server in self._servers:
+            threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        host, port = self._servers[0].server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def cdn_url(self) -> str:
+        host, port = self._servers[1].server_address[:2]
+        return f"http://{host}:{port}"
+
+    def add(self, repo_id: str, files: dict[str, bytes],
+            date: str = "2026-11-20T10:00:00.000Z") -> str:
+        """Publish ``files`` as ``repo_id``'s main (replacing it); its commit sha."""
+        self.repos[repo_id] = dict(files)
+        self.dates[repo_id] = date
+        return self.sha(repo_id)
+
+    def add_folder(self, repo_id: str, folder: Path, **kwargs: str) -> str:
+        return self.add(repo_id, {path.relative_to(folder).as_posix(): path.read_bytes()
+                                  for path in sorted(folder.rglob("*")) if path.is_file()},
+                        **kwargs)
+
+    def sha(self, repo_id: str) -> str:
+        return hashlib.sha1(repr(sorted(self.repos[repo_id].items())).encode()).hexdigest()
+
+    def close(self) -> None:
+        self.released.set()
+        for server in self._servers:
+            server.shutdown()
+            server.server_close()
+
+    def injected(self, route: str) -> object | None:
+        """The failure to play for one request of ``route``, if any (used up when a list)."""
+        status = self.fail.get(route)
+        if isinstance(status, list):
+            status = status.pop(0)
+            if not self.fail[route]:
+                del self.fail[route]
+        return status
+
+    def _entry(self, path: str, data: bytes) -> dict:
+        entry = {"type": "file", "oid": _git_blob_oid(data), "size": len(data), "path": path}
+        if path.endswith(".parquet"):
+            entry["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data),
+                            "pointerSize": 134}
+        return entry
+
+    def tree_page(self, repo: str, cursor: int) -> tuple[list[dict], str | None]:
+        files = self.repos[repo]
+        folders = sorted({p.rsplit("/", 1)[0] for p in files if "/" in p})
+        entries = ([{"type": "directory", "oid": "0" * 40, "path": f} for f in folders]
+                   + [self._entry(p, files[p]) for p in sorted(files)])
+        end = cursor + self.page_size
+        following = (f"{self.url}/api/datasets/{repo}/tree/{self.sha(repo)}?recursive=True"
+                     f"&cursor={end}" if end < len(entries) else None)
+        return entries[cursor:end], following
+
+    def file_headers(self, repo: str, path: str) -> dict[str, str] | None:
+        data = self.repos[repo].get(path)
+        if data is None:
+            return None
+        entry = self._entry(path, data)
+        etag = entry["lfs"]["oid"] if "lfs" in entry else entry["oid"]
+        return {"X-Repo-Commit": self.sha(repo), "ETag": f'"{etag}"',
+                "Content-Length": str(len(data)), "Accept-Ranges": "bytes",
+                **({"X-Linked-Etag": f'"{etag}"', "X-Linked-Size": str(len(data))}
+                   if "lfs" in entry else {})}
+
+    def blob(self, sha256: str) -> bytes | None:
+        return next((data for files in self.repos.values() for data in files.values()
+                     if hashlib.sha256(data).hexdigest() == sha256), None)
+
+
+_NOT_FOUND = (404, {"X-Error-Code": "RepoNotFound"}, b'{"error": "Repository not found"}')
+
+
+class _DatasetHubHandler(http.server.BaseHTTPRequestHandler):
+    """FakeDatasetHub's requests (``hub`` is set by `_dataset_hub_handler`)."""
+
+    hub: FakeDatasetHub
+
+    def _route(self) -> tuple[str, dict[str, str]] | None:
+        import re
+        from urllib.parse import unquote, urlsplit
+
+        path = unquote(urlsplit(self.path).path)
+        for name, pattern in _DOWNLOAD_ROUTES:
+            match = re.fullmatch(pattern, path)
+            if match:
+                return name, match.groupdict()
+        return None
+
+    def _answer(self) -> None:
+        found = self._route()
+        if found is None:
+            return self._send(404, {}, b'{"error": "no such route"}')
+        route, groups = found
+        if route == "file" and self.command == "HEAD":
+            route = "head"
+        self.hub.calls.append(route)
+        status = self.hub.injected(route)
+        if status == "hang":
+            self.hub.released.wait()
+            return None
+        if status == "drop":
+            self.close_connection = True
+            return None
+        if isinstance(status, tuple):
+            return self._send(*status)
+        if isinstance(status, int):
+            return self._send(status, {}, b'{"error": "injected"}')
+        if groups.get("repo") is not None and groups["repo"] not in self.hub.repos:
+            return self._send(*_NOT_FOUND)
+        getattr(self, f"_{route if route != 'head' else 'file'}")(groups, status)
+        return None
+
+    def _info(self, groups: dict[str, str], status: object) -> None:
+        import json
+
+        repo = groups["repo"]
+        self._send(200, {}, json.dumps({
+            "id": repo, "sha": self.hub.sha(repo), "lastModified": self.hub.dates[repo],
+            "private": False, "siblings": [{"rfilename": p} for p in sorted(self.hub.repos[repo])],
+        }).encode())
+
+    def _tree(self, groups: dict[str, str], status: object) -> None:
+        import json
+        from urllib.parse import parse_qs, urlsplit
+
+        query = parse_qs(urlsplit(self.path).query)
+        page, following = self.hub.tree_page(groups["repo"], int(query.get("cursor", ["0"])[0]))
+        headers = {"Link": f'<{following}>; rel="next"'} if following else {}
+        self._send(200, headers, json.dumps(page).encode())
+
+    def _file(self, groups: dict[str, str], status: object) -> None:
+        repo, path = groups["repo"], groups["path"]
+        headers = self.hub.file_headers(repo, path)
+        if headers is None:
+            return self._send(404, {"X-Error-Code": "EntryNotFound",
+                                    "X-Repo-Commit": self.hub.sha(repo)}, b"{}")
+        if self.hub.redirect and "X-Linked-Etag" in headers:
+            sha256 = headers["X-Linked-Etag"].strip('"')
+            return self._send(302, headers | {"Location": f"{self.hub.cdn_url}/cdn/{sha256}",
+                                              "Content-Length": "0"}, b"")
+        return self._bytes(self.hub.repos[repo][path], headers, status)
+
+    def _cdn(self, groups: dict[str, str], status: object) -> None:
+        data = self.hub.blob(groups["sha256"])
+        if data is None:
+            return self._send(404, {}, b"no such blob")
+        return self._bytes(data, {"ETag": f'"{groups["sha256"]}"', "Accept-Ranges": "bytes"},
+                           status)
+
+    def _bytes(self, data: bytes, headers: dict[str, str], status: object) -> None:
+        import re
+
+        start = 0
+        ranged = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", ""))
+        if ranged:
+            start = int(ranged.group(1))
+            headers = headers | {"Content-Range": f"bytes {start}-{len(data) - 1}/{len(data)}"}
+        self.send_response(206 if ranged else 200)
+        for key, value in (headers | {"Content-Length": str(len(data) - start)}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self._body(data, start, status)
+
+    def _body(self, data: bytes, start: int, status: object) -> None:
+        import time
+
+        for offset in range(start, len(data), DOWNLOAD_CHUNK):
+            if status == "stall" and offset >= start + (len(data) - start) // 2:
+                self.hub.released.wait()
+                return
+            time.sleep(self.hub.chunk_delay)
+            chunk = data[offset:offset + DOWNLOAD_CHUNK]
+            self.wfile.write(chunk)
+            self.wfile.flush()
+            self.hub.bytes_sent += len(chunk)
+
+    def _send(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.send_response(status)
+        for key, value in {"Content-Type": "application/json", **headers}.items():
+            self.send_header(key, value)
+        if "Content-Length" not in headers:
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    do_GET = do_HEAD = _answer
+
+    def log_message(self, *args: object) -> None:  # keep test output clean
+        pass
+
+
+def _dataset_hub_handler(hub: FakeDatasetHub) -> type:
+    return type("DatasetHubHandler", (_DatasetHubHandler,), {"hub": hub})
+
+
+@pytest.fixture
+def dataset_hub(monkeypatch) -> Iterator[FakeDatasetHub]:
+    """A running FakeDatasetHub that parla downloads from (also in subprocesses): HF_ENDPOINT
+    points at it, offline mode is off for both libraries, and no retry waits."""
+    import types
+
+    import datasets.config
+    from huggingface_hub import constants
+    from huggingface_hub.utils import _http
+
+    from parla.store import hub_requests
+
+    hub = FakeDatasetHub()
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "0")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # both read once, at import
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(_http, "time", types.SimpleNamespace(sleep=lambda seconds: None))
+    monkeypatch.setattr(hub_requests, "_sleep", lambda seconds: None)
+    yield hub
+    hub.close()

@@ -106,7 +106,11 @@ def _add_prepare_io(io: Any, defaults: PrepareOptions, require_sources: bool) ->
                "the dialect explicitly.")
     _flag(io, "output_dir", required=require_sources, help="folder to write (Hub layout)")
     _flag(io, "overwrite", action="store_true", help="replace a non-empty output folder")
-    _flag(io, "cache_dir", help="datasets cache folder for Hub/local sources")
+    _flag(io, "cache_dir", help="datasets cache folder for Hub/local sources (Hub downloads go "
+                                "to its hub/ folder; default: the Hugging Face cache)")
+    _flag(io, "allow_stale_cache", action="store_true",
+          help="a Hub dataset the Hub no longer serves (404, or 401/403: deleted, renamed, "
+               "private) is read from its cached copy, if there is one, instead of failing")
     _flag(io, "rows_per_shard", type=int, default=defaults.rows_per_shard,
           help="rows per output parquet shard, the unit of work and of resume "
                "(default %(default)s)")

@@ -7,17 +7,19 @@ it holds no client of its own.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import os
 import socket
 import threading
+from collections.abc import Iterator
+from typing import Any
 
 from parla.errors import UsageError
 
 # huggingface_hub 2 talks to the Hub with no timeout at all: a Hub that accepts a request and
-# never answers, or stops reading it, would hang `parla publish` for ever (parla.hub.transport
-# sets the timeouts). PARLA_HUB_TIMEOUT (seconds) sets how long a stalled read, write or pool
-# wait may last, for slow links; connecting (at most that too) and the reachability probe stay
-# short.
+# never answers would hang `parla publish` for ever. PARLA_HUB_TIMEOUT (seconds) overrides the
+# read timeout, for slow links; connecting and the quick reachability probe stay short.
 CONNECT_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 60.0
 PROBE_TIMEOUT_S = 1.5
@@ -52,6 +54,78 @@ def read_timeout() -> float:
     except ValueError:
         raise UsageError(f"PARLA_HUB_TIMEOUT={os.environ['PARLA_HUB_TIMEOUT']!r} is not a "
                          "number of seconds") from None
+
+
+_factory_timeout: float | None = None
+_factory: Any = None  # the client factory this module installed last
+# sees every request while set (store.hub_download bounds the downloads of a Hub dataset with it):
+# an object whose ``send(transport, request)`` sends the request and returns the response
+_watch: Any = None
+
+
+@contextlib.contextmanager
+def watching_requests(watch: Any) -> Iterator[None]:
+    """Every request of huggingface_hub's shared client goes through ``watch.send`` meanwhile."""
+    global _watch
+    previous, _watch = _watch, watch
+    try:
+        yield
+    finally:
+        _watch = previous
+
+
+class HubStoppedAnswering(Exception):
+    """A request the Hub accepted and did not answer within the read timeout (not one of the
+    HTTP client's own errors, so huggingface_hub does not send it again)."""
+
+
+def use_timeouts() -> None:
+    """Make huggingface_hub's shared HTTP client time out (connect, then each read)."""
+    global _factory_timeout, _factory
+    timeout = read_timeout()
+    from huggingface_hub.utils import _http
+
+    # the publish side installs a client of its own (hub.transport): reinstall ours when it is
+    # not the one in place
+    if _factory_timeout == timeout and getattr(_http, "_GLOBAL_CLIENT_FACTORY", None) is _factory:
+        return
+
+    if not hasattr(_http, "set_client_factory"):
+        return  # huggingface_hub < 1 (requests): it sets its own timeouts
+    try:
+        httpx = importlib.import_module("httpx2")
+    except ImportError:
+        httpx = importlib.import_module("httpx")
+
+    class NoSilentRetries(httpx.BaseTransport):
+        """A POST (preupload, commit) the Hub took and never answered is not sent again:
+        huggingface_hub would retry it five times, six read timeouts of silence, and the Hub may
+        have acted on it; parla reports it once and a rerun finishes the upload."""
+
+        def __init__(self) -> None:
+            self._inner = httpx.HTTPTransport()
+
+        def handle_request(self, request: Any) -> Any:
+            watch = _watch
+            if watch is not None:
+                return watch.send(self._inner, request)
+            try:
+                return self._inner.handle_request(request)
+            except httpx.ReadTimeout as error:
+                if request.method != "POST":
+                    raise
+                raise HubStoppedAnswering(str(error) or "read timeout") from error
+
+        def close(self) -> None:
+            self._inner.close()
+
+    def client_factory() -> Any:
+        return httpx.Client(event_hooks={"request": [_http.hf_request_event_hook]},
+                            follow_redirects=True, transport=NoSilentRetries(),
+                            timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT_S))
+
+    _http.set_client_factory(client_factory)
+    _factory_timeout, _factory = timeout, client_factory
 
 
 def hub_unreachable(timeout: float = PROBE_TIMEOUT_S) -> str | None:

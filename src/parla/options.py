@@ -98,7 +98,9 @@ class PrepareOptions:
     dry_run: bool = False
     overwrite: bool = False
     engine: str = "local"
-    cache_dir: str | None = None  # passed to datasets.load_dataset
+    cache_dir: str | None = None  # datasets' cache; Hub snapshots go to <cache_dir>/hub
+    # a Hub dataset that answers 404/401/403 but is cached: use the stale copy (else an error)
+    allow_stale_cache: bool = False
     conditioning: ConditioningOptions = field(default_factory=ConditioningOptions)
     dnsmos: bool = False  # DNSMOS scores per row: the parla[quality] extra (docs/QUALITY.md)
     min_dnsmos: float | None = None  # reject (low_dnsmos) under this overall DNSMOS; needs dnsmos

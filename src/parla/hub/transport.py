@@ -240,17 +240,21 @@ def _with_timeouts(request: Any, timeout: Any) -> None:
 
 
 _factory_timeout: float | None = None
+_factory: Any = None  # the client factory this module installed last
 
 
 def use_timeouts() -> None:
     """Make huggingface_hub's shared HTTP client (and hf_xet's) time out and retry as above."""
-    global _factory_timeout
+    global _factory_timeout, _factory
     timeout = read_timeout()
     connect = min(CONNECT_TIMEOUT_S, timeout)
     _xet_settings(connect, timeout)
-    if _factory_timeout == timeout:
-        return
     from huggingface_hub.utils import _http
+
+    # the download side installs a client of its own (endpoint.use_timeouts): reinstall ours
+    # when it is not the one in place
+    if _factory_timeout == timeout and getattr(_http, "_GLOBAL_CLIENT_FACTORY", None) is _factory:
+        return
 
     if not hasattr(_http, "set_client_factory"):
         return  # huggingface_hub < 1 (requests): it sets its own timeouts
@@ -278,7 +282,7 @@ def use_timeouts() -> None:
                             follow_redirects=True, transport=HubTransport(), timeout=limits)
 
     _http.set_client_factory(client_factory)
-    _factory_timeout = timeout
+    _factory_timeout, _factory = timeout, client_factory
 
 
 def _xet_settings(connect: float, timeout: float) -> None:

@@ -35,6 +35,7 @@ from parla.stages.runner import ShardStage, run_shards
 from parla.stages.selection import StepCount, select_candidates
 from parla.store.clips import ClipReader
 from parla.store.files import lock_folder, remove_stale_tmp, write_json
+from parla.store.hub_download import HubDownloads
 from parla.store.layout import (
     PREPARE_STAGE,
     REJECTS_FILE,
@@ -54,7 +55,8 @@ from parla.store.sources import LoadedSource, clip_reader, load_source, parse_so
 log = get_logger("prepare")
 
 # options that say how and where a run goes, not what it writes: not in the card or fingerprint
-_RUN_SETTINGS = ("output_dir", "overwrite", "dry_run", "cache_dir", "num_workers", "engine")
+_RUN_SETTINGS = ("output_dir", "overwrite", "dry_run", "cache_dir", "num_workers", "engine",
+                 "allow_stale_cache")
 
 
 def _check_output_dir(options: PrepareOptions) -> Path:
@@ -111,6 +113,7 @@ def shard_settings(options: PrepareOptions) -> dict[str, Any]:
 
 def load_sources(options: PrepareOptions) -> dict[str, LoadedSource]:
     specs = [parse_source_spec(text) for text in options.datasets]
+    hub = HubDownloads(allow_stale_cache=options.allow_stale_cache)  # shared: a dead Hub once
     sources: dict[str, LoadedSource] = {}
     seen: dict[str, str] = {}
     for spec in specs:
@@ -120,7 +123,7 @@ def load_sources(options: PrepareOptions) -> dict[str, LoadedSource]:
             raise UsageError(f"source {spec.location} is given twice"
                              + (f" (as {seen[same]})" if seen[same] != spec.location else ""))
         seen[same] = spec.location
-        sources[spec.location] = load_source(spec, options.cache_dir)
+        sources[spec.location] = load_source(spec, options.cache_dir, hub)
     return sources
 
 
@@ -217,7 +220,7 @@ def _write_reports(out: Path, options: PrepareOptions, counts: dict[str, list[St
         write_json(out / SPEAKERS_FILE, speaker_metadata(records))
     write_report(out, statistics, report_clips(records), rejects,
                  collect_samples(out, SAMPLES_PER_DIALECT, _source_reader(tasks, readers), shards))
-    _write_card(out, options, shards)
+    _write_card(out, options, shards, sources)
     return statistics
 
 
@@ -252,13 +255,18 @@ def _statistics_parameters(options: PrepareOptions) -> dict[str, Any]:
     return {name: getattr(options, name) for name in names}
 
 
-def _write_card(out: Path, options: PrepareOptions, shards: dict[str, Any]) -> None:
-    """The card (its sources by name) and, beside it, where they are on this machine."""
+def _write_card(out: Path, options: PrepareOptions, shards: dict[str, Any],
+                sources: dict[str, LoadedSource]) -> None:
+    """The card (its sources by name, Hub ones with their revision) and, beside it, where the
+    local ones are on this machine."""
     from parla.card.folder import write_dataset_card
 
     parameters = asdict(options)
     for private in _RUN_SETTINGS:
         parameters.pop(private, None)
+    revisions = {name: source.revision for name, source in sources.items() if source.revision}
+    if revisions:  # which commit of each Hub dataset the corpus was made from
+        parameters["source_revisions"] = revisions
     write_dataset_card(out, kind="prepared", parameters=parameters, shards=shards)
     local = [str(Path(spec.location).expanduser().absolute()) for spec in
              map(parse_source_spec, options.datasets) if Path(spec.location).expanduser().is_dir()]

@@ -24,10 +24,10 @@ import pandas as pd
 
 from parla.audio.decode import probe_duration
 from parla.dialects import DIALECTS, Dialect, dialect_from_accent, find_dialect, resolve_dialect
-from parla.endpoint import hub_offline
-from parla.errors import ParlaError, Reject, RowRejected, SourceError
+from parla.errors import Reject, RowRejected, SourceError
 from parla.progress import get_logger, progress
 from parla.store.clips import ClipReader, read_clip
+from parla.store.hub_download import HubDownloads, HubUnreachableError  # noqa: F401 (re-export)
 
 log = get_logger("sources")
 
@@ -37,11 +37,6 @@ METADATA_COLUMNS = ("source", "row", "client_id", "path", "sentence", "up_votes"
 _ALIASES = {"client_id": ("client_id", "speaker_id", "speaker"),
             "sentence": ("sentence", "text", "transcription", "original_text"),
             "path": ("path", "source_path", "file")}
-
-
-class HubUnreachableError(ParlaError):
-    """A Hub dataset id while the Hub cannot be reached and no cached copy exists: the
-    environment failed, not the input (exit 1)."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +68,7 @@ class LoadedSource:
     rows_without_dialect: int = 0
     dataset: Any = None  # datasets.Dataset for hub/folder/disk sources
     clips_dir: Path | None = None  # cv_release
+    revision: str | None = None  # hub: the commit read (HubDownloads.fetch)
 
     def read_bytes(self, rows: list[int]) -> list[bytes | None]:
         import pyarrow as pa
@@ -103,12 +99,13 @@ def detect_kind(location: str) -> str:
     raise SourceError(f"{location}: no such folder, and not a Hub dataset id (owner/name)")
 
 
-def load_source(spec: SourceSpec, cache_dir: str | None = None) -> LoadedSource:
+def load_source(spec: SourceSpec, cache_dir: str | None = None,
+                hub: HubDownloads | None = None) -> LoadedSource:
     kind = detect_kind(spec.location)
     if kind == "cv_release":
         source = _load_cv_release(spec)
     else:
-        source = _load_datasets_source(spec, kind, cache_dir)
+        source = _load_datasets_source(spec, kind, cache_dir, hub or HubDownloads())
     _refuse_a_source_with_no_rows_left(source)  # before any dialect is guessed from no rows
     _assign_dialects(source)
     _reject_rows_without_text(source)
@@ -343,36 +340,25 @@ def _probe_file(file: Path, path: str, source: LoadedSource) -> float:
 
 # --- datasets-readable sources ---------------------------------------------------------------
 
-def _load_datasets_source(spec: SourceSpec, kind: str, cache_dir: str | None) -> LoadedSource:
+def _load_datasets_source(spec: SourceSpec, kind: str, cache_dir: str | None,
+                          hub: HubDownloads) -> LoadedSource:
     import datasets
 
-    unreachable = None
-    if kind == "hub" and not hub_offline(datasets=True):
-        from parla.endpoint import hub_unreachable
-
-        # about a second, where the HTTP clients' retries take 25 s before they give up
-        unreachable = hub_unreachable()
+    # a Hub id: one revision downloaded (or found in the cache), then read as a local folder
+    snapshot = hub.fetch(spec.location, cache_dir) if kind == "hub" else None
     try:
-        with _offline_mode(unreachable is not None):  # a cached copy may still be there
+        with _offline_mode(snapshot is not None):  # the snapshot is complete: no network
             if kind == "disk":
                 loaded = datasets.load_from_disk(spec.location)
             else:
-                loaded = datasets.load_dataset(spec.location, cache_dir=cache_dir)
+                location = str(snapshot.folder) if snapshot else spec.location
+                loaded = datasets.load_dataset(location, cache_dir=cache_dir)
     except Exception as error:  # datasets raises many types; all mean "this source is unreadable"
-        download = (f"download it where there is network (`hf download {spec.location} "
-                    "--repo-type dataset --local-dir DIR`) and pass DIR")
-        if unreachable:
-            from parla.endpoint import hub_endpoint
-
-            raise HubUnreachableError(
-                f"{spec.location}: cannot load: not a local folder, the Hub at {hub_endpoint()} "
-                f"cannot be reached ({unreachable}) and no cached copy exists; {download}"
-            ) from None
-        hint = (f" (the Hub cannot be reached or has no such dataset, and no cached copy "
-                f"exists: {download})" if kind == "hub" else "")
         raise SourceError(f"{spec.location}: cannot load ({type(error).__name__}: "
-                          f"{str(error).splitlines()[0] if str(error) else ''}){hint}") from None
-    return _dataset_source(spec, kind, loaded)
+                          f"{str(error).splitlines()[0] if str(error) else ''})") from None
+    source = _dataset_source(spec, kind, loaded)
+    source.revision = snapshot.revision if snapshot else None
+    return source
 
 
 def _dataset_source(spec: SourceSpec, kind: str, loaded: Any) -> LoadedSource:
