@@ -321,3 +321,31 @@ def test_wrapper_script_without_login_stops_before_processing(fake_hub, demo_cor
 def test_wrapper_script_rejects_a_bad_upload_switch(tmp_path):
     done = run_script(str(tmp_path / "o"), "8", REPO, "maybe", "2", env={})
     assert done.returncode == 2 and "UPLOAD_TO_HF must be yes or no" in done.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_torch_thread")
+def test_run_with_tokenize_writes_what_tokenize_alone_writes(demo_corpus, snac_dir,
+                                                             text_tokenizer_file, tmp_path):
+    """`parla run --tokenize` with the real stages (stand-in models): its tokenized folder holds
+    the bytes `parla tokenize` writes from the same prepared folder."""
+    out = tmp_path / "processed"
+    models = ["--snac_model", str(snac_dir), "--text_tokenizer", str(text_tokenizer_file),
+              "--device", "cpu", "--no_dedupe_frames", "--pack_length", "512"]
+    assert cli.main(["run", "--datasets", str(demo_corpus), "--output_dir", str(out),
+                     "--samples_per_dialect", "2", "--max_samples_per_speaker", "2",
+                     "--num_workers", "1", "--tokenize", *models]) == 0
+    alone = tmp_path / "alone"
+    assert cli.main(["tokenize", "--input_dir", str(out), "--output_dir", str(alone),
+                     *models]) == 0
+    chained = tmp_path / "processed_tokenized"
+
+    def outputs(folder: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+                if p.is_file() and (p.suffix == ".parquet" or p.name in (
+                    "tokenization_stats.json", "rejects.jsonl"))}
+
+    made = outputs(chained)
+    assert any(name.startswith("data/packed/") for name in made)
+    assert sum(name.endswith(".parquet") for name in made) >= 8  # the dialects' and packed
+    assert made == outputs(alone)
