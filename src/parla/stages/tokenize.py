@@ -25,7 +25,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from parla.dialects import ALL_CONFIG, DIALECTS
+from parla.dialects import ALL_CONFIG
 from parla.errors import Reject, UsageError
 from parla.extras import require_tokenize_extra
 from parla.options import TokenizeOptions
@@ -43,7 +43,13 @@ from parla.stages.tokenize_worker import (
     WorkerSettings,
 )
 from parla.store.files import lock_folder, remove_stale_tmp
-from parla.store.layout import REJECTS_FILE, TOKENIZATION_STATS_FILE, TOKENIZE_STAGE
+from parla.store.layout import (
+    CARD_FILE,
+    PACKED_CONFIG,
+    REJECTS_FILE,
+    TOKENIZATION_STATS_FILE,
+    TOKENIZE_STAGE,
+)
 from parla.store.shards import (
     DATA_DIR,
     find_shards,
@@ -223,7 +229,7 @@ def _select_configs(found: dict[str, dict[str, list[Path]]], options: TokenizeOp
     if options.configs is None:
         return found
     wanted = [config for name in options.configs
-              for config in ([c for c in found if c in DIALECTS]
+              for config in ([c for c in found if c not in (ALL_CONFIG, PACKED_CONFIG)]
                              if name == ALL_CONFIG and ALL_CONFIG not in found else [name])]
     unknown = sorted(set(wanted) - set(found))
     if unknown:
@@ -248,6 +254,17 @@ def _fingerprint(options: TokenizeOptions, snac_files: SnacFiles, snac_config: M
                         "max_length": options.max_length,
                         "tokenizer_sha256": _file_digest(tokenizer_path)}
     return parameters, fingerprint
+
+
+def input_groups(input_dir: Path) -> dict[str, Any]:
+    """The language and groups the prepared input's card records (none for the Catalan
+    dialects, whose names the card knows): the tokenized card names them too."""
+    from parla.card.render import read_card_state
+
+    card = input_dir / CARD_FILE
+    state = read_card_state(card.read_text(encoding="utf-8")) if card.is_file() else None
+    recorded = state[1] if state is not None else {}
+    return {key: recorded[key] for key in ("language", "groups") if key in recorded}
 
 
 def _worker_settings(options: TokenizeOptions, snac_files: SnacFiles,
@@ -286,6 +303,7 @@ def tokenize(options: TokenizeOptions) -> StageResult:
     snac_files, snac_config, tokenizer_path = resolve_models(options)
     devices, num_workers = pick_devices(options)
     parameters, fingerprint = _fingerprint(options, snac_files, snac_config, tokenizer_path)
+    parameters |= input_groups(input_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
