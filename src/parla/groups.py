@@ -192,7 +192,8 @@ def preset_languages() -> list[str]:
 
 # --- languages ---------------------------------------------------------------------------------
 
-_LOCALE = re.compile(r"[a-z]{2,3}(-[A-Za-z0-9]{2,8})?")
+# a locale as Common Voice names its folders: es, cy, pt-BR, zh-CN, rm-sursilv
+_LOCALE = re.compile(r"[a-z]{2,3}(-[A-Z]{2}|-(sursilv|vallader|puter|surmiran|sutsilv))?")
 
 
 def locale_from_name(name: str) -> str | None:

@@ -43,7 +43,7 @@ def normalize_default(text: str) -> str:
 
 
 def invalid_default(text: str) -> set[str]:
-    """Characters no sentence to be read aloud should hold: symbols (emoji, =, <, @, ...) and
+    """Characters no sentence to be read aloud should hold: symbols (emoji, =, <, ...) and
     control characters. Letters, marks and digits of every script and punctuation pass."""
     return {c for c in set(text) if not (c == " " or c in _COMMON_SYMBOLS
                                          or unicodedata.category(c)[0] in "LMNP")}
