@@ -64,6 +64,7 @@ def test_locale_from_release_and_dataset_names() -> None:
     assert locale_from_name("xaviviro/cv_23_ca_central") == "ca"
     assert locale_from_name("cv_ca_demo") == "ca"
     assert locale_from_name("cv-release") is None and locale_from_name("mydata") is None
+    assert locale_from_name("/data/cv") is None  # Common Voice, not Chuvash
 
 
 # --- groups files ----------------------------------------------------------------------------

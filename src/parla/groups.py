@@ -199,10 +199,11 @@ _LOCALE = re.compile(r"[a-z]{2,3}(-[A-Z]{2}|-(sursilv|vallader|puter|surmiran|su
 def locale_from_name(name: str) -> str | None:
     """The Common Voice locale a release folder or dataset name gives: the name itself (``es``,
     ``pt-BR``, ``cv-corpus-23.0/cy``) or the word after ``cv[_NN]`` in a dataset-style name
-    (``cv_23_ca_central``, ``cv_ca_demo``); None when it says none."""
+    (``cv_23_ca_central``, ``cv_ca_demo``); None when it says none. A folder named ``cv`` is
+    taken for Common Voice, not Chuvash (whose releases need ``--language cv``)."""
     last = name.rstrip("/").rsplit("/", 1)[-1]
     if _LOCALE.fullmatch(last):
-        return last
+        return last if last != "cv" else None
     words = re.split(r"[_\-.\s]+", last)
     if words and words[0].lower() == "cv":
         rest = [word for word in words[1:] if not word.isdigit()]

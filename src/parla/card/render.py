@@ -102,13 +102,18 @@ LANGUAGE_NAMES = {"ca": "Catalan", "cy": "Welsh", "de": "German", "en": "English
                   "nl": "Dutch", "pt": "Portuguese", "ru": "Russian", "zh-CN": "Chinese"}
 
 
+# the card parameter naming each config's group (display and voice names) where the groups are
+# not the built-in Catalan dialects
+GROUPS_KEY = "config_groups"
+
+
 def _language(parameters: Mapping[str, Any]) -> str:
     return str(parameters.get("language") or "ca")
 
 
 def _group_names(parameters: Mapping[str, Any]) -> dict[str, str] | None:
     """Group id -> display name of a run that is not the built-in Catalan dialects, else None."""
-    groups = parameters.get("groups")
+    groups = parameters.get(GROUPS_KEY)
     if not isinstance(groups, Mapping):
         return None
     return {gid: str((entry or {}).get("display_name") or gid) for gid, entry in groups.items()}
@@ -124,8 +129,8 @@ def _display_name(config: str, parameters: Mapping[str, Any]) -> str:
 def _pretty_name(kind: str, parameters: Mapping[str, Any]) -> str:
     if _group_names(parameters) is not None:
         language = LANGUAGE_NAMES.get(_language(parameters), _language(parameters))
-        what = "Orpheus TTS tokens (SNAC)" if kind == "tokenized" else "for TTS"
-        return f"Common Voice {language} by {_grouped_by(parameters)}: {what}"
+        what = ": Orpheus TTS tokens (SNAC)" if kind == "tokenized" else " for TTS"
+        return f"Common Voice {language}, by {_grouped_by(parameters)}{what}"
     if kind == "tokenized":
         return "Common Voice 23 Catalan dialects: Orpheus TTS tokens (SNAC)"
     rate = parameters.get("target_sample_rate")
@@ -252,22 +257,23 @@ def _configs_section(configs: Mapping[str, Mapping[str, str]],
                      table_rows: Sequence[SplitStats],
                      parameters: Mapping[str, Any] | None = None) -> list[str]:
     parameters = parameters or {}
+    noun = "dialect" if _group_names(parameters) is None else "group"
     has_validation = "validation" in configs.get(ALL_CONFIG, {})
     splits_text = ("`train` and `validation` splits that share no speaker" if has_validation
                    else "a `train` split")
-    combined = (f", and `{ALL_CONFIG}`: every dialect together, the default config, so "
-                f"`load_dataset(repo, split=\"train\")` gives every dialect. Each clip is "
-                f"stored once; `{ALL_CONFIG}` lists the dialects' files"
+    combined = (f", and `{ALL_CONFIG}`: every {noun} together, the default config, so "
+                f"`load_dataset(repo, split=\"train\")` gives every {noun}. Each clip is "
+                f"stored once; `{ALL_CONFIG}` lists the {noun}s' files"
                 ) if ALL_CONFIG in configs else ""
     lines = ["", "## Configs and statistics", "",
-             f"One config per dialect, with {splits_text}{combined}. Rows are grouped by "
-             "dialect and speaker, not shuffled: shuffle when training (transformers' "
+             f"One config per {noun}, with {splits_text}{combined}. Rows are grouped by "
+             f"{noun} and speaker, not shuffled: shuffle when training (transformers' "
              "`Trainer` does). The numbers are computed from the data files.", "",
-             "| config | dialect | split | rows | speakers | hours | mean duration (s) |",
+             f"| config | {noun} | split | rows | speakers | hours | mean duration (s) |",
              "|---|---|---|---:|---:|---:|---:|"]
     for stats in table_rows:
-        dialect = ("all dialects" if stats.config == ALL_CONFIG
-                   else "all dialects, packed" if stats.config == PACKED_CONFIG
+        dialect = (f"all {noun}s" if stats.config == ALL_CONFIG
+                   else f"all {noun}s, packed" if stats.config == PACKED_CONFIG
                    else _display_name(stats.config, parameters))
         speakers = "—" if stats.speakers is None else str(stats.speakers)
         lines.append(f"| {stats.config} | {dialect} | {stats.split} | {stats.rows} | "
@@ -290,7 +296,7 @@ def _parameters_section(kind: str, parameters: Mapping[str, Any]) -> list[str]:
     lines = ["", "## Processing parameters", ""]
     lines += _tokenization_notes(parameters) if kind == "tokenized" else []
     # the groups' names and voices are in the intro and the configs' table
-    flat = _flatten({key: value for key, value in parameters.items() if key != "groups"})
+    flat = _flatten({key: value for key, value in parameters.items() if key != GROUPS_KEY})
     if not flat:
         return [*lines, "Not recorded."]
     return [*lines, "| parameter | value |", "|---|---|",
@@ -348,7 +354,7 @@ def _intro(kind: str, parameters: Mapping[str, Any], dialects: Sequence[str]) ->
 def _groups_intro(kind: str, parameters: Mapping[str, Any], configs: Sequence[str]) -> list[str]:
     """The intro of a corpus of any language's groups: what they are and their voice names."""
     language = LANGUAGE_NAMES.get(_language(parameters), _language(parameters))
-    groups = parameters["groups"]
+    groups = parameters[GROUPS_KEY]
     names = ", ".join(_display_name(c, parameters) for c in configs)
     text = (f"{language} (`{_language(parameters)}`) speech from Mozilla Common Voice, grouped by "
             f"{_grouped_by(parameters)} ({names}), filtered and balanced across speakers for "

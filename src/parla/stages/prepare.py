@@ -313,13 +313,14 @@ def card_groups(registry: Registry, written: set[str]) -> dict[str, dict[str, st
 def _write_card(out: Path, options: PrepareOptions, registry: Registry,
                 written: set[str]) -> None:
     from parla.card.folder import write_dataset_card
+    from parla.card.render import GROUPS_KEY
 
     parameters = recorded_options(options)
     for private in _RUN_SETTINGS:
         parameters.pop(private, None)
     if not _is_catalan_preset(options):
         parameters["language"] = options.language
-        parameters["groups"] = card_groups(registry, written)
+        parameters[GROUPS_KEY] = card_groups(registry, written)
     write_dataset_card(out, kind="prepared", parameters=parameters)
 
 

@@ -259,12 +259,12 @@ def _fingerprint(options: TokenizeOptions, snac_files: SnacFiles, snac_config: M
 def input_groups(input_dir: Path) -> dict[str, Any]:
     """The language and groups the prepared input's card records (none for the Catalan
     dialects, whose names the card knows): the tokenized card names them too."""
-    from parla.card.render import read_card_state
+    from parla.card.render import GROUPS_KEY, read_card_state
 
     card = input_dir / CARD_FILE
     state = read_card_state(card.read_text(encoding="utf-8")) if card.is_file() else None
     recorded = state[1] if state is not None else {}
-    return {key: recorded[key] for key in ("language", "groups") if key in recorded}
+    return {key: recorded[key] for key in ("language", GROUPS_KEY) if key in recorded}
 
 
 def _worker_settings(options: TokenizeOptions, snac_files: SnacFiles,
