@@ -259,3 +259,13 @@ def test_registry_lookup_is_the_dialects_one() -> None:
     registry = Registry.of(preset("ca").groups.values(), "ca")  # type: ignore[union-attr]
     assert registry.find("xaviviro/cv_23_ca_nord_occidental").id == "nord_occidental"
     assert registry.from_accent("Andalusian|valencià").id == "valencia"
+
+
+def test_a_run_config_takes_the_grouping_keys() -> None:
+    from parla.stages.run import build_run_options
+
+    prepare_options, _, _ = build_run_options({
+        "output_dir": "x", "datasets": ["/data/es"], "group_by": "accents", "language": "es",
+        "groups": "groups.yaml", "min_group_clips": 5})
+    assert (prepare_options.group_by, prepare_options.language, prepare_options.groups,
+            prepare_options.min_group_clips) == ("accents", "es", "groups.yaml", 5)
