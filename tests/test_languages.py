@@ -113,6 +113,8 @@ def test_a_language_without_groups_needs_group_by(tmp_path) -> None:
                                        group_by="accents")).registry is None
     with pytest.raises(UsageError, match="--group_by"):
         PrepareOptions(datasets=("x",), output_dir="x", group_by="dialect")
+    with pytest.raises(UsageError, match="--min_group_clips needs --group_by"):
+        PrepareOptions(datasets=("x",), output_dir="x", min_group_clips=5)
 
 
 # --- text rules ------------------------------------------------------------------------------

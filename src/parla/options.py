@@ -149,6 +149,8 @@ class PrepareOptions:
         _check(self.group_by is None or self.group_by in GROUP_BY,
                f"--group_by must be one of {', '.join(GROUP_BY)}")
         _check(self.min_group_clips >= 1, "--min_group_clips must be >= 1")
+        _check(self.min_group_clips == 1 or self.group_by is not None,
+               "--min_group_clips needs --group_by (groups matched by name are kept whole)")
         _check(self.language is None or re.fullmatch(r"[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*",
                                                      self.language) is not None,
                f"--language must be a Common Voice locale (es, cy, pt-BR), got {self.language!r}")
