@@ -65,6 +65,20 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
             missing_system_tool(mark.kwargs["reason"])
 
 
+@pytest.fixture(autouse=True)
+def _fresh_parla_logging() -> Iterator[None]:
+    """A command's -q or -v (cli.main -> configure_logging) must not outlive its test."""
+    import logging
+
+    from parla import progress
+
+    logger = logging.getLogger("parla")
+    level, bars = logger.level, progress._bars_disabled
+    yield
+    logger.setLevel(level)  # setLevel, not the attribute: it also clears the logger's cache
+    progress._bars_disabled = bars
+
+
 @contextlib.contextmanager
 def log_records(name: str, level: int) -> Iterator[list]:
     """The records a parla logger emits at ``level`` and above while the block runs, caught by
@@ -155,35 +169,41 @@ def speaker_id(name: str) -> str:
     return hashlib.sha256(name.encode()).hexdigest()
 
 
-def write_cv_release(folder: Path, speakers: dict[str, tuple[str, int]], *, seconds: float = 1.5,
+def write_cv_release(folder: Path, speakers: dict[str, tuple], *, seconds: float = 1.5,
                      durations_tsv: bool = True, use_speech: bool = False,
-                     extra_rows: list[dict[str, str]] | None = None) -> Path:
-    """A raw Common Voice release: ``speakers = {name: (accent, clips)}``.
+                     extra_rows: list[dict[str, str]] | None = None,
+                     sentences: list[str] | None = None, voice: str = "ca+m3",
+                     locale: str = "ca") -> Path:
+    """A raw Common Voice release: ``speakers = {name: (accent, clips)}`` or
+    ``{name: (accent, clips, variant)}``.
 
-    Clips are tones (fast) unless ``use_speech``; each speaker's clips get slightly different
-    lengths so duration filters and statistics have something to work on.
+    Clips are tones (fast) unless ``use_speech`` (espeak-ng's ``voice`` reading ``sentences``,
+    Catalan by default); each speaker's clips get slightly different lengths so duration
+    filters and statistics have something to work on.
     """
+    sentences = sentences or SENTENCES
     clips = folder / "clips"
     clips.mkdir(parents=True, exist_ok=True)
     rows, durations = [], []
     number = 0
-    for name, (accent, count) in speakers.items():
+    for name, (accent, count, *variant) in speakers.items():
         for i in range(count):
             number += 1
-            path = f"common_voice_ca_{number:06d}.mp3"
-            sentence = SENTENCES[number % len(SENTENCES)]
+            path = f"common_voice_{locale}_{number:06d}.mp3"
+            sentence = sentences[number % len(sentences)]
             if use_speech:
-                samples = speech(sentence, pad_seconds=0.2, seed=number)
+                samples = speech(sentence, pad_seconds=0.2, seed=number, voice=voice)
             else:
                 samples = tone(seconds + 0.1 * (i % 5), frequency=150 + 10 * (number % 7))
             (clips / path).write_bytes(encode(samples))
             rows.append({"client_id": speaker_id(name), "path": path, "sentence_id": str(number),
                          "sentence": sentence, "sentence_domain": "", "up_votes": "2",
                          "down_votes": "0", "age": "thirties", "gender": "male_masculine",
-                         "accents": accent, "variant": "", "locale": "ca", "segment": ""})
+                         "accents": accent, "variant": "".join(variant), "locale": locale,
+                         "segment": ""})
             durations.append((path, str(round(samples.size / 48000 * 1000))))
     for extra in extra_rows or []:
-        rows.append({key: "" for key in CV_HEADER} | {"locale": "ca", "up_votes": "2",
+        rows.append({key: "" for key in CV_HEADER} | {"locale": locale, "up_votes": "2",
                                                      "down_votes": "0"} | extra)
     with open(folder / "validated.tsv", "w", encoding="utf-8", newline="") as handle:
         writer = csv.DictWriter(handle, CV_HEADER, delimiter="\t", quoting=csv.QUOTE_NONE,

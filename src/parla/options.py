@@ -21,6 +21,12 @@ RESAMPLERS = ("auto", "mpg123", "soxr", "scipy")
 ENGINES = ("local", "ray")
 VAD_BACKENDS = ("auto", "energy", "silero")
 SELECT_BY = ("random", "quality")
+GROUP_BY = ("variant", "accents", "none")
+# the grouping options at the values that mean parla's first behaviour (the Catalan dialects
+# matched by name and accents): a run at these values records none of them, so its output is
+# the same, byte for byte, as before they existed
+GROUPING_DEFAULTS: dict[str, tuple[Any, ...]] = {
+    "language": (None, "ca"), "group_by": (None,), "groups": (None,), "min_group_clips": (1,)}
 
 
 def _check(condition: bool, message: str) -> None:
@@ -104,6 +110,15 @@ class PrepareOptions:
     conditioning: ConditioningOptions = field(default_factory=ConditioningOptions)
     dnsmos: bool = False  # DNSMOS scores per row: the parla[quality] extra (docs/QUALITY.md)
     min_dnsmos: float | None = None  # reject (low_dnsmos) under this overall DNSMOS; needs dnsmos
+    # Common Voice locale (es, cy, pt-BR): its text rules and built-in groups; None: from the
+    # release folder's name (or a dataset's, cv_23_ca_central), else ca
+    language: str | None = None
+    # where the groups (configs) come from: variant | accents | none (one group); None: each
+    # source's name, else its rows' accents/variant, matched against the groups file or the
+    # language's built-in groups (ca: the seven Catalan dialects)
+    group_by: str | None = None
+    groups: str | None = None  # groups file (TOML or YAML): ids, names, voices, aliases
+    min_group_clips: int = 1  # a group with fewer clips is left out (its rows: rejects)
 
     def __post_init__(self) -> None:
         _floats_as_floats(self)
@@ -133,6 +148,14 @@ class PrepareOptions:
         _check(self.min_dnsmos is None or self.dnsmos, "--min_dnsmos needs --dnsmos")
         _check(self.min_dnsmos is None or 1 <= self.min_dnsmos <= 5,
                "--min_dnsmos must be in [1, 5] (DNSMOS is a 1-5 opinion score)")
+        _check(self.group_by is None or self.group_by in GROUP_BY,
+               f"--group_by must be one of {', '.join(GROUP_BY)}")
+        _check(self.min_group_clips >= 1, "--min_group_clips must be >= 1")
+        _check(self.min_group_clips == 1 or self.group_by is not None,
+               "--min_group_clips needs --group_by (groups matched by name are kept whole)")
+        _check(self.language is None or re.fullmatch(r"[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*",
+                                                     self.language) is not None,
+               f"--language must be a Common Voice locale (es, cy, pt-BR), got {self.language!r}")
         if self.dnsmos:
             require_quality_extra()
 

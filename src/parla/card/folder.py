@@ -69,13 +69,14 @@ def folder_statistics(folder: str | os.PathLike, shards: Shards | None = None
                       ) -> tuple[dict[str, dict[str, Any]], list[SplitStats]]:
     """The `data_files` patterns and the numbers of every config and split found in a folder.
 
-    Each clip is stored once, in its dialect's config; ``all`` is the union of the dialect
-    configs' files, defined only in the card, so it costs no storage and no second encode.
+    Each clip is stored once, in its group's (dialect's) config; ``all`` is the union of the
+    group configs' files, defined only in the card, so it costs no storage and no second encode.
     """
     shards = find_shards(folder) if shards is None else shards
     configs: dict[str, dict[str, Any]] = {}
     stats: list[SplitStats] = []
-    dialects = [config for config in sorted(shards, key=_config_order) if config in DIALECTS]
+    dialects = [config for config in sorted(shards, key=_config_order)
+                if config not in (ALL_CONFIG, PACKED_CONFIG)]
     if dialects and ALL_CONFIG not in shards:
         for split in _ordered_splits({s for d in dialects for s in shards[d]}):
             members = [d for d in dialects if split in shards[d]]

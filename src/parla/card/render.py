@@ -96,7 +96,41 @@ def size_category(rows: int) -> str:
     return "n>1B"
 
 
+# English names of a few Common Voice locales, for the card's title and tags (else the code)
+LANGUAGE_NAMES = {"ca": "Catalan", "cy": "Welsh", "de": "German", "en": "English", "es": "Spanish",
+                  "eu": "Basque", "fr": "French", "gl": "Galician", "it": "Italian",
+                  "nl": "Dutch", "pt": "Portuguese", "ru": "Russian", "zh-CN": "Chinese"}
+
+
+# the card parameter naming each config's group (display and voice names) where the groups are
+# not the built-in Catalan dialects
+GROUPS_KEY = "config_groups"
+
+
+def _language(parameters: Mapping[str, Any]) -> str:
+    return str(parameters.get("language") or "ca")
+
+
+def _group_names(parameters: Mapping[str, Any]) -> dict[str, str] | None:
+    """Group id -> display name of a run that is not the built-in Catalan dialects, else None."""
+    groups = parameters.get(GROUPS_KEY)
+    if not isinstance(groups, Mapping):
+        return None
+    return {gid: str((entry or {}).get("display_name") or gid) for gid, entry in groups.items()}
+
+
+def _display_name(config: str, parameters: Mapping[str, Any]) -> str:
+    names = _group_names(parameters)
+    if names is not None:
+        return names.get(config, config)
+    return DIALECTS[config].display_name if config in DIALECTS else config
+
+
 def _pretty_name(kind: str, parameters: Mapping[str, Any]) -> str:
+    if _group_names(parameters) is not None:
+        language = LANGUAGE_NAMES.get(_language(parameters), _language(parameters))
+        what = ": Orpheus TTS tokens (SNAC)" if kind == "tokenized" else " for TTS"
+        return f"Common Voice {language}, by {_grouped_by(parameters)}{what}"
     if kind == "tokenized":
         return "Common Voice 23 Catalan dialects: Orpheus TTS tokens (SNAC)"
     rate = parameters.get("target_sample_rate")
@@ -139,10 +173,14 @@ def _metadata(configs: Mapping[str, Mapping[str, str]], total_rows: int, kind: s
                                for split, pattern in splits.items()]
         config_entries.append(entry)
     tags = ["common-voice", "catalan", "dialects", "speech"]
+    if _group_names(parameters) is not None:
+        language = _language(parameters)
+        tags = ["common-voice", LANGUAGE_NAMES.get(language, language).lower(),
+                _grouped_by(parameters), "speech"]
     if kind == "tokenized":
         tags += ["snac", "orpheus"]
     return {
-        "language": ["ca"],
+        "language": [_language(parameters)],
         "license": "cc0-1.0",
         "pretty_name": _pretty_name(kind, parameters),
         "task_categories": ["text-to-speech"],
@@ -197,7 +235,7 @@ def render_card(configs: Mapping[str, Mapping[str, str]], table_rows: Sequence[S
     dialect_configs = [c for c in configs if c not in (ALL_CONFIG, PACKED_CONFIG)]
     lines = [f"# {metadata['pretty_name']}", ""]
     lines += _intro(kind, parameters, dialect_configs)
-    lines += _configs_section(configs, table_rows)
+    lines += _configs_section(configs, table_rows, parameters)
     if packed is not None:
         lines += _packed_section(packed)
     if report:
@@ -209,25 +247,34 @@ def render_card(configs: Mapping[str, Mapping[str, str]], table_rows: Sequence[S
     return f"---\n{front}---\n\n" + "\n".join(lines)
 
 
+def _grouped_by(parameters: Mapping[str, Any]) -> str:
+    """What the groups are, in the card's words: dialects, accents, variants."""
+    by = parameters.get("group_by")
+    return {"accents": "accent", "variant": "variant", "none": "language"}.get(str(by), "group")
+
+
 def _configs_section(configs: Mapping[str, Mapping[str, str]],
-                     table_rows: Sequence[SplitStats]) -> list[str]:
+                     table_rows: Sequence[SplitStats],
+                     parameters: Mapping[str, Any] | None = None) -> list[str]:
+    parameters = parameters or {}
+    noun = "dialect" if _group_names(parameters) is None else "group"
     has_validation = "validation" in configs.get(ALL_CONFIG, {})
     splits_text = ("`train` and `validation` splits that share no speaker" if has_validation
                    else "a `train` split")
-    combined = (f", and `{ALL_CONFIG}`: every dialect together, the default config, so "
-                f"`load_dataset(repo, split=\"train\")` gives every dialect. Each clip is "
-                f"stored once; `{ALL_CONFIG}` lists the dialects' files"
+    combined = (f", and `{ALL_CONFIG}`: every {noun} together, the default config, so "
+                f"`load_dataset(repo, split=\"train\")` gives every {noun}. Each clip is "
+                f"stored once; `{ALL_CONFIG}` lists the {noun}s' files"
                 ) if ALL_CONFIG in configs else ""
     lines = ["", "## Configs and statistics", "",
-             f"One config per dialect, with {splits_text}{combined}. Rows are grouped by "
-             "dialect and speaker, not shuffled: shuffle when training (transformers' "
+             f"One config per {noun}, with {splits_text}{combined}. Rows are grouped by "
+             f"{noun} and speaker, not shuffled: shuffle when training (transformers' "
              "`Trainer` does). The numbers are computed from the data files.", "",
-             "| config | dialect | split | rows | speakers | hours | mean duration (s) |",
+             f"| config | {noun} | split | rows | speakers | hours | mean duration (s) |",
              "|---|---|---|---:|---:|---:|---:|"]
     for stats in table_rows:
-        dialect = DIALECTS[stats.config].display_name if stats.config in DIALECTS else (
-            "all dialects" if stats.config == ALL_CONFIG
-            else "all dialects, packed" if stats.config == PACKED_CONFIG else stats.config)
+        dialect = (f"all {noun}s" if stats.config == ALL_CONFIG
+                   else f"all {noun}s, packed" if stats.config == PACKED_CONFIG
+                   else _display_name(stats.config, parameters))
         speakers = "—" if stats.speakers is None else str(stats.speakers)
         lines.append(f"| {stats.config} | {dialect} | {stats.split} | {stats.rows} | "
                      f"{speakers} | {_number(stats.hours, 3)} | "
@@ -248,7 +295,8 @@ def _columns_section(columns: Sequence[tuple[str, str]]) -> list[str]:
 def _parameters_section(kind: str, parameters: Mapping[str, Any]) -> list[str]:
     lines = ["", "## Processing parameters", ""]
     lines += _tokenization_notes(parameters) if kind == "tokenized" else []
-    flat = _flatten(parameters)
+    # the groups' names and voices are in the intro and the configs' table
+    flat = _flatten({key: value for key, value in parameters.items() if key != GROUPS_KEY})
     if not flat:
         return [*lines, "Not recorded."]
     return [*lines, "| parameter | value |", "|---|---|",
@@ -285,6 +333,8 @@ def _license_section(kind: str, parameters: Mapping[str, Any]) -> list[str]:
 
 
 def _intro(kind: str, parameters: Mapping[str, Any], dialects: Sequence[str]) -> list[str]:
+    if _group_names(parameters) is not None:
+        return _groups_intro(kind, parameters, dialects)
     names = ", ".join(DIALECTS[d].display_name if d in DIALECTS else d for d in dialects)
     rate = parameters.get("target_sample_rate")
     audio = f"{rate} Hz" if rate else "the target sample rate"
@@ -299,6 +349,29 @@ def _intro(kind: str, parameters: Mapping[str, Any], dialects: Sequence[str]) ->
         text += ("The clips were encoded with the SNAC neural audio codec and laid out with "
                  "their text as token sequences ready for training Orpheus TTS.")
     return [text]
+
+
+def _groups_intro(kind: str, parameters: Mapping[str, Any], configs: Sequence[str]) -> list[str]:
+    """The intro of a corpus of any language's groups: what they are and their voice names."""
+    language = LANGUAGE_NAMES.get(_language(parameters), _language(parameters))
+    groups = parameters[GROUPS_KEY]
+    names = ", ".join(_display_name(c, parameters) for c in configs)
+    text = (f"{language} (`{_language(parameters)}`) speech from Mozilla Common Voice, grouped by "
+            f"{_grouped_by(parameters)} ({names}), filtered and balanced across speakers for "
+            "text-to-speech training. ")
+    if kind == "prepared":
+        rate = parameters.get("target_sample_rate")
+        audio = f"{rate} Hz" if rate else "the target sample rate"
+        text += (f"Every clip was decoded, resampled to {audio} mono and stored as FLAC; its "
+                 "text starts with its group's voice name (`<voice>: <sentence>`) so that a TTS "
+                 "model can be conditioned on it.")
+    else:
+        text += ("The clips were encoded with the SNAC neural audio codec and laid out with "
+                 "their text as token sequences ready for training Orpheus TTS.")
+    voices = ["", "| config | group | voice name (text prefix) |", "|---|---|---|"]
+    voices += [f"| {c} | {_display_name(c, parameters)} | "
+               f"`{(groups.get(c) or {}).get('voice_name', c)}:` |" for c in configs]
+    return [text, *voices]
 
 
 def _packed_section(packed: Mapping[str, Any]) -> list[str]:

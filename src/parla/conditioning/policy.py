@@ -44,7 +44,7 @@ from parla.conditioning.peaks import normalize_to_target, true_peak_db
 from parla.conditioning.vad import EnergySpeechDetector, SpeechDetector, make_speech_detector
 from parla.errors import RowRejected
 from parla.options import ConditioningOptions
-from parla.text import invalid_characters, normalize_sentence
+from parla.text import TextRules, rules_for
 
 MIN_SPEECH_DBFS = -55.0  # active speech quieter than this is a "too_quiet" clip
 
@@ -89,6 +89,7 @@ def condition_clip(
     text: str,
     options: ConditioningOptions | None = None,
     detector: SpeechDetector | None = None,
+    language: str | None = "ca",
 ) -> ConditionedClip:
     """Normalise the text, check the clip, trim its silence and normalise its loudness.
 
@@ -96,10 +97,11 @@ def condition_clip(
     no_speech, too_quiet, low_snr, speaking_rate_too_fast, speaking_rate_too_slow). Build
     `detector` once per worker (make_speech_detector); without one it is built here per call.
     Speaking rate is characters of the normalised sentence (spaces included) per second of the
-    detected speech span (the kept silence is not counted).
+    detected speech span (the kept silence is not counted). The text rules are the
+    ``language``'s (`parla.text.rules_for`: Catalan's for ``ca``, a safe default otherwise).
     """
     clip = _Clip(np.asarray(samples, dtype=np.float32), sample_rate, text,
-                 options or ConditioningOptions(), detector)
+                 options or ConditioningOptions(), detector, rules=rules_for(language))
     for rule in _TEXT_AND_SAMPLE_RULES:
         rule(clip)
     if needs_analysis(clip.options):
@@ -126,6 +128,7 @@ class _Clip:
     powers: np.ndarray | None = None  # 10 ms frame energies above the speech band
     region: Region = (0, 0)  # the detected speech span, in samples
     speech: np.ndarray | None = None  # the active speech frames inside it
+    rules: TextRules = field(default_factory=lambda: rules_for("ca"))
 
     def reject(self, reason: str, detail: str) -> ClipRejected:
         return ClipRejected(reason, detail, self.m)
@@ -133,11 +136,11 @@ class _Clip:
 
 def _text_rule(clip: _Clip) -> None:
     if clip.options.normalize_text:
-        clip.text = normalize_sentence(clip.text)
+        clip.text = clip.rules.normalize(clip.text)
     if not clip.text.strip():
         raise clip.reject("empty_text", "no text left after normalisation")
     if clip.options.reject_foreign_text:
-        foreign = invalid_characters(clip.text)
+        foreign = clip.rules.invalid_characters(clip.text)
         if foreign:
             raise clip.reject("foreign_characters", "".join(sorted(foreign)))
 
@@ -249,11 +252,13 @@ class Conditioner:
     """Worker-level state for conditioning: the speech detector is built (model loaded) once."""
 
     def __init__(self, options: ConditioningOptions | None = None,
-                 detector: SpeechDetector | None = None) -> None:
+                 detector: SpeechDetector | None = None, language: str | None = "ca") -> None:
         self.options = options or ConditioningOptions()
+        self.language = language  # whose text rules apply (`parla.text.rules_for`)
         # no detector (no model to load) when every audio rule is off
         self.detector = detector or (make_speech_detector(self.options.vad)
                                      if needs_analysis(self.options) else None)
 
     def __call__(self, samples: np.ndarray, sample_rate: int, text: str) -> ConditionedClip:
-        return condition_clip(samples, sample_rate, text, self.options, self.detector)
+        return condition_clip(samples, sample_rate, text, self.options, self.detector,
+                              self.language)

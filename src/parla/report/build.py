@@ -118,12 +118,13 @@ def collect_samples(folder: Path, samples_per_dialect: int, read_source: Any,
     folder's `find_shards` when the caller has it."""
     import pyarrow.parquet as pq
 
-    from parla.dialects import DIALECTS
+    from parla.dialects import ALL_CONFIG
+    from parla.store.layout import PACKED_CONFIG
     from parla.store.shards import find_shards
 
     samples: dict[str, list[dict[str, Any]]] = {}
     for config, splits in sorted((find_shards(folder) if shards is None else shards).items()):
-        if config not in DIALECTS:
+        if config in (ALL_CONFIG, PACKED_CONFIG):
             continue
         for path in [p for split in ("train", "validation") for p in splits.get(split, [])]:
             wanted = samples_per_dialect - len(samples.get(config, []))

@@ -24,7 +24,8 @@ from parla.audio.decode import flac_encoder, resolve_resampler
 from parla.conditioning.vad import resolve_vad
 from parla.demo import demo_corpus_path
 from parla.errors import RowRejected, UsageError
-from parla.options import PrepareOptions
+from parla.groups import Registry
+from parla.options import GROUPING_DEFAULTS, PrepareOptions
 from parla.progress import get_logger
 from parla.report.build import SAMPLES_PER_DIALECT, collect_samples, report_clips, write_report
 from parla.report.statistics import build_statistics, speaker_metadata, write_rejects
@@ -35,6 +36,7 @@ from parla.stages.runner import ShardStage, run_shards
 from parla.stages.selection import StepCount, select_candidates
 from parla.store.clips import ClipReader
 from parla.store.files import lock_folder, remove_stale_tmp, write_json
+from parla.store.grouping import Grouping, grouping_for
 from parla.store.hub_download import HubDownloads
 from parla.store.layout import (
     PREPARE_STAGE,
@@ -50,7 +52,13 @@ from parla.store.shards import (
     group_shards,
     shard_paths,
 )
-from parla.store.sources import LoadedSource, clip_reader, load_source, parse_source_spec
+from parla.store.sources import (
+    LoadedSource,
+    clip_reader,
+    load_source,
+    parse_source_spec,
+    place_sources,
+)
 
 log = get_logger("prepare")
 
@@ -101,18 +109,42 @@ def _clear_output(out: Path) -> None:
             path.unlink(missing_ok=True)
 
 
-def shard_settings(options: PrepareOptions) -> dict[str, Any]:
-    """What changes the bytes a run writes: its options (as JSON data) and this machine's FLAC
-    encoder. Every shard's record carries them, so a resume can say what differs."""
-    settings = asdict(options)
+def recorded_options(options: PrepareOptions) -> dict[str, Any]:
+    """The options as data, less the grouping options at the values of parla's first rule (the
+    Catalan dialects by name and accents): such a run records what it always did."""
+    values = asdict(options)
+    for name, legacy in GROUPING_DEFAULTS.items():
+        if values.get(name) in legacy:
+            values.pop(name)
+    return values
+
+
+def shard_settings(options: PrepareOptions, voices: dict[str, str] | None = None
+                   ) -> dict[str, Any]:
+    """What changes the bytes a run writes: its options (as JSON data), the voice names of its
+    groups when they are not the Catalan dialects', and this machine's FLAC encoder. Every
+    shard's record carries them, so a resume can say what differs."""
+    settings = recorded_options(options)
     for irrelevant in (*_RUN_SETTINGS, "save_speaker_metadata", "datasets"):
         settings.pop(irrelevant, None)
+    if voices is not None:
+        settings["voices"] = voices
     settings["flac_encoder"] = flac_encoder()
     return json.loads(json.dumps(settings, sort_keys=True, default=str))
 
 
-def load_sources(options: PrepareOptions) -> dict[str, LoadedSource]:
-    specs = [parse_source_spec(text) for text in options.datasets]
+def load_sources(options: PrepareOptions, grouping: Grouping | None = None
+                 ) -> dict[str, LoadedSource]:
+    """Every source, its rows in their groups (`grouped_sources` also gives the groups)."""
+    return grouped_sources(options, grouping)[0]
+
+
+def grouped_sources(options: PrepareOptions, grouping: Grouping | None = None
+                    ) -> tuple[dict[str, LoadedSource], Registry]:
+    """Every source with each row's group, and the registry of the run's groups: the groups
+    file's or the language's built-in groups, or, with --group_by, those found in the rows."""
+    grouping = grouping or grouping_for(options)
+    specs = [parse_source_spec(text, grouping) for text in options.datasets]
     hub = HubDownloads(allow_stale_cache=options.allow_stale_cache)  # shared: a dead Hub once
     sources: dict[str, LoadedSource] = {}
     seen: dict[str, str] = {}
@@ -124,7 +156,10 @@ def load_sources(options: PrepareOptions) -> dict[str, LoadedSource]:
                              + (f" (as {seen[same]})" if seen[same] != spec.location else ""))
         seen[same] = spec.location
         sources[spec.location] = load_source(spec, options.cache_dir, hub)
-    return sources
+    if grouping.by_name:
+        assert grouping.registry is not None
+        return sources, grouping.registry
+    return sources, place_sources(list(sources.values()))
 
 
 def select(options: PrepareOptions, sources: dict[str, LoadedSource]
@@ -168,7 +203,9 @@ def prepare(options: PrepareOptions) -> StageResult:
                                            vad=resolve_vad(options.conditioning.vad)))
     require_resampler(options)
     out = _check_output_dir(options)
-    sources = load_sources(options)
+    grouping = grouping_for(options)
+    options = replace(options, language=grouping.language)
+    sources, registry = grouped_sources(options, grouping)
     candidates, counts = select(options, sources)
     if options.dry_run:
         return StageResult("prepare", str(out), _selection_statistics(counts),
@@ -177,7 +214,8 @@ def prepare(options: PrepareOptions) -> StageResult:
         raise UsageError("no clips are left after selection, so there is nothing to write; "
                          "--dry_run shows the rows left after each step")
     tasks = plan_shards(split_dialects(candidates, options), options, out)
-    settings = shard_settings(options)
+    voices = _voices(registry, candidates)
+    settings = shard_settings(options, None if _is_catalan_preset(options) else voices)
     readers = {name: clip_reader(source) for name, source in sources.items()}
     with lock_folder(out):
         if options.overwrite:
@@ -185,11 +223,13 @@ def prepare(options: PrepareOptions) -> StageResult:
         remove_stale_tmp(out)
         records = run_shards(ShardStage(PREPARE_STAGE, out, settings), tasks,
                              shard_paths(find_shards(out)),
-                             functools.partial(ShardPreparer, options, readers, settings),
+                             functools.partial(ShardPreparer, options, readers, settings,
+                                               voices=voices),
                              engine=options.engine,
                              num_workers=options.num_workers or _engine_cpus(options.engine),
                              unit="clips")
-        statistics = _write_reports(out, options, counts, tasks, records, sources, readers)
+        statistics = _write_reports(out, options, counts, tasks, records, sources, readers,
+                                    registry)
     seconds = time.monotonic() - started
     log.debug("wrote %s in %.1f s (rejects: %d in %s)", out, seconds,
              statistics["total"]["rejected"], out / REJECTS_FILE)
@@ -205,8 +245,8 @@ def _selection_statistics(counts: dict[str, list[StepCount]]) -> dict[str, Any]:
 
 def _write_reports(out: Path, options: PrepareOptions, counts: dict[str, list[StepCount]],
                    tasks: list[PrepareTask], records: list[dict],
-                   sources: dict[str, LoadedSource],
-                   readers: dict[str, ClipReader]) -> dict[str, Any]:
+                   sources: dict[str, LoadedSource], readers: dict[str, ClipReader],
+                   registry: Registry) -> dict[str, Any]:
     """Every report, rebuilt from the shards' records and the sources' early rejects."""
     shards = group_shards(Path(task.path) for task in tasks)  # the folder now: the plan's
     rejects = [reject.to_dict() for source in sources.values() for reject in source.rejects]
@@ -220,7 +260,7 @@ def _write_reports(out: Path, options: PrepareOptions, counts: dict[str, list[St
         write_json(out / SPEAKERS_FILE, speaker_metadata(records))
     write_report(out, statistics, report_clips(records), rejects,
                  collect_samples(out, SAMPLES_PER_DIALECT, _source_reader(tasks, readers), shards))
-    _write_card(out, options, shards, sources)
+    _write_card(out, options, registry, set(counts), shards, sources)
     return statistics
 
 
@@ -255,15 +295,36 @@ def _statistics_parameters(options: PrepareOptions) -> dict[str, Any]:
     return {name: getattr(options, name) for name in names}
 
 
-def _write_card(out: Path, options: PrepareOptions, shards: dict[str, Any],
-                sources: dict[str, LoadedSource]) -> None:
-    """The card (its sources by name, Hub ones with their revision) and, beside it, where the
-    local ones are on this machine."""
-    from parla.card.folder import write_dataset_card
+def _is_catalan_preset(options: PrepareOptions) -> bool:
+    """A run of parla's first rule: the built-in Catalan dialects, matched by name and accents."""
+    return all(getattr(options, name) in legacy for name, legacy in GROUPING_DEFAULTS.items())
 
-    parameters = asdict(options)
+
+def _voices(registry: Registry, candidates: dict[str, pd.DataFrame]) -> dict[str, str]:
+    """Group id -> voice name (the text prefix) of every group the run writes."""
+    return {gid: registry.groups[gid].voice_name if gid in registry.groups else gid
+            for gid in sorted(candidates)}
+
+
+def card_groups(registry: Registry, written: set[str]) -> dict[str, dict[str, str]]:
+    """What the card says of each group written: its display name and voice name."""
+    return {group.id: {"display_name": group.display_name, "voice_name": group.voice_name}
+            for group in registry.groups.values() if group.id in written}
+
+
+def _write_card(out: Path, options: PrepareOptions, registry: Registry, written: set[str],
+                shards: dict[str, Any], sources: dict[str, LoadedSource]) -> None:
+    """The card (its sources by name, Hub ones with their revision, the groups written) and,
+    beside it, where the local sources are on this machine."""
+    from parla.card.folder import write_dataset_card
+    from parla.card.render import GROUPS_KEY
+
+    parameters = recorded_options(options)
     for private in _RUN_SETTINGS:
         parameters.pop(private, None)
+    if not _is_catalan_preset(options):
+        parameters["language"] = options.language
+        parameters[GROUPS_KEY] = card_groups(registry, written)
     revisions = {name: source.revision for name, source in sources.items() if source.revision}
     if revisions:  # which commit of each Hub dataset the corpus was made from
         parameters["source_revisions"] = revisions

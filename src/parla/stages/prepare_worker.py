@@ -39,11 +39,13 @@ def _expected_format(path: str) -> str | None:
 
 
 def process_clip(data: bytes, item: Mapping[str, Any], options: PrepareOptions,
-                 conditioner: Conditioner, scorer: Any = None) -> dict[str, Any]:
+                 conditioner: Conditioner, scorer: Any = None,
+                 voices: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Decode, check, resample, condition, score and encode one clip into a prepared row.
 
     Raises RowRejected (ClipRejected is one) for a clip that cannot be training data. The
-    duration limits apply to the conditioned (trimmed) clip.
+    duration limits apply to the conditioned (trimmed) clip. ``voices`` maps a group id to its
+    voice name (the text prefix); without it the groups are the Catalan dialects.
     """
     resampler = audio.resolve_resampler(options.resampler)
     samples, sample_rate = audio.decode_audio(
@@ -57,7 +59,7 @@ def process_clip(data: bytes, item: Mapping[str, Any], options: PrepareOptions,
     measurements = dict(clip.measurements)
     if scorer is not None:
         measurements |= score_clip(scorer, clip.samples, options)
-    voice = DIALECTS[item["dialect"]].voice_name
+    voice = voices[item["dialect"]] if voices is not None else DIALECTS[item["dialect"]].voice_name
     return {
         "audio": audio.encode_flac(clip.samples, options.target_sample_rate),
         "audio_path": Path(item["path"]).with_suffix(".flac").name,
@@ -120,9 +122,11 @@ class ShardPreparer:
     sessions, the source readers) is built once per worker."""
 
     def __init__(self, options: PrepareOptions, readers: Mapping[str, ClipReader],
-                 settings: Mapping[str, Any], rank: int = 0) -> None:
+                 settings: Mapping[str, Any], rank: int = 0,
+                 voices: Mapping[str, str] | None = None) -> None:
         del rank  # every worker prepares alike (the engines' factory protocol passes one)
         self.options = options
+        self.voices = dict(voices) if voices is not None else None  # group id -> text prefix
         self.readers = dict(readers)
         self.settings = dict(settings)  # what every shard's record says made it
         # again here: a Ray node may lack what the driver has
@@ -131,7 +135,8 @@ class ShardPreparer:
         # a worker decodes clip after clip: keeping freed memory for reuse saves the page
         # faults of each clip's fresh arrays, about a millisecond a clip
         audio.reuse_freed_memory()
-        self.conditioner = Conditioner(options.conditioning)  # loads a VAD model once, if any
+        # loads a VAD model once, if any; the text rules are the run's language's
+        self.conditioner = Conditioner(options.conditioning, language=options.language or "ca")
         self.scorer = None
         if options.dnsmos:
             from parla.conditioning.dnsmos import DnsmosScorer
@@ -141,7 +146,8 @@ class ShardPreparer:
     def _process(self, item: Mapping[str, Any]) -> dict[str, Any] | Reject:
         try:
             data = self.readers[item["source"]].read(int(item["row"]), item["path"])
-            return process_clip(data, item, self.options, self.conditioner, self.scorer)
+            return process_clip(data, item, self.options, self.conditioner, self.scorer,
+                                self.voices)
         except RowRejected as error:
             return Reject(item["path"], item["dialect"], error.reason, error.detail)
 

@@ -26,7 +26,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from parla.card.names import public_location
-from parla.dialects import ALL_CONFIG, DIALECTS
+from parla.dialects import ALL_CONFIG
 from parla.errors import Reject, UsageError
 from parla.extras import require_tokenize_extra
 from parla.options import TokenizeOptions
@@ -44,7 +44,13 @@ from parla.stages.tokenize_worker import (
     WorkerSettings,
 )
 from parla.store.files import lock_folder, remove_stale_tmp, write_json
-from parla.store.layout import REJECTS_FILE, TOKENIZATION_STATS_FILE, TOKENIZE_STAGE
+from parla.store.layout import (
+    CARD_FILE,
+    PACKED_CONFIG,
+    REJECTS_FILE,
+    TOKENIZATION_STATS_FILE,
+    TOKENIZE_STAGE,
+)
 from parla.store.shards import (
     DATA_DIR,
     find_shards,
@@ -218,7 +224,7 @@ def _select_configs(found: dict[str, dict[str, list[Path]]], options: TokenizeOp
     if options.configs is None:
         return found
     wanted = [config for name in options.configs
-              for config in ([c for c in found if c in DIALECTS]
+              for config in ([c for c in found if c not in (ALL_CONFIG, PACKED_CONFIG)]
                              if name == ALL_CONFIG and ALL_CONFIG not in found else [name])]
     unknown = sorted(set(wanted) - set(found))
     if unknown:
@@ -245,6 +251,17 @@ def _fingerprint(options: TokenizeOptions, snac_files: SnacFiles, snac_config: M
     return parameters, fingerprint
 
 
+def input_groups(input_dir: Path) -> dict[str, Any]:
+    """The language and groups the prepared input's card records (none for the Catalan
+    dialects, whose names the card knows): the tokenized card names them too."""
+    from parla.card.render import GROUPS_KEY, read_card_state
+
+    card = input_dir / CARD_FILE
+    state = read_card_state(card.read_text(encoding="utf-8")) if card.is_file() else None
+    recorded = state[1] if state is not None else {}
+    return {key: recorded[key] for key in ("language", GROUPS_KEY) if key in recorded}
+
+
 def _worker_settings(options: TokenizeOptions, snac_files: SnacFiles,
                      tokenizer_path: Path | None, devices: tuple[str, ...], num_workers: int,
                      fingerprint: Mapping[str, Any]) -> WorkerSettings:
@@ -265,22 +282,13 @@ def tokenize(options: TokenizeOptions) -> StageResult:
     """Run the tokenize stage; its statistics are those written to tokenization_stats.json."""
     started = time.perf_counter()
     require_tokenize_extra()
-    input_dir = Path(options.input_dir).expanduser()
-    out = Path(options.output_dir).expanduser()
-    if not input_dir.is_dir():
-        raise UsageError(f"--input_dir {input_dir} is not a folder")
-    found = find_shards(input_dir)
-    if not found:
-        raise UsageError(f"--input_dir {input_dir} holds no prepared shards "
-                         f"({DATA_DIR}/<config>/<split>-*.parquet); run `parla prepare` first")
-    found = _select_configs(found, options, input_dir)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--output_dir {out} exists and is not a folder")
+    input_dir, out, found = _folders(options)
 
     # the model and tokenizer are found before any data is read: a missing one fails in seconds
     snac_files, snac_config, tokenizer_path = resolve_models(options)
     devices, num_workers = pick_devices(options)
     parameters, fingerprint = _fingerprint(options, snac_files, snac_config, tokenizer_path)
+    parameters |= input_groups(input_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -311,6 +319,22 @@ def tokenize(options: TokenizeOptions) -> StageResult:
     log.info("tokenized %d rows (%d skipped, %.1f s of audio) in %.1f s; wrote %s", total["rows"],
              total["rows_skipped"], total["audio_hours"] * 3600, elapsed, out)
     return StageResult("tokenize", str(out), statistics, elapsed)
+
+
+def _folders(options: TokenizeOptions) -> tuple[Path, Path, dict[str, dict[str, list[Path]]]]:
+    """The input folder, the output folder and the input's shards to tokenize, checked."""
+    input_dir = Path(options.input_dir).expanduser()
+    out = Path(options.output_dir).expanduser()
+    if not input_dir.is_dir():
+        raise UsageError(f"--input_dir {input_dir} is not a folder")
+    found = find_shards(input_dir)
+    if not found:
+        raise UsageError(f"--input_dir {input_dir} holds no prepared shards "
+                         f"({DATA_DIR}/<config>/<split>-*.parquet); run `parla prepare` first")
+    found = _select_configs(found, options, input_dir)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--output_dir {out} exists and is not a folder")
+    return input_dir, out, found
 
 
 def _write_reports(out: Path, records: list[dict], settings: WorkerSettings,

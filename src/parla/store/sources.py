@@ -3,8 +3,10 @@
 A `--datasets` entry is one of: a Hub dataset id, a local folder in Hub layout (parquet under
 ``data/``, or anything `datasets.load_dataset` reads), a `save_to_disk` folder, or a raw Common
 Voice release (``validated.tsv`` + ``clips/``, optional ``clip_durations.tsv``). ``NAME=SOURCE``
-names the dialect explicitly; otherwise it comes from the source's name, else from each row's
-accents/variant.
+names the group (dialect) explicitly; otherwise it comes from the source's name, else from each
+row's accents/variant, matched against the known groups (`store.grouping`: the Catalan dialects
+unless the run says otherwise). With ``--group_by`` the groups are found in the rows themselves,
+across every source at once (`place_sources`).
 """
 
 from __future__ import annotations
@@ -23,11 +25,17 @@ import numpy as np
 import pandas as pd
 
 from parla.audio.decode import probe_duration
-from parla.dialects import DIALECTS, Dialect, dialect_from_accent, find_dialect, resolve_dialect
 from parla.errors import Reject, RowRejected, SourceError
+from parla.groups import Group, Registry, group_id
 from parla.progress import get_logger, progress
 from parla.store.clips import ClipReader, read_clip
-from parla.store.hub_download import HubDownloads, HubUnreachableError  # noqa: F401 (re-export)
+from parla.store.grouping import Grouping, place_sources
+from parla.store.hub_download import HubDownloads, HubUnreachableError
+from parla.store.tsv import BadLine, read_cv_tsv, read_tsv_lines
+
+__all__ = ["BadLine", "HubUnreachableError", "LoadedSource", "SourceSpec", "clip_reader",
+           "clips_outside", "detect_kind", "load_source", "parse_source_spec", "place_sources",
+           "read_cv_tsv", "read_tsv_lines"]
 
 log = get_logger("sources")
 
@@ -42,19 +50,27 @@ _ALIASES = {"client_id": ("client_id", "speaker_id", "speaker"),
 @dataclass(frozen=True)
 class SourceSpec:
     location: str
-    dialect: Dialect | None = None  # given explicitly as NAME=SOURCE
+    dialect: Group | None = None  # given explicitly as NAME=SOURCE
+    grouping: Grouping = field(default_factory=Grouping, compare=False)
 
     @property
     def name(self) -> str:
         return Path(self.location.rstrip("/")).name or self.location
 
 
-def parse_source_spec(text: str) -> SourceSpec:
-    """``"central=/data/cv"`` -> explicit dialect; ``"xaviviro/cv_23_ca_balear"`` -> none yet."""
+def parse_source_spec(text: str, grouping: Grouping | None = None) -> SourceSpec:
+    """``"central=/data/cv"`` -> explicit dialect; ``"xaviviro/cv_23_ca_balear"`` -> none yet.
+
+    NAME must be a known group where the grouping has a registry; found in the data, it is a
+    group of its own (or the group of the same name in the other sources)."""
+    grouping = grouping or Grouping()
     name, sep, location = text.partition("=")
     if sep and name and "/" not in name and not os.path.exists(text):
-        return SourceSpec(location, resolve_dialect(name))
-    return SourceSpec(text)
+        if grouping.registry is not None:
+            what = "dialect" if grouping.by_name and grouping.language == "ca" else "group"
+            return SourceSpec(location, grouping.registry.resolve(name, what), grouping)
+        return SourceSpec(location, Group(group_id(name), name, group_id(name)), grouping)
+    return SourceSpec(text, grouping=grouping)
 
 
 @dataclass
@@ -162,83 +178,6 @@ def _fill_reject_dialects(source: LoadedSource) -> None:
 
 # --- raw Common Voice release ----------------------------------------------------------------
 
-@dataclass(frozen=True)
-class BadLine:
-    """A TSV line that cannot be a row: ``reason`` is stable, ``detail`` says what is wrong."""
-
-    number: int  # 1-based, the header is line 1
-    reason: str  # extra_fields | missing_fields | bad_encoding
-    detail: str
-
-
-def read_tsv_lines(path: Path) -> tuple[pd.DataFrame, list[BadLine]]:
-    """A Common Voice TSV as strings, and the lines that are not rows.
-
-    The files are unquoted (a sentence may begin with a quote character), so a line is split on
-    its tabs and nothing else. Each line is decoded on its own: real releases hold lines with
-    stray tabs or bytes that are not UTF-8, and those are bad rows, not a bad file.
-    """
-    bad: list[BadLine] = []
-    with open(path, "rb") as handle:
-        try:
-            header = handle.readline().decode("utf-8").lstrip("\ufeff").rstrip("\r\n")
-        except UnicodeDecodeError:
-            raise SourceError(f"{path}: the header line is not UTF-8") from None
-        names = header.split("\t")
-        path_index = names.index("path") if "path" in names else None
-        columns: list[list[str]] = [[] for _ in names]
-        number = 1  # of the last line read
-        while chunk := handle.readlines(_TSV_CHUNK_BYTES):
-            first, number = number + 1, number + len(chunk)
-            try:  # the whole chunk at once; line by line only where it holds a bad byte
-                lines = b"".join(chunk).decode("utf-8").split("\n")[:len(chunk)]
-            except UnicodeDecodeError:
-                lines = [_decoded_line(raw, first + i, bad) for i, raw in enumerate(chunk)]
-            lines = [line.rstrip("\r\n") for line in lines]
-            good = []
-            for offset, line in enumerate(lines):
-                tabs = line.count("\t")
-                if tabs == len(names) - 1:
-                    good.append(line)
-                elif line:  # a blank line, or one already rejected for its bytes, is skipped
-                    line_number = first + offset
-                    reason = "extra_fields" if tabs >= len(names) else "missing_fields"
-                    fields = line.split("\t")
-                    # the clip it probably names: stray tabs are usually in the sentence
-                    clip = (f" (path field: {fields[path_index]})" if path_index is not None
-                            and path_index < len(fields) else "")
-                    bad.append(BadLine(line_number, reason, f"line {line_number} has "
-                                       f"{tabs + 1} tab-separated fields, the header "
-                                       f"{len(names)}{clip}"))
-            # every good line has exactly len(names) fields: split them all at once
-            fields = "\t".join(good).split("\t") if good else []
-            for index, column in enumerate(columns):
-                column.extend(fields[index::len(names)])
-    bad.sort(key=lambda line: line.number)
-    return pd.DataFrame(dict(zip(names, columns, strict=True)), dtype=str), bad
-
-
-_TSV_CHUNK_BYTES = 32 << 20  # read and decoded in chunks: bounded memory, C-speed decoding
-
-
-def _decoded_line(raw: bytes, number: int, bad: list[BadLine]) -> str:
-    """One line decoded, or "" (and a bad_encoding reject) when it is not UTF-8."""
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        bad.append(BadLine(number, "bad_encoding", f"line {number}: byte "
-                           f"0x{raw[error.start]:02x} at offset {error.start} is not UTF-8"))
-        return ""
-
-
-def read_cv_tsv(path: Path) -> pd.DataFrame:
-    """The rows of a Common Voice TSV (unquoted); lines that are not rows are left out."""
-    table, bad = read_tsv_lines(path)
-    if bad:
-        log.debug("%s: %d lines that are not rows left out", path, len(bad))
-    return table
-
-
 def clips_outside(paths: Sequence[str]) -> dict[str, str]:
     """Paths (as written in the TSV) that do not name a file inside the release's clips/ folder,
     each with why. A path is data, not trust: ``../../x.mp3`` or ``/etc/passwd`` must never be
@@ -320,10 +259,11 @@ def _reject_paths_outside_clips(source: LoadedSource) -> None:
     if not outside:
         return
     dialect = _source_dialect(source.spec)
+    registry = source.spec.grouping.registry if source.spec.grouping.by_name else None
     bad = metadata["path"].isin(list(outside))
     for path, accents, variant in metadata.loc[bad, ["path", "accents", "variant"]].itertuples(
             index=False):
-        found = dialect or dialect_from_accent(f"{accents}|{variant}")
+        found = dialect or (registry.from_accent(f"{accents}|{variant}") if registry else None)
         source.rejects.append(Reject(path, found.id if found else "", "path_outside_clips",
                                      f"the path {outside[path]}; only files in "
                                      f"{source.clips_dir} are read"))
@@ -470,35 +410,55 @@ def _reject_rows_without_text(source: LoadedSource) -> None:
                 source.rejects.append(Reject(path, dialect, reason))
 
 
-def _source_dialect(spec: SourceSpec) -> Dialect | None:
-    """The one dialect of a whole source, when NAME=SOURCE or its name says it."""
-    return spec.dialect or find_dialect(spec.name)
+def _source_dialect(spec: SourceSpec) -> Group | None:
+    """The one group of a whole source, when NAME=SOURCE says it, or (grouping by name) the
+    source's name does."""
+    grouping = spec.grouping
+    if spec.dialect is not None or not grouping.by_name or grouping.registry is None:
+        return spec.dialect
+    return grouping.registry.find(spec.name)
 
 
 def _assign_dialects(source: LoadedSource) -> None:
+    """Grouping by name: the source's group, else each row's, from its accents/variant. A row
+    that names no known group is a reject (``unknown_group``). With --group_by, rows are
+    placed later, with every source's (`place_sources`)."""
     metadata = source.metadata
     dialect = _source_dialect(source.spec)
     if dialect is not None:
         metadata["dialect"] = dialect.id
         return
+    if not source.spec.grouping.by_name:
+        return
+    registry = source.spec.grouping.registry
+    assert registry is not None  # `grouping_for` refuses grouping by name without one
     accents = (metadata["accents"] + "|" + metadata["variant"]).to_numpy()
     cache: dict[str, str] = {}
     for value in set(accents):
-        found = dialect_from_accent(value)
+        found = registry.from_accent(value)
         cache[value] = found.id if found else ""
     metadata["dialect"] = [cache[value] for value in accents]
-    unknown = int((metadata["dialect"] == "").sum())
-    if unknown == len(metadata):
-        known = ", ".join(sorted(DIALECTS))
-        raise SourceError(f"{source.spec.location}: cannot tell its dialect from the name or the "
-                          f"rows' accents/variant; name it as DIALECT={source.spec.location} "
-                          f"(known dialects: {known})")
-    if unknown:
-        log.info("%s: %d rows name no known dialect and are left out", source.spec.location,
-                 unknown)
-    source.rows_without_dialect = unknown
-    if unknown:
-        source.metadata = metadata[metadata["dialect"] != ""].reset_index(drop=True)
+    unknown = metadata["dialect"] == ""
+    if unknown.all():
+        _refuse_unknown_groups(source.spec, registry)
+    if unknown.any():
+        log.info("%s: %d rows name no known dialect and are left out (rejects: "
+                 "unknown_group)", source.spec.location, int(unknown.sum()))
+        for path, accents, variant in metadata.loc[unknown, ["path", "accents", "variant"]
+                                                   ].itertuples(index=False):
+            source.rejects.append(Reject(path, "", "unknown_group", f"accents {accents!r} and "
+                                         f"variant {variant!r} name no known group"))
+        source.metadata = metadata[~unknown].reset_index(drop=True)
+    source.rows_without_dialect = int(unknown.sum())
+
+
+def _refuse_unknown_groups(spec: SourceSpec, registry: Registry) -> None:
+    known = ", ".join(sorted(registry.groups))
+    what = "dialect" if spec.grouping.language == "ca" else "group"
+    raise SourceError(f"{spec.location}: cannot tell its {what} from the name or the rows' "
+                      f"accents/variant; name it as {what.upper()}={spec.location} (known "
+                      f"{what}s: {known}), or find the groups in the data with --group_by "
+                      "variant|accents|none (`parla groups` lists them)")
 
 
 # --- reading clips in the workers ------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Command line: ``parla prepare | tokenize | publish | run | demo``.
+"""Command line: ``parla prepare | groups | tokenize | publish | run | demo``.
 
 Every flag is accepted with underscores (as the original scripts spelled them) and with dashes.
 Flags map one to one onto the stage's options dataclass. Every failure is one line on stderr and
@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import difflib
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from parla.errors import Terminated, UsageError
+from parla.cli.flags import _bool_flag, _common, _flag, _Parser
+from parla.cli.groups import _cmd_groups, add_grouping_arguments, add_groups_arguments
+from parla.errors import Terminated
 from parla.failures import EXIT_INTERRUPTED, EXIT_TERMINATED, one_line, run_command
 from parla.options import (
     ENGINES,
@@ -35,62 +36,13 @@ EXIT_CODES_HELP = ("exit codes: 0 done; 1 the environment failed (disk full, a f
                    "the same command again to resume.")
 
 
-class _Parser(argparse.ArgumentParser):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("allow_abbrev", False)  # `--max_dur 5` must not mean --max_duration
-        super().__init__(*args, **kwargs)
-
-    def error(self, message: str) -> None:  # argparse's own errors: same one-line form, exit 2
-        raise UsageError(message)
-
-    def parse_args(self, args: Any = None, namespace: Any = None) -> Any:
-        parsed, extras = self.parse_known_args(args, namespace)
-        if extras:  # name the command, and the flag it has that was probably meant
-            command = getattr(parsed, "command", None)
-            known = [o for a in _subparser(self, command)._actions for o in a.option_strings]
-            near = [m for e in extras if e.startswith("-") for m in
-                    difflib.get_close_matches(e.split("=")[0], known, n=1, cutoff=0.75)]
-            where = f" for `{self.prog} {command}`" if command else ""
-            raise UsageError(f"unrecognized arguments{where}: {' '.join(extras)}"
-                             + (f" (did you mean {', '.join(near)}?)" if near else ""))
-        return parsed
-
-
-def _subparser(parser: argparse.ArgumentParser, command: str | None) -> Any:
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
-            return action.choices[command]
-    return parser
-
-
-def _flag(parser: argparse.ArgumentParser | Any, name: str, **kwargs: Any) -> None:
-    """Add ``--name_with_underscores`` and its ``--dashed-spelling`` as one option."""
-    spellings = [f"--{name}"]
-    if "_" in name:
-        spellings.append(f"--{name.replace('_', '-')}")
-    kwargs.setdefault("dest", name)
-    parser.add_argument(*spellings, **kwargs)
-
-
-def _bool_flag(parser: argparse.ArgumentParser | Any, name: str, default: bool, help: str) -> None:
-    """``--name`` / ``--no_name`` pair."""
-    group = parser.add_mutually_exclusive_group()
-    _flag(group, name, action="store_true", default=default, help=help)
-    _flag(group, f"no_{name}", action="store_false", dest=name, help=argparse.SUPPRESS)
-
-
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    parser.add_argument("-q", "--quiet", action="store_true",
-                        help="no progress bars, summary table or hints: warnings, errors and "
-                             "the one line saying what was written")
-
-
 # --- prepare ---------------------------------------------------------------------------------
 
 def add_prepare_arguments(parser: argparse.ArgumentParser, require_sources: bool = True) -> None:
     defaults = PrepareOptions(datasets=("x",), output_dir="x")
     _add_prepare_io(parser.add_argument_group("input and output"), defaults, require_sources)
+    add_grouping_arguments(parser.add_argument_group("groups (one config each) and language"),
+                           defaults)
     _add_selection(parser.add_argument_group("selection (before any audio is decoded)"), defaults)
     _add_audio(parser.add_argument_group("audio"), defaults)
     _add_conditioning(parser.add_argument_group("conditioning (TTS-grade clean-up)"),
@@ -188,7 +140,8 @@ def _add_conditioning(con: Any, cond: ConditioningOptions) -> None:
     _flag(con, "max_chars_per_sec", type=float, default=cond.max_chars_per_sec,
           help="reject faster speech (default %(default)s)")
     _bool_flag(con, "reject_foreign_text", cond.reject_foreign_text,
-               "reject sentences with characters outside Catalan's alphabet and punctuation "
+               "reject sentences with characters their language's rules refuse (ca: outside "
+               "Catalan's alphabet and punctuation; others: symbols and control characters) "
                "(default on)")
     _bool_flag(con, "normalize_text", cond.normalize_text,
                "Unicode NFC, uniform quotes/apostrophes, collapsed spaces (default on)")
@@ -446,6 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = [
         ("prepare", "filter, balance and resample Common Voice dialect datasets to a Hub-layout "
                     "corpus", add_prepare_arguments, _cmd_prepare),
+        ("groups", "list the groups (configs) prepare would make of a Common Voice release, "
+                   "with their clips and speakers, and the rows it cannot place",
+         add_groups_arguments, _cmd_groups),
         ("tokenize", "encode a prepared corpus with SNAC into Orpheus-ready input_ids",
          add_tokenize_arguments, _cmd_tokenize),
         ("publish", "upload a prepared or tokenized folder to the Hugging Face Hub",

@@ -1,4 +1,4 @@
-"""Sentence clean-up for Catalan TTS transcripts: pure functions on strings.
+"""Catalan sentence clean-up (the ``ca`` text rules): pure functions on strings.
 
 `normalize_sentence` makes typography uniform (NFC, one apostrophe, one double quote, the Catalan
 middle dot, single spaces) and strips punctuation left over at the edges of a sentence, so that the
@@ -12,13 +12,13 @@ from __future__ import annotations
 import re
 import unicodedata
 
-# Apostrophe look-alikes (right/left single quotes, modifier letter apostrophe, acute and grave
-# accents typed as apostrophes, prime) -> ASCII apostrophe.
-_APOSTROPHES = "\u2019\u2018\u02bc\u00b4\u0060\u201b\u2032\u02b9"
-# Double quote look-alikes (curly quotes, guillemets, low-9 quote, double prime) -> ASCII quote.
-_DOUBLE_QUOTES = "\u201c\u201d\u00ab\u00bb\u201e\u201f\u2033"
-# Hyphen look-alikes -> ASCII hyphen-minus (en/em dashes are kept: they are punctuation).
-_HYPHENS = "\u2010\u2011\u2212"
+from parla.text.common import (
+    APOSTROPHES,
+    DOUBLE_QUOTES,
+    HYPHENS,
+    drop_format_characters,
+)
+
 MIDDLE_DOT = "\u00b7"
 # Characters that are only ever a middle dot typed wrongly (hyphenation point, dot operator,
 # Greek ano teleia; NFC already maps U+0387 but it is listed for clarity).
@@ -26,9 +26,9 @@ _MIDDLE_DOT_LOOKALIKES = "\u2027\u22c5\u0387"
 
 _TRANSLATION = str.maketrans(
     {
-        **{c: "'" for c in _APOSTROPHES},
-        **{c: '"' for c in _DOUBLE_QUOTES},
-        **{c: "-" for c in _HYPHENS},
+        **{c: "'" for c in APOSTROPHES},
+        **{c: '"' for c in DOUBLE_QUOTES},
+        **{c: "-" for c in HYPHENS},
         **{c: MIDDLE_DOT for c in _MIDDLE_DOT_LOOKALIKES},
         "\u0140": "l" + MIDDLE_DOT,  # ŀ: legacy precomposed "l·" (NFC keeps it)
         "\u013f": "L" + MIDDLE_DOT,  # Ŀ
@@ -55,16 +55,6 @@ PUNCTUATION = frozenset(" .,;:!?¡¿\u2026'\"-\u2013\u2014()[]/%&+ºª°€$")
 ALLOWED_CHARACTERS = LETTERS | DIGITS | PUNCTUATION
 
 
-def _drop_format_characters(text: str) -> str:
-    # Zero-width spaces, soft hyphens, BOMs, direction marks and stray control characters are
-    # invisible in the source but would reach the tokenizer.
-    if text.isprintable():  # no Cc or Cf character (nor any other non-printable): nothing to drop
-        return text
-    return "".join(
-        c for c in text if c.isspace() or unicodedata.category(c) not in ("Cf", "Cc")
-    )
-
-
 def _strip_edges(text: str) -> str:
     """Remove punctuation artefacts at both ends until nothing changes."""
     while True:
@@ -86,7 +76,7 @@ def normalize_sentence(text: str) -> str:
     """Return `text` in one canonical spelling: NFC, uniform quotes and middle dots, single spaces,
     no stray punctuation at the edges (a final . ? ! or … is kept)."""
     text = unicodedata.normalize("NFC", text)
-    text = _drop_format_characters(text).translate(_TRANSLATION)
+    text = drop_format_characters(text).translate(_TRANSLATION)
     text = _GEMINATE_L.sub(MIDDLE_DOT, text)
     text = _WHITESPACE.sub(" ", text).strip()
     return _strip_edges(text)
