@@ -307,8 +307,6 @@ def tokenize(options: TokenizeOptions) -> StageResult:
         settings = _worker_settings(options, snac_files, tokenizer_path, devices, workers,
                                     fingerprint)
         on_gpu = devices[0] != "cpu"
-        # clips of up to ROWS_PER_CALL rows share batches: a shard alone has too few clips of
-        # one padded length to fill a batch
         records = run_shards(ShardStage(TOKENIZE_STAGE, out, fingerprint), tasks,
                              shard_paths(find_shards(out), configs=found),
                              functools.partial(ShardTokenizer, settings), engine=options.engine,
