@@ -216,6 +216,55 @@ def test_an_out_of_memory_batch_is_split_and_the_batch_size_halved(snac_dir, ref
             np.testing.assert_array_equal(level, want)
 
 
+def test_exact_precision_turns_tf32_off_for_matmul_and_cudnn(snac_dir):
+    from parla.tokens import precision
+
+    # what a GPU run starts from: cuDNN allows TF32 by default, and code may have allowed more
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    torch.set_float32_matmul_precision("high")
+    try:
+        encoder = SnacEncoder(snac_dir, "cpu", batch_seconds=1.0)
+        assert torch.backends.cuda.matmul.allow_tf32 is False
+        assert torch.backends.cudnn.allow_tf32 is False
+        assert torch.get_float32_matmul_precision() == "highest"
+        assert encoder.precision == "exact"
+        assert encoder.precision_state == {
+            "precision": "exact", "cuda_matmul_allow_tf32": False, "cudnn_allow_tf32": False,
+            "float32_matmul_precision": "highest",
+            "cudnn_benchmark": bool(torch.backends.cudnn.benchmark)}
+        assert precision.set_precision("bf16")["cudnn_allow_tf32"] is False
+        with pytest.raises(ValueError, match="exact, bf16"):
+            precision.set_precision("tf32")
+    finally:
+        precision.set_precision("exact")
+
+
+def test_bf16_precision_runs_the_encoder_under_autocast(snac_dir):
+    audio = clips([3000, 3000])
+    exact = SnacEncoder(snac_dir, "cpu", batch_seconds=1.0).encode_batch(audio)
+    bf16 = SnacEncoder(snac_dir, "cpu", batch_seconds=1.0, precision="bf16")
+    seen = []
+    encode = bf16.model.encode
+    bf16.model.encode = lambda x: seen.append(torch.is_autocast_enabled("cpu")) or encode(x)
+    got = bf16.encode_batch(audio)
+    assert seen == [True]
+    assert [[len(level) for level in codes] for codes in got] == [
+        [len(level) for level in codes] for codes in exact]
+
+
+def test_the_cpu_batch_is_sized_from_the_machine_memory():
+    import os
+
+    from parla.tokens import codec
+
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    want = memory * codec.CPU_MEMORY_SHARE / codec.CPU_BYTES_PER_AUDIO_SECOND
+    cpu = torch.device("cpu")
+    assert codec.auto_batch_seconds(cpu) == min(600.0, max(8.0, want))
+    assert codec.auto_batch_seconds(cpu, share=4) == min(600.0, max(8.0, want / 4))
+
+
 # --- text tokenizer --------------------------------------------------------------------------
 
 def test_text_tokenizer_gives_exactly_one_bos_with_or_without_a_post_processor(tmp_path):

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pyarrow as pa
@@ -26,6 +27,7 @@ from parla.errors import RowRejected, UsageError  # noqa: E402
 from parla.options import TokenizeOptions  # noqa: E402
 from parla.stages import tokenize as stage  # noqa: E402
 from parla.stages import tokenize_worker  # noqa: E402
+from parla.stages.runner import ShardGroup, group_tasks  # noqa: E402
 from parla.store.layout import TOKENIZATION_STATS_FILE
 from parla.store.shards import prepared_table, shard_path, write_table_atomic  # noqa: E402
 from parla.tokens import orpheus  # noqa: E402
@@ -166,6 +168,61 @@ def test_codes_equal_encoding_each_clip_alone(corpus, reference, snac_dir):
             assert row[f"codes_{level}"] == codes[level][0].tolist()
 
 
+def add_same_length_shards(folder: Path) -> None:
+    """valencia and alacanti shards whose clips share padded lengths across the two shards."""
+    for d_index, dialect in enumerate(("valencia", "alacanti")):
+        rows = []
+        for c, seconds in enumerate((0.6, 0.6, 0.9)):
+            samples = tone(seconds, 24000, frequency=180 + 60 * c + 25 * d_index)
+            rows.append({"audio": encode(samples, 24000, "FLAC"), "dialect": dialect,
+                         "text": f"{dialect}: Bon dia a tothom.", "speaker_id": speaker_id(dialect),
+                         "duration": seconds, "source_path": f"{dialect}_{c}.mp3"})
+        write_table_atomic(shard_path(folder, dialect, "train", 0, 1),
+                           prepared_table(rows, 24000))
+
+
+@pytest.mark.parametrize("dedupe", [True, False])
+def test_shards_batched_together_write_the_bytes_of_each_shard_alone(corpus, snac_dir,
+                                                                   text_tokenizer_file, tmp_path,
+                                                                   dedupe):
+    import shutil
+
+    corpus = Path(shutil.copytree(corpus, tmp_path / "input"))
+    add_same_length_shards(corpus)
+    opts = options(corpus, tmp_path, snac_dir, text_tokenizer_file, dedupe_frames=dedupe)
+    snac_files, snac_config, tokenizer_path = stage.resolve_models(opts)
+    _, fingerprint = stage._fingerprint(opts, snac_files, snac_config, tokenizer_path)
+    settings = stage._worker_settings(opts, snac_files, tokenizer_path, ("cpu",), 1, fingerprint)
+    worker = tokenize_worker.ShardTokenizer(settings, 0)
+    found = stage.find_shards(corpus)
+    written = {}
+    batches = {}
+    for name in ("alone", "together"):
+        tasks = stage._plan(found, corpus, tmp_path / name)
+        calls = [[task] for task in tasks] if name == "alone" else [tasks]
+        records, batches[name] = [], []
+        for call in calls:
+            records += worker(ShardGroup(tuple(call)))
+            batches[name] += worker.last_profile["batches"]
+        assert [r["input_rows"] for r in records] == [t.rows for t in tasks]
+        written[name] = output_files(tmp_path / name)
+    assert len(written["alone"]) == 6 and written["together"] == written["alone"]
+    # clips of different shards shared batches: fewer, fuller batches than shard by shard
+    assert sum(b[0] for b in batches["together"]) == sum(b[0] for b in batches["alone"])
+    assert len(batches["together"]) < len(batches["alone"])
+
+
+def test_group_tasks_cuts_the_plan_by_rows_and_gives_every_worker_a_group():
+    tasks = [SimpleNamespace(rows=rows, output=str(i)) for i, rows in enumerate([3, 3, 0, 5, 1])]
+    sizes = lambda groups: [[t.rows for t in g.tasks] for g in groups]  # noqa: E731
+    assert sizes(group_tasks(tasks, 100, 1)) == [[3, 3, 0, 5, 1]]
+    assert sizes(group_tasks(tasks, 6, 1)) == [[3, 3, 0], [5, 1]]
+    assert sizes(group_tasks(tasks, 100, 2)) == [[3, 3, 0], [5, 1]]
+    assert sizes(group_tasks(tasks, 2, 1)) == [[3], [3, 0], [5], [1]]
+    group = group_tasks(tasks, 6, 1)[1]
+    assert (group.rows, group.output) == (6, "3")
+
+
 def test_bad_rows_are_skipped_and_counted(reference):
     rows = read_rows(reference / "data/tortosi/train-00000-of-00001.parquet")
     assert [r["text"] for r in rows] == ["tortosi: Bon dia a tothom."]
@@ -280,9 +337,10 @@ class CrashingTokenizer(tokenize_worker.ShardTokenizer):
     """Dies (like an out-of-memory kill) on the central shard, once the others are written."""
 
     def __call__(self, task):
-        if task.config != "central":
+        tasks = task.tasks if isinstance(task, ShardGroup) else [task]
+        if all(one.config != "central" for one in tasks):
             return super().__call__(task)
-        out = Path(task.output_path).parents[2]
+        out = Path(tasks[0].output_path).parents[2]
         deadline = time.monotonic() + 60
         while len(list(out.glob("data/*/*.parquet"))) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)

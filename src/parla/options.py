@@ -175,7 +175,8 @@ class TokenizeOptions:
     num_gpu_workers: int | None = None  # None: every visible GPU
     workers_per_gpu: int = 1
     num_cpu_workers: int = 1
-    batch_seconds: float | None = None  # None: from free GPU memory (CPU: 4 s)
+    batch_seconds: float | None = None  # None: from free GPU memory (CPU: a quarter of RAM)
+    precision: str = "exact"  # exact (float32, TF32 off) | bf16
     format: str = "orpheus"  # orpheus | codes
     dedupe_frames: bool = True
     max_length: int = 8192
@@ -203,6 +204,7 @@ class TokenizeOptions:
                "--num_gpu_workers must be >= 1")
         _check(self.num_cpu_workers >= 1, "--num_cpu_workers must be >= 1")
         _check(self.batch_seconds is None or self.batch_seconds > 0, "--batch_seconds must be > 0")
+        _check(self.precision in ("exact", "bf16"), "--precision must be exact or bf16")
         _check(self.max_length >= 16, "--max_length must be >= 16")
         _check(self.pack_length is None or self.pack_length >= 16, "--pack_length must be >= 16")
         _check(self.pack_length is None or self.format == "orpheus",

@@ -258,7 +258,11 @@ def add_tokenize_settings(parser: argparse.ArgumentParser, group: Any) -> None:
     _flag(dev, "num_cpu_workers", type=int, default=defaults.num_cpu_workers,
           help="worker processes when encoding on the CPU (default %(default)s)")
     _flag(dev, "batch_seconds", type=float,
-          help="audio seconds per SNAC batch (default: from free GPU memory; 4 on CPU)")
+          help="audio seconds per SNAC batch (default: from free GPU memory, or a quarter of "
+               "the RAM on CPU; at most 600)")
+    _flag(dev, "precision", default=defaults.precision, choices=("exact", "bf16"),
+          help="exact: float32 with TF32 off, codes as one clip alone gives them (default); "
+               "bf16: bfloat16 autocast, faster on a GPU, some codes differ")
 
 
 _TOKENIZE_FIELDS = _fields(TokenizeOptions)

@@ -58,6 +58,39 @@ class ShardStage:
     progress_bar: bool = True
 
 
+@dataclass(frozen=True)
+class ShardGroup:
+    """Consecutive tasks handed to one worker call, for a stage that batches across shards; the
+    worker returns one record per task, in order, each shard still written on its own."""
+
+    tasks: tuple[Any, ...]
+
+    @property
+    def output(self) -> str:
+        return self.tasks[0].output
+
+    @property
+    def rows(self) -> int:
+        return sum(task.rows for task in self.tasks)
+
+    def describe(self) -> str:
+        return "; ".join(task.describe() for task in self.tasks)
+
+
+def group_tasks(tasks: Sequence[ShardTask], max_rows: int, num_workers: int) -> list[ShardGroup]:
+    """Tasks in plan order cut into groups of at most ``max_rows`` rows (a task bigger than that
+    is a group of its own; an empty one joins the group before it), and small enough that every
+    worker gets one where there are enough."""
+    total = sum(task.rows for task in tasks)
+    limit = max(1, min(max_rows, -(-total // max(1, num_workers))))
+    groups: list[list[ShardTask]] = []
+    for task in tasks:
+        if not groups or (task.rows and sum(t.rows for t in groups[-1]) + task.rows > limit):
+            groups.append([])
+        groups[-1].append(task)
+    return [ShardGroup(tuple(group)) for group in groups]
+
+
 def mismatch(record: Mapping[str, Any] | None, task: ShardTask | None,
              stage: ShardStage) -> str | None:
     """Why a shard on disk is not this task's finished output, or None when it is."""
@@ -108,9 +141,13 @@ def run_shards(stage: ShardStage, tasks: Sequence[ShardTask], found: Iterable[Pa
 
 def run_todo(stage: ShardStage, tasks: Sequence[ShardTask], done: dict[str, dict],
              worker_factory: Callable[[int], Callable[[Any], dict]], *, engine: str = "local",
-             num_workers: int = 1, num_gpus_per_worker: float = 0, unit: str = "rows"
-             ) -> list[dict]:
-    """Every task's record, in plan order: ``done`` (`trusted_records`), the others made now."""
+             num_workers: int = 1, num_gpus_per_worker: float = 0, unit: str = "rows",
+             group_rows: int | None = None) -> list[dict]:
+    """Every task's record, in plan order: ``done`` (`trusted_records`), the others made now.
+
+    With ``group_rows`` the workers get `ShardGroup`s of up to that many rows and answer each
+    with the list of its tasks' records.
+    """
     todo = [task for task in tasks if task.output not in done]
     if done:
         log.info("resuming %s: %d of %d shards already written", stage.out, len(done),
@@ -121,6 +158,8 @@ def run_todo(stage: ShardStage, tasks: Sequence[ShardTask], done: dict[str, dict
                    initial=sum(t.rows for t in tasks if t.output in done),
                    disable=not stage.progress_bar)
     try:
+        if group_rows:
+            todo = group_tasks(todo, group_rows, num_workers)
         done = done | _map(todo, worker_factory, engine, num_workers, num_gpus_per_worker, bar)
     finally:
         bar.close()
@@ -136,11 +175,15 @@ def _map(todo: list[ShardTask], worker_factory: Callable[[int], Callable[[Any], 
                                       num_workers=max(1, min(num_workers, len(todo))),
                                       num_gpus_per_worker=num_gpus_per_worker,
                                       describe_task=type(todo[0]).describe):
-            done[task.output] = record
+            for one, one_record in (zip(task.tasks, record, strict=True)
+                                    if isinstance(task, ShardGroup) else [(task, record)]):
+                done[one.output] = one_record
             bar.update(task.rows)
     except WorkerDied as error:
         # the engine names the task it lost; the shards still missing are the sure list
-        unfinished = [task.describe() for task in todo if not Path(task.output).is_file()]
+        tasks = [one for task in todo
+                 for one in (task.tasks if isinstance(task, ShardGroup) else [task])]
+        unfinished = [task.describe() for task in tasks if not Path(task.output).is_file()]
         more = f" and {len(unfinished) - 3} more" if len(unfinished) > 3 else ""
         raise WorkerDied(f"{error}. Unfinished: {'; '.join(unfinished[:3])}{more}") from error
     return done

@@ -38,6 +38,7 @@ from parla.stages.runner import ShardStage, run_todo, trusted_records
 from parla.stages.tokenize_worker import (
     CODE_COLUMNS,
     CONTEXT_LIMITS,
+    ROWS_PER_CALL,
     GroupStats,
     ShardTokenizer,
     TokenizeTask,
@@ -242,6 +243,9 @@ def _fingerprint(options: TokenizeOptions, snac_files: SnacFiles, snac_config: M
     fingerprint: dict[str, Any] = {"format": options.format,
                                    "snac_config": json.dumps(snac_config, sort_keys=True),
                                    "snac_weights_sha256": _file_digest(snac_files.weights)}
+    if options.precision != "exact":  # exact shards keep the records they always had
+        parameters["precision"] = options.precision
+        fingerprint["precision"] = options.precision
     if options.format == "orpheus":
         parameters |= {"text_tokenizer": public_location(options.text_tokenizer),
                        "dedupe_frames": options.dedupe_frames, "max_length": options.max_length}
@@ -271,11 +275,12 @@ def _worker_settings(options: TokenizeOptions, snac_files: SnacFiles,
         snac=snac_files, tokenizer_path=str(tokenizer_path) if tokenizer_path else None,
         devices=devices, fmt=options.format, dedupe=options.dedupe_frames,
         max_length=options.max_length, batch_seconds=options.batch_seconds,
-        workers_per_device=options.workers_per_gpu if on_gpu else 1,
+        # the share of the device's memory a worker's batches take
+        workers_per_device=options.workers_per_gpu if on_gpu else num_workers,
         # a GPU worker's CPU time goes to decoding; a CPU worker's to the model itself
         decode_threads=max(2, min(8, cpu_count // max(1, num_workers) - 1)) if on_gpu else 1,
         torch_threads=None if (on_gpu or num_workers == 1) else max(1, cpu_count // num_workers),
-        fingerprint=fingerprint)
+        fingerprint=fingerprint, precision=options.precision)
 
 
 def tokenize(options: TokenizeOptions) -> StageResult:
@@ -311,7 +316,8 @@ def tokenize(options: TokenizeOptions) -> StageResult:
         on_gpu = devices[0] != "cpu"
         records = run_todo(stage, tasks, done, functools.partial(ShardTokenizer, settings),
                            engine=options.engine, num_workers=workers,
-                           num_gpus_per_worker=(1 / options.workers_per_gpu) if on_gpu else 0)
+                           num_gpus_per_worker=(1 / options.workers_per_gpu) if on_gpu else 0,
+                           group_rows=ROWS_PER_CALL)
         statistics = _write_reports(out, records, settings, parameters, options.pack_length,
                                     options.seed)
     elapsed = time.perf_counter() - started

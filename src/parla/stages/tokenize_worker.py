@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import soundfile as sf
 
 from parla.audio.decode import libsndfile_message
 from parla.errors import Reject, RowRejected
+from parla.stages.runner import ShardGroup
 from parla.store.layout import TOKENIZE_STAGE
 from parla.store.shards import (
     read_shard,
@@ -31,6 +33,7 @@ from parla.tokens.codec import (
     SnacFiles,
     TextTokenizer,
 )
+from parla.tokens.profile import append_profile
 
 INPUT_COLUMNS = ("audio", "text", "dialect", "speaker_id", "duration", "source_path")
 
@@ -282,10 +285,33 @@ class WorkerSettings:
     decode_threads: int
     torch_threads: int | None
     fingerprint: Mapping[str, Any]
+    precision: str = "exact"
+
+
+# rows one worker call batches across (a shard alone has too few clips of one padded length to
+# fill a batch); its shards' FLAC bytes are held until all are encoded
+ROWS_PER_CALL = 4096
+
+
+@dataclass
+class _ReadShard:
+    """One input shard as read: its row columns, audio bytes and expected clip lengths."""
+
+    rows: dict[str, list]
+    audio: list
+    expected: list[int]
+    num_samples: list[int]
+    text_ids: list[list[int]] | None
 
 
 class ShardTokenizer:
-    """Encodes whole shards on one device: SNAC and the tokenizer are loaded once per worker."""
+    """Encodes shards on one device: SNAC and the tokenizer are loaded once per worker.
+
+    Called with one `TokenizeTask` it returns that shard's record; with a `ShardGroup`, the list
+    of its shards' records. A group's clips are batched together (length buckets that span its
+    shards), and each shard is then laid out and written on its own, as alone: a clip's codes do
+    not depend on the batch it was in, so the bytes are those of encoding shard by shard.
+    """
 
     def __init__(self, settings: WorkerSettings, rank: int) -> None:
         import torch
@@ -296,12 +322,51 @@ class ShardTokenizer:
         self.device = settings.devices[rank % len(settings.devices)]
         self.encoder = SnacEncoder(settings.snac, self.device, settings.batch_seconds,
                                    decode_threads=settings.decode_threads,
-                                   share=settings.workers_per_device)
+                                   share=settings.workers_per_device,
+                                   precision=settings.precision)
         self.tokenizer = (TextTokenizer(settings.tokenizer_path)
                           if settings.tokenizer_path is not None else None)
+        self.last_profile: dict[str, Any] = {}  # the phases and batches of the last call
 
-    def __call__(self, task: TokenizeTask) -> dict[str, Any]:
-        settings = self.settings
+    def __call__(self, task: TokenizeTask | ShardGroup) -> dict[str, Any] | list[dict[str, Any]]:
+        if isinstance(task, ShardGroup):
+            return self.encode_shards(list(task.tasks))
+        return self.encode_shards([task])[0]
+
+    def encode_shards(self, tasks: Sequence[TokenizeTask]) -> list[dict[str, Any]]:
+        """Read the shards, encode all their clips in shared batches, write each shard."""
+        phases = self.encoder.phases
+        with phases.timed("read"):
+            shards = [self._read(task) for task in tasks]
+        where = [(shard, index) for shard in shards for index in range(len(shard.audio))]
+        sample_rate = self.encoder.sample_rate
+
+        def load(position: int) -> np.ndarray:  # runs on the encoder's decode threads
+            shard, index = where[position]
+            samples = decode_clip(shard.audio[index], sample_rate)
+            shard.num_samples[index] = len(samples)
+            return samples
+
+        results = self.encoder.encode_lazy([n for s in shards for n in s.expected], load)
+        records = []
+        with ThreadPoolExecutor(1, thread_name_prefix="parla-write") as writer:
+            writes = []
+            for task, shard in zip(tasks, shards, strict=True):
+                part, results = results[:len(shard.audio)], results[len(shard.audio):]
+                with phases.timed("build"):
+                    out, record = self._build(task, shard, part)
+                writes.append(writer.submit(self._write, task.output_path, out, record))
+                records.append(record)
+            for write in writes:
+                write.result()
+        self.last_profile = {"device": self.device, "shards": len(tasks),
+                             "rows": sum(len(s.audio) for s in shards), **phases.drain(),
+                             "precision": self.encoder.precision_state,
+                             "batch_seconds": self.encoder.batch_seconds}
+        append_profile(self.last_profile)
+        return records
+
+    def _read(self, task: TokenizeTask) -> _ReadShard:
         available = set(pq.read_schema(task.input_path).names)
         table = read_shard(task.input_path, columns=[c for c in INPUT_COLUMNS if c in available])
         size = table.num_rows
@@ -310,24 +375,23 @@ class ShardTokenizer:
         rows = {name: table.column(name).to_pylist() if name in available else [None] * size
                 for name in INPUT_COLUMNS if name != "audio"}
         sample_rate = self.encoder.sample_rate
-        expected = [probe_samples(data, sample_rate) for data in audio]
-        num_samples = [0] * size
-
-        def load(index: int) -> np.ndarray:  # runs on the encoder's decode threads
-            samples = decode_clip(audio[index], sample_rate)
-            num_samples[index] = len(samples)
-            return samples
-
         text_ids = None
         if self.tokenizer is not None:
             text_ids = self.tokenizer.encode_batch([text or "" for text in rows["text"]])
-        results = self.encoder.encode_lazy(expected, load)
-        out, stats, rejects = build_shard(rows, results, text_ids, num_samples,
+        return _ReadShard(rows, audio, [probe_samples(data, sample_rate) for data in audio],
+                          [0] * size, text_ids)
+
+    def _build(self, task: TokenizeTask, shard: _ReadShard, results: Sequence[Any]
+               ) -> tuple[pa.Table, dict[str, Any]]:
+        settings = self.settings
+        out, stats, rejects = build_shard(shard.rows, results, shard.text_ids, shard.num_samples,
                                           fmt=settings.fmt, dedupe=settings.dedupe,
                                           max_length=settings.max_length)
-        record = shard_record(task, settings.fingerprint, stats, rejects)
-        write_table_atomic(task.output_path, out, record=record, stage=TOKENIZE_STAGE)
-        return record
+        return out, shard_record(task, settings.fingerprint, stats, rejects)
+
+    def _write(self, path: str, table: pa.Table, record: dict[str, Any]) -> None:
+        with self.encoder.phases.timed("write"):
+            write_table_atomic(path, table, record=record, stage=TOKENIZE_STAGE)
 
 
 def shard_record(task: TokenizeTask, fingerprint: Mapping[str, Any],

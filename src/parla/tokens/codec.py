@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,10 +25,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from parla.endpoint import hub_offline
 from parla.errors import RowRejected, UsageError
 from parla.progress import get_logger
+from parla.tokens.hub_files import hub_file, is_hub_id
 from parla.tokens.orpheus import with_bos
+from parla.tokens.precision import autocast, keep_freed_memory, set_precision
+from parla.tokens.profile import PhaseStats
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -44,36 +46,12 @@ Codes = tuple[np.ndarray, np.ndarray, np.ndarray]
 # ~20 MB/s (float32 activations of the first encoder stages); doubled for the CUDA caching
 # allocator and cuDNN workspaces. Only sizes the automatic batch; an out-of-memory batch is split.
 DEVICE_BYTES_PER_AUDIO_SECOND = 40 * 2**20
-# On a CPU, batching does not speed convolutions up, and a batch whose activations pass glibc's
-# mmap threshold (32 MB: ~5 s of audio in SNAC's first layers) page-faults on every call.
-CPU_BATCH_SECONDS = 4.0
+CPU_BYTES_PER_AUDIO_SECOND = 20 * 2**20
+# On a CPU a big batch costs no speed once glibc keeps freed memory (`keep_freed_memory`); it is
+# capped at a quarter of the machine's memory, split between the workers.
+CPU_MEMORY_SHARE = 0.25
 MAX_BATCH_SECONDS = 600.0  # beyond this a bigger batch no longer speeds up a GPU
 MIN_BATCH_SECONDS = 8.0
-
-
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
-
-
-def _is_hub_id(name: str) -> bool:
-    """Whether a missing local path could be a Hub repository id ("name" or "owner/name")."""
-    return bool(_HUB_ID.match(name)) and not name.endswith(".json")
-
-
-def _hub_file(repo_id: str, filename: str, what: str, local_hint: str) -> Path:
-    """A file of a Hub repository from the cache (or the Hub when online); UsageError if absent."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import HfHubHTTPError, HFValidationError
-
-    offline = hub_offline()
-    try:
-        return Path(hf_hub_download(repo_id=repo_id, filename=filename,
-                                    local_files_only=offline))
-    except (HfHubHTTPError, HFValidationError, OSError, ValueError) as error:
-        where = ("is not in the Hugging Face cache and HF_HUB_OFFLINE is set" if offline
-                 else "could not be found in the Hugging Face cache or downloaded from the Hub")
-        raise UsageError(
-            f"{what} {repo_id!r}: {filename} {where} ({type(error).__name__}). {local_hint}"
-        ) from None
 
 
 # --- SNAC ----------------------------------------------------------------------------------------
@@ -110,11 +88,11 @@ def resolve_snac(model: str | os.PathLike) -> SnacFiles:
         missing = [p.name for p in (files.config, files.weights) if not p.is_file()]
         if missing:
             raise UsageError(f"SNAC model folder {folder} lacks {', '.join(missing)}. {_SNAC_HINT}")
-    elif folder.exists() or not _is_hub_id(name):
+    elif folder.exists() or not is_hub_id(name):
         raise UsageError(f"SNAC model folder {name!r} does not exist. {_SNAC_HINT}")
     else:
-        files = SnacFiles(_hub_file(name, SNAC_CONFIG, "SNAC model", _SNAC_HINT),
-                          _hub_file(name, SNAC_WEIGHTS, "SNAC model", _SNAC_HINT))
+        files = SnacFiles(hub_file(name, SNAC_CONFIG, "SNAC model", _SNAC_HINT),
+                          hub_file(name, SNAC_WEIGHTS, "SNAC model", _SNAC_HINT))
     files.read_config()
     return files
 
@@ -188,13 +166,16 @@ def load_snac(model: str | os.PathLike | SnacFiles, device: str | torch.device =
 
 
 def auto_batch_seconds(device: torch.device, share: int = 1) -> float:
-    """Audio seconds per batch that fit half the device's free memory, split ``share`` ways."""
+    """Audio seconds per batch that fit the device's memory, split ``share`` ways: half the free
+    GPU memory, or `CPU_MEMORY_SHARE` of the machine's memory on a CPU."""
     import torch
 
     if device.type != "cuda":
-        return CPU_BATCH_SECONDS
-    free, _total = torch.cuda.mem_get_info(device)
-    seconds = free * 0.5 / max(1, share) / DEVICE_BYTES_PER_AUDIO_SECOND
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        seconds = memory * CPU_MEMORY_SHARE / max(1, share) / CPU_BYTES_PER_AUDIO_SECOND
+    else:
+        free, _total = torch.cuda.mem_get_info(device)
+        seconds = free * 0.5 / max(1, share) / DEVICE_BYTES_PER_AUDIO_SECOND
     return float(min(MAX_BATCH_SECONDS, max(MIN_BATCH_SECONDS, seconds)))
 
 
@@ -235,17 +216,23 @@ class SnacEncoder:
 
     ``encode_batch`` takes decoded arrays. ``encode_lazy`` takes clip lengths and a loader, and
     decodes the next batches on background threads (into pinned memory, copied without blocking)
-    while the device encodes the current one, so the device does not wait on decoding.
+    while the device encodes the current one, so the device does not wait on decoding. On CUDA
+    one batch stays in flight: its codes come back to pinned memory while the next is launched.
+    ``precision`` is `precision.set_precision`'s (exact: float32, TF32 off).
     """
 
     def __init__(self, model: str | os.PathLike | SnacFiles | torch.nn.Module, device: str = "cpu",
                  batch_seconds: float | None = None, decode_threads: int = 2,
-                 prefetch_batches: int = 2, share: int = 1) -> None:
+                 prefetch_batches: int = 2, share: int = 1, precision: str = "exact") -> None:
         import torch
 
+        self.precision_state = set_precision(precision)
+        self.precision = precision
         self.device = torch.device(device)
         if self.device.type == "cuda" and self.device.index is not None:
             torch.cuda.set_device(self.device)
+        if self.device.type == "cpu":
+            keep_freed_memory()
         self.model = (model.to(self.device).eval() if isinstance(model, torch.nn.Module)
                       else load_snac(model, self.device))
         self.sample_rate = int(self.model.sampling_rate)
@@ -256,6 +243,7 @@ class SnacEncoder:
         self.decode_threads = max(1, decode_threads)
         self.prefetch_batches = max(1, prefetch_batches)
         self._pin = self.device.type == "cuda"
+        self.phases = PhaseStats()
 
     @property
     def max_batch_samples(self) -> int:
@@ -285,17 +273,20 @@ class SnacEncoder:
         results: list[Codes | RowRejected | None] = [None] * len(num_samples)
         planned = [self.padded_length(max(1, n)) for n in num_samples]
         batches = plan_batches(planned, self.max_batch_samples)
+        in_flight: _InFlight | None = None
         for prepared in self._prepared(batches, planned, load, threads):
             for index, error in prepared.failed:
                 results[index] = error
-            if prepared.indexes:
-                encoded = self._encode_padded(prepared.audio, prepared.lengths)
-                for index, codes in zip(prepared.indexes, encoded, strict=True):
-                    results[index] = codes
+            launched = self._launch(prepared.audio, prepared.lengths, prepared.indexes)
+            if in_flight is not None:
+                in_flight.collect(self, results)
+            in_flight = launched
             for index, audio in prepared.off_plan:  # rare: header length was wrong
                 padded = self.padded_length(len(audio))
                 tensor = self._padded_tensor([audio], padded)
                 results[index] = self._encode_padded(tensor, [len(audio)])[0]
+        if in_flight is not None:
+            in_flight.collect(self, results)
         return results  # type: ignore[return-value]
 
     def _prepared(self, batches: list[list[int]], planned: list[int],
@@ -320,10 +311,13 @@ class SnacEncoder:
             while ahead:
                 future = ahead.popleft()
                 submit_next()
-                yield future.result()
+                with self.phases.timed("decode_wait"):
+                    prepared = future.result()
+                yield prepared
 
     def _prepare(self, batch: list[int], padded: int, load: Callable[[int], np.ndarray]
                  ) -> _Prepared:
+        started = time.perf_counter()
         failed: list[tuple[int, RowRejected]] = []
         off_plan: list[tuple[int, np.ndarray]] = []
         kept: list[tuple[int, np.ndarray]] = []
@@ -340,6 +334,7 @@ class SnacEncoder:
             else:
                 kept.append((index, audio))
         tensor = self._padded_tensor([a for _, a in kept], padded) if kept else None
+        self.phases.add("decode", time.perf_counter() - started)
         return _Prepared([i for i, _ in kept], [len(a) for _, a in kept], tensor, failed, off_plan)
 
     def _padded_tensor(self, audios: list[np.ndarray], padded: int) -> torch.Tensor:
@@ -350,14 +345,45 @@ class SnacEncoder:
             tensor[row, 0, :len(audio)] = torch.from_numpy(audio)
         return tensor
 
+    def _launch(self, audio: torch.Tensor | None, lengths: list[int], indexes: list[int]
+                ) -> _InFlight | None:
+        """Start encoding one batch; on CUDA its codes are still on their way back."""
+        import torch
+
+        if not indexes:
+            return None
+        self.phases.batches.append((len(lengths), sum(lengths), len(lengths) * audio.shape[-1]))
+        if not self._pin:
+            return _InFlight(indexes, lengths, None, self._encode_padded(audio, lengths))
+        try:
+            with torch.inference_mode():
+                with self.phases.timed("h2d"):
+                    on_device = audio.to(self.device, non_blocking=True)
+                with self.phases.timed("encode"), autocast(self.precision, "cuda"):
+                    codes = self.model.encode(on_device)
+                with self.phases.timed("d2h"):
+                    host = [torch.empty(level.shape, dtype=torch.int16, pin_memory=True)
+                            for level in codes]
+                    for target, level in zip(host, codes, strict=True):
+                        target.copy_(level.to(torch.int16), non_blocking=True)
+                    done = torch.cuda.Event()
+                    done.record()
+        except torch.cuda.OutOfMemoryError:
+            return _InFlight(indexes, lengths, None, self._encode_padded(audio, lengths))
+        return _InFlight(indexes, lengths, (done, host), None)
+
     def _encode_padded(self, audio: torch.Tensor, lengths: list[int]) -> list[Codes]:
         """Encode one batch of equally padded clips; split in two when the device runs out."""
         import torch
 
         try:
             with torch.inference_mode():
-                codes = self.model.encode(audio.to(self.device, non_blocking=True))
-                codes = [level.to(torch.int16).cpu().numpy() for level in codes]
+                with self.phases.timed("h2d"):
+                    on_device = audio.to(self.device, non_blocking=True)
+                with self.phases.timed("encode"), autocast(self.precision, self.device.type):
+                    codes = self.model.encode(on_device)
+                with self.phases.timed("d2h"):
+                    codes = [level.to(torch.int16).cpu().numpy() for level in codes]
         except torch.cuda.OutOfMemoryError:
             if len(lengths) == 1:
                 raise
@@ -368,9 +394,33 @@ class SnacEncoder:
             half = len(lengths) // 2
             return (self._encode_padded(audio[:half], lengths[:half])
                     + self._encode_padded(audio[half:], lengths[half:]))
+        return self._per_clip(codes, lengths)
+
+    def _per_clip(self, codes: list[np.ndarray], lengths: list[int]) -> list[Codes]:
         keep = code_lengths(self.padded_length(max(lengths)), self.model)
         return [tuple(level[row, :n].copy() for level, n in zip(codes, keep, strict=True))
                 for row in range(len(lengths))]  # type: ignore[misc]
+
+
+@dataclass
+class _InFlight:
+    """A launched batch: its codes, or (CUDA) the event after which its pinned codes are there."""
+
+    indexes: list[int]
+    lengths: list[int]
+    pending: tuple[Any, list[Any]] | None
+    codes: list[Codes] | None
+
+    def collect(self, encoder: SnacEncoder, results: list) -> None:
+        codes = self.codes
+        if codes is None:
+            assert self.pending is not None
+            done, host = self.pending
+            with encoder.phases.timed("d2h"):
+                done.synchronize()
+            codes = encoder._per_clip([level.numpy() for level in host], self.lengths)
+        for index, clip_codes in zip(self.indexes, codes, strict=True):
+            results[index] = clip_codes
 
 
 # --- text tokenizer ----------------------------------------------------------------------------
@@ -390,9 +440,9 @@ def resolve_text_tokenizer(name: str | os.PathLike) -> Path:
         if (path / TOKENIZER_FILE).is_file():
             return path / TOKENIZER_FILE
         raise UsageError(f"text tokenizer folder {path} has no {TOKENIZER_FILE}. {_TOKENIZER_HINT}")
-    if path.exists() or not _is_hub_id(text):
+    if path.exists() or not is_hub_id(text):
         raise UsageError(f"text tokenizer {text!r} does not exist. {_TOKENIZER_HINT}")
-    return _hub_file(text, TOKENIZER_FILE, "text tokenizer", _TOKENIZER_HINT)
+    return hub_file(text, TOKENIZER_FILE, "text tokenizer", _TOKENIZER_HINT)
 
 
 class TextTokenizer:
