@@ -271,3 +271,18 @@ def test_a_run_config_takes_the_grouping_keys() -> None:
         "groups": "groups.yaml", "min_group_clips": 5})
     assert (prepare_options.group_by, prepare_options.language, prepare_options.groups,
             prepare_options.min_group_clips) == ("accents", "es", "groups.yaml", 5)
+
+
+def test_a_named_source_of_another_language_prepares_and_is_found_again(demo_corpus, tmp_path,
+                                                                        capsys) -> None:
+    """NAME=SOURCE with a name outside the Catalan preset: the run ends with its local source
+    recorded beside the card (`python -m parla.report` finds the original clips there)."""
+    from parla import cli
+
+    out = tmp_path / "out"
+    assert cli.main(["prepare", "-q", "--datasets", f"andaluz={demo_corpus}", "--language", "es",
+                     "--group_by", "none", "--output_dir", str(out),
+                     "--max_samples_per_speaker", "2", "--no_condition_audio"]) == 0
+    assert any((out / "data").iterdir())
+    recorded = json.loads((out / ".parla_sources.json").read_text())
+    assert recorded == {"datasets": [str(Path(demo_corpus).absolute())]}

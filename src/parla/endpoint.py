@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import math
 import os
 import socket
 import threading
@@ -83,6 +84,8 @@ def use_timeouts() -> None:
     """Make huggingface_hub's shared HTTP client time out (connect, then each read)."""
     global _factory_timeout, _factory
     timeout = read_timeout()
+    # downloads try a request 4 times (store.hub_requests): hf_xet's transfers get as long
+    xet_timeouts(min(CONNECT_TIMEOUT_S, timeout), timeout, 4 * timeout)
     from huggingface_hub.utils import _http
 
     # the publish side installs a client of its own (hub.transport): reinstall ours when it is
@@ -126,6 +129,15 @@ def use_timeouts() -> None:
 
     _http.set_client_factory(client_factory)
     _factory_timeout, _factory = timeout, client_factory
+
+
+def xet_timeouts(connect: float, timeout: float, retry_s: float) -> None:
+    """hf_xet (the Hub's file transfer) has its own client: the same connect and read timeouts
+    and a retry budget, unless set already (read when its session starts)."""
+    for name, seconds in (("HF_XET_CLIENT_CONNECT_TIMEOUT", connect),
+                          ("HF_XET_CLIENT_READ_TIMEOUT", timeout),
+                          ("HF_XET_CLIENT_RETRY_MAX_DURATION", retry_s)):
+        os.environ.setdefault(name, f"{max(1, math.ceil(seconds))}s")
 
 
 def hub_unreachable(timeout: float = PROBE_TIMEOUT_S) -> str | None:

@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import math
 import os
 import time
 from collections.abc import Iterator
 from typing import Any
 
-from parla.endpoint import CONNECT_TIMEOUT_S, hub_endpoint, read_timeout
+from parla.endpoint import CONNECT_TIMEOUT_S, hub_endpoint, read_timeout, xet_timeouts
 from parla.errors import UsageError
 from parla.progress import get_logger, progress
 
@@ -248,7 +247,7 @@ def use_timeouts() -> None:
     global _factory_timeout, _factory
     timeout = read_timeout()
     connect = min(CONNECT_TIMEOUT_S, timeout)
-    _xet_settings(connect, timeout)
+    xet_timeouts(connect, timeout, retry_seconds())
     from huggingface_hub.utils import _http
 
     # the download side installs a client of its own (endpoint.use_timeouts): reinstall ours
@@ -285,10 +284,3 @@ def use_timeouts() -> None:
     _factory_timeout, _factory = timeout, client_factory
 
 
-def _xet_settings(connect: float, timeout: float) -> None:
-    """hf_xet (the Hub's file transfer) has its own client: the same connect and read timeouts
-    and retry budget, unless set already (read when its session starts)."""
-    for name, seconds in (("HF_XET_CLIENT_CONNECT_TIMEOUT", connect),
-                          ("HF_XET_CLIENT_READ_TIMEOUT", timeout),
-                          ("HF_XET_CLIENT_RETRY_MAX_DURATION", retry_seconds())):
-        os.environ.setdefault(name, f"{max(1, math.ceil(seconds))}s")

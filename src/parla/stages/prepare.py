@@ -127,6 +127,8 @@ def shard_settings(options: PrepareOptions, voices: dict[str, str] | None = None
     settings = recorded_options(options)
     for irrelevant in (*_RUN_SETTINGS, "save_speaker_metadata", "datasets"):
         settings.pop(irrelevant, None)
+    if settings.get("groups"):  # the file by its name: its effect is in the plan and the voices
+        settings["groups"] = Path(settings["groups"]).name
     if voices is not None:
         settings["voices"] = voices
     settings["flac_encoder"] = flac_encoder()
@@ -329,8 +331,10 @@ def _write_card(out: Path, options: PrepareOptions, registry: Registry, written:
     if revisions:  # which commit of each Hub dataset the corpus was made from
         parameters["source_revisions"] = revisions
     write_dataset_card(out, kind="prepared", parameters=parameters, shards=shards)
-    local = [str(Path(spec.location).expanduser().absolute()) for spec in
-             map(parse_source_spec, options.datasets) if Path(spec.location).expanduser().is_dir()]
+    # the sources as loaded (keyed by location): parsing the names again would take them as
+    # Catalan dialects
+    local = [str(Path(location).expanduser().absolute()) for location in sources
+             if Path(location).expanduser().is_dir()]
     write_json(out / SOURCES_FILE, {"datasets": local})
 
 

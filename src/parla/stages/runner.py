@@ -74,7 +74,8 @@ class ShardGroup:
         return sum(task.rows for task in self.tasks)
 
     def describe(self) -> str:
-        return "; ".join(task.describe() for task in self.tasks)
+        more = f" and {len(self.tasks) - 1} more" if len(self.tasks) > 1 else ""
+        return self.tasks[0].describe() + more
 
 
 def group_tasks(tasks: Sequence[ShardTask], max_rows: int, num_workers: int) -> list[ShardGroup]:

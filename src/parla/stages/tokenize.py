@@ -34,7 +34,7 @@ from parla.progress import get_logger
 from parla.report.statistics import write_rejects
 from parla.stages.pack import update_packed
 from parla.stages.result import StageResult
-from parla.stages.runner import ShardStage, run_todo, trusted_records
+from parla.stages.runner import ShardStage, group_tasks, run_todo, trusted_records
 from parla.stages.tokenize_worker import (
     CODE_COLUMNS,
     CONTEXT_LIMITS,
@@ -307,15 +307,16 @@ def tokenize(options: TokenizeOptions) -> StageResult:
         stage = ShardStage(TOKENIZE_STAGE, out, fingerprint, required=("stats",))
         done = trusted_records(stage, tasks, shard_paths(find_shards(out), configs=found))
         todo = [task for task in tasks if task.output not in done]
-        # the workers' threads are sized for the shards left, as many workers as have work
-        workers = max(1, min(num_workers, len(todo)))
+        # the workers' threads are sized for the shards left: as many workers as there are
+        # worker calls (groups of shards, as run_todo makes them) to give them
+        workers = max(1, min(num_workers, len(group_tasks(todo, ROWS_PER_CALL, num_workers))))
         log.info("tokenizing %d shard(s) (%d rows) on %s with %d worker(s)", len(todo),
                  sum(t.rows for t in todo), ", ".join(devices), workers)
         settings = _worker_settings(options, snac_files, tokenizer_path, devices, workers,
                                     fingerprint)
         on_gpu = devices[0] != "cpu"
         records = run_todo(stage, tasks, done, functools.partial(ShardTokenizer, settings),
-                           engine=options.engine, num_workers=workers,
+                           engine=options.engine, num_workers=num_workers,
                            num_gpus_per_worker=(1 / options.workers_per_gpu) if on_gpu else 0,
                            group_rows=ROWS_PER_CALL)
         statistics = _write_reports(out, records, settings, parameters, options.pack_length,

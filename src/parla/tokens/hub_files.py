@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from parla.endpoint import hub_offline
+from parla.endpoint import hub_offline, use_timeouts
 from parla.errors import UsageError
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
@@ -21,6 +21,7 @@ def hub_file(repo_id: str, filename: str, what: str, local_hint: str) -> Path:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 
+    use_timeouts()  # a stalled Hub ends this request (and the cached copy is used), not hangs
     offline = hub_offline()
     try:
         return Path(hf_hub_download(repo_id=repo_id, filename=filename,
