@@ -86,19 +86,14 @@ def use_timeouts() -> None:
     timeout = read_timeout()
     # downloads try a request 4 times (store.hub_requests): hf_xet's transfers get as long
     xet_timeouts(min(CONNECT_TIMEOUT_S, timeout), timeout, 4 * timeout)
-    from huggingface_hub.utils import _http
-
     # the publish side installs a client of its own (hub.transport): reinstall ours when it is
     # not the one in place
-    if _factory_timeout == timeout and getattr(_http, "_GLOBAL_CLIENT_FACTORY", None) is _factory:
+    if _factory_timeout == timeout and factory_in_place(_factory):
         return
-
-    if not hasattr(_http, "set_client_factory"):
+    found = hub_http()
+    if found is None:
         return  # huggingface_hub < 1 (requests): it sets its own timeouts
-    try:
-        httpx = importlib.import_module("httpx2")
-    except ImportError:
-        httpx = importlib.import_module("httpx")
+    _http, httpx = found
 
     class NoSilentRetries(httpx.BaseTransport):
         """A POST (preupload, commit) the Hub took and never answered is not sent again:
@@ -129,6 +124,26 @@ def use_timeouts() -> None:
 
     _http.set_client_factory(client_factory)
     _factory_timeout, _factory = timeout, client_factory
+
+
+def hub_http() -> tuple[Any, Any] | None:
+    """huggingface_hub's HTTP module and the httpx it sends with (httpx2 in huggingface_hub 2),
+    or None for huggingface_hub < 1, which has no client factory to set."""
+    from huggingface_hub.utils import _http
+
+    if not hasattr(_http, "set_client_factory"):
+        return None
+    try:
+        return _http, importlib.import_module("httpx2")
+    except ImportError:
+        return _http, importlib.import_module("httpx")
+
+
+def factory_in_place(factory: Any) -> bool:
+    """Whether ``factory`` is the client factory huggingface_hub builds its client with now."""
+    from huggingface_hub.utils import _http
+
+    return factory is not None and getattr(_http, "_GLOBAL_CLIENT_FACTORY", None) is factory
 
 
 def xet_timeouts(connect: float, timeout: float, retry_s: float) -> None:

@@ -20,13 +20,19 @@ otherwise send the request again, silently, for many minutes.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 import time
 from collections.abc import Iterator
 from typing import Any
 
-from parla.endpoint import CONNECT_TIMEOUT_S, hub_endpoint, read_timeout, xet_timeouts
+from parla.endpoint import (
+    CONNECT_TIMEOUT_S,
+    factory_in_place,
+    hub_endpoint,
+    hub_http,
+    read_timeout,
+    xet_timeouts,
+)
 from parla.errors import UsageError
 from parla.progress import get_logger, progress
 
@@ -248,19 +254,14 @@ def use_timeouts() -> None:
     timeout = read_timeout()
     connect = min(CONNECT_TIMEOUT_S, timeout)
     xet_timeouts(connect, timeout, retry_seconds())
-    from huggingface_hub.utils import _http
-
     # the download side installs a client of its own (endpoint.use_timeouts): reinstall ours
     # when it is not the one in place
-    if _factory_timeout == timeout and getattr(_http, "_GLOBAL_CLIENT_FACTORY", None) is _factory:
+    if _factory_timeout == timeout and factory_in_place(_factory):
         return
-
-    if not hasattr(_http, "set_client_factory"):
+    found = hub_http()
+    if found is None:
         return  # huggingface_hub < 1 (requests): it sets its own timeouts
-    try:
-        httpx = importlib.import_module("httpx2")
-    except ImportError:
-        httpx = importlib.import_module("httpx")
+    _http, httpx = found
     limits = httpx.Timeout(timeout, connect=connect)
 
     class HubTransport(httpx.BaseTransport):
