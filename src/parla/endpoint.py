@@ -19,8 +19,8 @@ from typing import Any
 from parla.errors import UsageError
 
 # huggingface_hub 2 talks to the Hub with no timeout at all: a Hub that accepts a request and
-# never answers would hang `parla publish` for ever. PARLA_HUB_TIMEOUT (seconds) overrides the
-# read timeout, for slow links; connecting and the quick reachability probe stay short.
+# never answers would hang a download or `parla publish` for ever. PARLA_HUB_TIMEOUT (seconds)
+# overrides the read timeout, for slow links; connecting and the reachability probe stay short.
 CONNECT_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 60.0
 PROBE_TIMEOUT_S = 1.5
@@ -76,8 +76,8 @@ def watching_requests(watch: Any) -> Iterator[None]:
 
 
 class HubStoppedAnswering(Exception):
-    """A request the Hub accepted and did not answer within the read timeout (not one of the
-    HTTP client's own errors, so huggingface_hub does not send it again)."""
+    """The Hub stopped answering a request (not one of the HTTP client's own errors, so
+    huggingface_hub does not send it again); `store.hub_requests.HubGaveUp` is one."""
 
 
 def use_timeouts() -> None:
@@ -95,10 +95,10 @@ def use_timeouts() -> None:
         return  # huggingface_hub < 1 (requests): it sets its own timeouts
     _http, httpx = found
 
-    class NoSilentRetries(httpx.BaseTransport):
-        """A POST (preupload, commit) the Hub took and never answered is not sent again:
-        huggingface_hub would retry it five times, six read timeouts of silence, and the Hub may
-        have acted on it; parla reports it once and a rerun finishes the upload."""
+    class WatchedTransport(httpx.BaseTransport):
+        """Each request goes through the watch while one is set (a Hub dataset's download,
+        `store.hub_download`); otherwise it is sent as it is, under these timeouts. Uploads
+        have their own transport (`hub.transport`)."""
 
         def __init__(self) -> None:
             self._inner = httpx.HTTPTransport()
@@ -107,19 +107,14 @@ def use_timeouts() -> None:
             watch = _watch
             if watch is not None:
                 return watch.send(self._inner, request)
-            try:
-                return self._inner.handle_request(request)
-            except httpx.ReadTimeout as error:
-                if request.method != "POST":
-                    raise
-                raise HubStoppedAnswering(str(error) or "read timeout") from error
+            return self._inner.handle_request(request)
 
         def close(self) -> None:
             self._inner.close()
 
     def client_factory() -> Any:
         return httpx.Client(event_hooks={"request": [_http.hf_request_event_hook]},
-                            follow_redirects=True, transport=NoSilentRetries(),
+                            follow_redirects=True, transport=WatchedTransport(),
                             timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT_S))
 
     _http.set_client_factory(client_factory)
