@@ -15,7 +15,9 @@ import socket
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -38,6 +40,108 @@ def _hermetic(monkeypatch, tmp_path_factory):
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    from parla.store.urls import use_storage_options
+
+    use_storage_options(None)  # no test inherits another's object-store options
+
+
+# --- object stores ---------------------------------------------------------------------------
+
+@pytest.fixture
+def memory_store() -> Iterator[str]:
+    """A fresh fsspec memory:// root (one process only), emptied afterwards."""
+    import uuid
+
+    import fsspec
+
+    root = f"memory://parla-{uuid.uuid4().hex[:8]}"
+    yield root
+    fs = fsspec.filesystem("memory")
+    if fs.exists(root.removeprefix("memory://")):
+        fs.rm(root.removeprefix("memory://"), recursive=True)
+
+
+@dataclass
+class S3Server:
+    """moto's S3 server on a free port of this machine: a real S3 endpoint, no network."""
+
+    endpoint: str
+    bucket: str
+
+    @property
+    def storage_options(self) -> dict[str, Any]:
+        return {"endpoint_url": self.endpoint}
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}"
+
+    def client(self) -> Any:
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1")
+
+    def keys(self, prefix: str = "") -> list[str]:
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket,
+                                                                        Prefix=prefix)
+        return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
+
+    def read(self, key: str) -> bytes:
+        return self.client().get_object(Bucket=self.bucket, Key=key)["Body"].read()
+
+
+@pytest.fixture(scope="session")
+def _moto_server() -> Iterator[str]:
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3(_moto_server, monkeypatch) -> Iterator[S3Server]:
+    """A fresh bucket on moto's S3 server; dummy credentials, so no real account is reached, and
+    the endpoint in AWS_ENDPOINT_URL for what reads the environment (Ray workers, datasets)."""
+    import uuid
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", _moto_server)
+    server = S3Server(_moto_server, f"parla-{uuid.uuid4().hex[:10]}")
+    server.client().create_bucket(Bucket=server.bucket)
+    from parla.store.urls import use_storage_options
+
+    yield server
+    use_storage_options(None)
+
+
+def upload_folder(s3: S3Server, folder: Path, prefix: str) -> str:
+    """A local folder copied to ``s3://<bucket>/<prefix>`` (a test's input on the store)."""
+    client = s3.client()
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            client.put_object(Bucket=s3.bucket, Key=f"{prefix}/{path.relative_to(folder)}",
+                              Body=path.read_bytes())
+    return f"{s3.url}/{prefix}"
+
+
+def local_files(folder: Path) -> dict[str, bytes]:
+    """Every file of a folder but the hidden ones (the lock), by relative name."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and not p.name.startswith(".")}
+
+
+def store_files(s3: S3Server, prefix: str) -> dict[str, bytes]:
+    """`local_files` of a folder on the store."""
+    return {key.removeprefix(prefix + "/"): s3.read(key) for key in s3.keys(prefix + "/")
+            if not key.rsplit("/", 1)[-1].startswith(".")}
 
 
 # --- system tools ----------------------------------------------------------------------------

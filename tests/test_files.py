@@ -1,24 +1,19 @@
-"""The one atomic writer, the stale-temp cleanup, and the output-folder lock."""
+"""The one atomic writer (on a disk and on a store), folder removal, and the stale-temp cleanup."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from parla.errors import UsageError
 from parla.store.files import (
-    LOCK_FILE,
     atomic_path,
-    lock_folder,
     remove_stale_tmp,
+    remove_tree,
     write_json,
     write_text_atomic,
 )
+from parla.store.urls import as_path
 
 
 def test_a_write_that_fails_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:
@@ -41,39 +36,22 @@ def test_remove_stale_tmp_finds_temporaries_anywhere(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == ["README.md"]
 
 
-HOLD = """
-import sys, time
-from parla.store.files import lock_folder
-with lock_folder(sys.argv[1]):
-    print("held", flush=True)
-    time.sleep(60)
-"""
+def test_a_write_to_a_store_appears_whole_or_not_at_all(memory_store) -> None:
+    target = as_path(f"{memory_store}/out/report.json")
+    with pytest.raises(OSError, match="disk full"):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise OSError(28, "disk full")
+    assert not target.exists()
+    write_json(target, {"rows": 1})
+    assert target.read_text() == '{\n  "rows": 1\n}\n'
+    assert remove_stale_tmp(target.parent) == 0  # a store has no temporaries to clean up
 
 
-def _holder(folder: Path) -> subprocess.Popen:
-    process = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], stdout=subprocess.PIPE,
-                               text=True)
-    assert process.stdout.readline().strip() == "held"
-    return process
-
-
-def test_a_second_holder_is_refused_with_the_first_ones_pid(tmp_path: Path) -> None:
-    holder = _holder(tmp_path / "out")
-    try:
-        with pytest.raises(UsageError, match=f"in use by another parla run \\(pid {holder.pid} "):
-            with lock_folder(tmp_path / "out"):
-                pass
-    finally:
-        holder.kill()
-        holder.wait()
-
-
-def test_a_lock_left_by_a_killed_run_does_not_block(tmp_path: Path) -> None:
-    holder = _holder(tmp_path / "out")
-    os.kill(holder.pid, signal.SIGKILL)
-    holder.wait()
-    assert (tmp_path / "out" / LOCK_FILE).exists()  # the file stays; the lock went with it
-    with lock_folder(tmp_path / "out"):
-        assert f"pid {os.getpid()}" in (tmp_path / "out" / LOCK_FILE).read_text()
-    with lock_folder(tmp_path / "out"):
-        pass
+def test_remove_tree_removes_a_folder_on_a_disk_and_on_a_store(tmp_path: Path,
+                                                               memory_store) -> None:
+    for root in (tmp_path, as_path(memory_store)):
+        write_text_atomic(root / "data" / "central" / "a.parquet", "x")
+        remove_tree(root / "data")
+        assert not (root / "data").exists()
+        remove_tree(root / "data")  # absent is fine

@@ -7,8 +7,10 @@ Nothing heavy is imported here: building TokenizeOptions must not import torch.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +43,30 @@ def _floats_as_floats(options: Any) -> None:
         value = getattr(options, option.name)
         if option.type in ("float", "float | None") and type(value) is int:
             object.__setattr__(options, option.name, float(value))
+
+
+def parse_storage_options(text: str | Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """``--storage_options`` as given (JSON text on the command line, a table in a config
+    file) as a dict; bad JSON is one UsageError that does not echo the value (it may hold a
+    secret)."""
+    if text is None or isinstance(text, Mapping):
+        return dict(text) if text is not None else None
+    if not isinstance(text, str):
+        raise UsageError("--storage_options must be a JSON object or a table of options")
+    try:
+        value = json.loads(text)
+    except ValueError as error:
+        raise UsageError(f"--storage_options is not valid JSON ({error.msg} at character "
+                         f"{error.pos})") from None
+    if not isinstance(value, dict):
+        raise UsageError("--storage_options must be a JSON object, such as "
+                         '\'{"endpoint_url": "http://localhost:9000"}\'')
+    return value
+
+
+def _storage_options_as_dict(options: Any) -> None:
+    object.__setattr__(options, "storage_options",
+                       parse_storage_options(options.storage_options))
 
 
 @dataclass(frozen=True)
@@ -119,9 +145,14 @@ class PrepareOptions:
     group_by: str | None = None
     groups: str | None = None  # groups file (TOML or YAML): ids, names, voices, aliases
     min_group_clips: int = 1  # a group with fewer clips is left out (its rows: rejects)
+    # fsspec options for URL paths (an endpoint, a profile); credentials come from the store's
+    # own chain. JSON text from the CLI, a table from a config file.
+    storage_options: dict[str, Any] | None = None
+    break_lock: bool = False  # take over another run's lock on an object-store output at once
 
     def __post_init__(self) -> None:
         _floats_as_floats(self)
+        _storage_options_as_dict(self)
         if isinstance(self.datasets, str):
             object.__setattr__(self, "datasets", (self.datasets,))
         object.__setattr__(self, "datasets", tuple(self.datasets))
@@ -188,9 +219,12 @@ class TokenizeOptions:
     configs: tuple[str, ...] | None = None
     overwrite: bool = False
     engine: str = "local"
+    storage_options: dict[str, Any] | None = None  # as PrepareOptions.storage_options
+    break_lock: bool = False
 
     def __post_init__(self) -> None:
         _floats_as_floats(self)
+        _storage_options_as_dict(self)
         if self.configs is not None:
             object.__setattr__(self, "configs", tuple(self.configs))
             _check(len(self.configs) > 0, "--configs needs at least one config name")
@@ -222,8 +256,10 @@ class PublishOptions:
     revision: str | None = None
     commit_message: str | None = None
     num_workers: int | None = None
+    storage_options: dict[str, Any] | None = None  # for a folder given as a URL
 
     def __post_init__(self) -> None:
+        _storage_options_as_dict(self)
         _check(bool(self.folder), "a folder to publish is required")
         parts = self.repo_id.split("/") if self.repo_id else []
         _check(len(parts) == 2 and all(parts),

@@ -15,7 +15,6 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from parla.card.names import public_parameters
 from parla.card.render import SplitStats, read_card_state, render_card
@@ -24,7 +23,8 @@ from parla.errors import UsageError
 from parla.progress import get_logger
 from parla.store.files import write_text_atomic
 from parla.store.layout import CARD_FILE, PACK_STAGE, PACKED_CONFIG
-from parla.store.shards import find_shards, read_shard_record, shard_glob
+from parla.store.shards import find_shards, parquet_file, read_schema, read_shard_record, shard_glob
+from parla.store.urls import as_path
 from parla.tokens.packing import combine_summaries
 
 log = get_logger("card")
@@ -39,7 +39,7 @@ def split_stats(config: str, split: str, paths: Sequence[Path]) -> SplitStats:
     rows, speakers, seconds = 0, set(), 0.0
     has_speakers = has_duration = True
     for path in paths:
-        parquet = pq.ParquetFile(path)
+        parquet = parquet_file(path)
         rows += parquet.metadata.num_rows
         names = set(parquet.schema_arrow.names)
         has_speakers &= "speaker_id" in names
@@ -99,7 +99,7 @@ def _first_schema(folder: Path, shards: Shards | None = None) -> list[tuple[str,
     shards = find_shards(folder) if shards is None else shards
     for splits in [s for c, s in shards.items() if c != PACKED_CONFIG] or shards.values():
         for paths in splits.values():
-            schema = pq.read_schema(paths[0])
+            schema = read_schema(paths[0])
             return [(field.name, str(field.type)) for field in schema]
     return []
 
@@ -134,7 +134,7 @@ def write_dataset_card(folder: str | os.PathLike, *, kind: str, parameters: Mapp
                        repo_id: str | None = None, shards: Shards | None = None) -> Path:
     """Write ``<folder>/README.md`` from the shards found there (``shards``, when the caller
     has scanned the folder); stages call this last."""
-    folder = Path(folder)
+    folder = as_path(folder)
     text = card_text(folder, kind, parameters, repo_id, shards)
     path = folder / CARD_FILE
     if not path.is_file() or path.read_text(encoding="utf-8") != text:
@@ -148,7 +148,7 @@ def updated_card(folder: str | os.PathLike, repo_id: str | None = None) -> str |
 
     A missing card is made with the kind guessed from the columns and no recorded parameters.
     """
-    folder = Path(folder)
+    folder = as_path(folder)
     path = folder / CARD_FILE
     if path.is_file():
         state = read_card_state(path.read_text(encoding="utf-8"))
@@ -164,7 +164,7 @@ def updated_card(folder: str | os.PathLike, repo_id: str | None = None) -> str |
 def refresh_dataset_card(folder: str | os.PathLike, repo_id: str | None = None) -> Path | None:
     """Regenerate a parla card in ``folder`` (see `updated_card`); a README that parla did not
     write is left alone (returns None)."""
-    folder = Path(folder)
+    folder = as_path(folder)
     text = updated_card(folder, repo_id)
     if text is None:
         log.warning("%s was not written by parla; leaving it as it is", folder / CARD_FILE)

@@ -3,7 +3,8 @@
 The card (and the statistics beside it) become public with `parla publish`. A local source is
 named by its own name: the folder's name, ``cv-corpus-23.0/ca`` for a Common Voice release
 (its locale folder under the release), the Hub id where the path is a Hub cache snapshot
-(``…/datasets--owner--name/snapshots/…``). Hub ids and every other value pass unchanged.
+(``…/datasets--owner--name/snapshots/…``). An object-store URL is named the same way, by its
+last two names and never its bucket. Hub ids and every other value pass unchanged.
 """
 
 from __future__ import annotations
@@ -15,6 +16,16 @@ from pathlib import Path
 from typing import Any
 
 _HUB_CACHE_RE = re.compile(r"^(?:datasets|models)--(?P<owner>[^-/]+(?:-[^-/]+)*?)--(?P<name>.+)$")
+
+
+_STORE_URL_RE = re.compile(r"^(s3a?|gs|gcs|az|abfss?|memory|file)://", re.IGNORECASE)
+
+
+def _parent_name(url: str) -> str:
+    """``cv-corpus-23.0/`` of ``s3://bucket/cv-corpus-23.0/ca``: a release's locale folder is
+    named with its release, as a local one is (the bucket itself is never named)."""
+    parts = url.split("://", 1)[1].rstrip("/").split("/")
+    return f"{parts[-2]}/" if len(parts) > 2 else ""
 
 
 def _looks_local(text: str) -> bool:
@@ -32,6 +43,8 @@ def _hub_id_of(path: Path) -> str | None:
 
 def public_location(text: str) -> str:
     """``text`` as a published file may show it (see the module docstring)."""
+    if isinstance(text, str) and _STORE_URL_RE.match(text):  # a bucket is as private as a disk
+        return f"{_parent_name(text)}{text.rstrip('/').rsplit('/', 1)[-1]}"
     if not isinstance(text, str) or not text or not _looks_local(text):
         return text
     path = Path(text).expanduser()

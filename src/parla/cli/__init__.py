@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from parla.cli.flags import _bool_flag, _common, _flag, _Parser
+from parla.cli.flags import _bool_flag, _common, _flag, _Parser, add_storage_arguments
 from parla.cli.groups import _cmd_groups, add_grouping_arguments, add_groups_arguments
 from parla.errors import Terminated
 from parla.failures import EXIT_INTERRUPTED, EXIT_TERMINATED, one_line, run_command
@@ -70,6 +70,7 @@ def _add_prepare_io(io: Any, defaults: PrepareOptions, require_sources: bool) ->
           help="also write speaker_metadata.json")
     _flag(io, "dry_run", action="store_true",
           help="print the counts after each selection step and write nothing")
+    add_storage_arguments(io)
 
 
 def _add_selection(sel: Any, defaults: PrepareOptions) -> None:
@@ -212,6 +213,7 @@ def add_tokenize_arguments(parser: argparse.ArgumentParser) -> None:
     _flag(io, "output_dir", required=True,
           help="folder to write (same configs and shard names as the input); a rerun resumes")
     _flag(io, "overwrite", action="store_true", help="redo every shard instead of resuming")
+    add_storage_arguments(io)
     add_tokenize_settings(parser, io)
     _flag(io, "seed", type=int, default=TokenizeOptions("in", "out").seed,
           help="seed of the example order in the `packed` config (default %(default)s; "
@@ -290,6 +292,7 @@ def add_publish_arguments(parser: argparse.ArgumentParser) -> None:
     _flag(parser, "commit_message", help="message of the upload commit(s)")
     _flag(parser, "num_workers", type=int,
           help="upload threads (huggingface_hub < 2 only; newer versions choose their own)")
+    add_storage_arguments(parser, lock=False)
     parser.epilog = ("The dataset card (README.md) is regenerated from the data before the "
                      "upload. An interrupted or failed upload leaves the folder as it was: run "
                      "the same command again to finish it (files already uploaded are skipped).")
@@ -301,7 +304,7 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 
     options = PublishOptions(folder=args.folder, repo_id=args.repo_id, private=args.private,
                              revision=args.revision, commit_message=args.commit_message,
-                             num_workers=args.num_workers)
+                             num_workers=args.num_workers, storage_options=args.storage_options)
     try:
         url = publish(options).output
     except (KeyboardInterrupt, Terminated) as stop:

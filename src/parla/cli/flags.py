@@ -58,3 +58,15 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true",
                         help="no progress bars, summary table or hints: warnings, errors and "
                              "the one line saying what was written")
+
+
+def add_storage_arguments(group: Any, lock: bool = True) -> None:
+    """--storage_options (and --break_lock for a stage that writes): for paths given as URLs."""
+    _flag(group, "storage_options", metavar="JSON",
+          help="fsspec options for s3://, gs://, az:// paths, as a JSON object (e.g. "
+               '\'{"endpoint_url": "http://localhost:9000"}\'); credentials come from the '
+               "store's usual chain (environment variables, profiles) and are never printed")
+    if lock:
+        _flag(group, "break_lock", action="store_true",
+              help="take over the lock of another run on an object-store output at once "
+                   "(by default a crashed run's lock is taken over once it expires)")

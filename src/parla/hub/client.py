@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import io
 import json
 import logging
 import socket
@@ -30,10 +31,12 @@ from parla.options import PublishOptions
 from parla.progress import bars_disabled, get_logger
 from parla.store.layout import CARD_FILE
 from parla.store.shards import find_shards
+from parla.store.urls import as_path, check_reachable, is_remote
 
 log = get_logger("hub")
 
 REPO_TYPE = "dataset"
+STORE_COMMIT_FILES = 200  # files per commit when publishing from a bucket
 # what an upload leaves out: half-written shards and huggingface_hub's own resume bookkeeping
 UPLOAD_IGNORE_PATTERNS = ["*.tmp", ".cache/**", ".parla-write-test", ".parla_*", ".parla.lock"]
 TOKENS_URL = "https://huggingface.co/settings/tokens"
@@ -260,14 +263,44 @@ def _upload(api: Any, options: PublishOptions, folder: Path, token: str) -> None
                       commit_message=options.commit_message or "Upload corpus with parla")
 
 
-def _upload_size(folder: Path) -> tuple[int, int]:
-    """(files, bytes) that the upload considers (huggingface_hub's ignore rules, roughly)."""
+def _uploaded_files(folder: Path) -> list[Path]:
+    """The files that the upload considers (huggingface_hub's ignore rules, roughly)."""
     from fnmatch import fnmatch
 
-    sizes = [p.stat().st_size for p in folder.rglob("*") if p.is_file()
-             and not any(fnmatch(str(p.relative_to(folder)), pattern) or fnmatch(p.name, pattern)
-                         for pattern in UPLOAD_IGNORE_PATTERNS)]
+    return [p for p in sorted(folder.rglob("*")) if p.is_file()
+            and not any(fnmatch(str(p.relative_to(folder)), pattern) or fnmatch(p.name, pattern)
+                        for pattern in UPLOAD_IGNORE_PATTERNS)]
+
+
+def _upload_size(folder: Path) -> tuple[int, int]:
+    """(files, bytes) that the upload considers."""
+    sizes = [p.stat().st_size for p in _uploaded_files(folder)]
     return len(sizes), sum(sizes)
+
+
+def _upload_from_store(api: Any, options: PublishOptions, folder: Any, token: str,
+                       card: str | None) -> None:
+    """A bucket folder to the Hub, each file streamed from the store (no local copy), in
+    commits of `STORE_COMMIT_FILES` files, the card in the last; a rerun sends again only what
+    the Hub lacks (huggingface_hub skips blobs it already has)."""
+    from huggingface_hub import CommitOperationAdd
+
+    files = [p for p in _uploaded_files(folder)  # a README parla did not write goes unchanged
+             if card is None or str(p.relative_to(folder)) != CARD_FILE]
+    batches = [files[i:i + STORE_COMMIT_FILES]
+               for i in range(0, len(files), STORE_COMMIT_FILES)] or [[]]
+    for number, batch in enumerate(batches, start=1):
+        with contextlib.ExitStack() as opened:
+            # buffered: huggingface_hub takes io.BufferedIOBase objects, not fsspec's files
+            operations = [CommitOperationAdd(str(p.relative_to(folder)), opened.enter_context(
+                io.BufferedReader(p.open("rb"), 1 << 20))) for p in batch]
+            if card is not None and number == len(batches):
+                operations.append(CommitOperationAdd(CARD_FILE, card.encode("utf-8")))
+            api.create_commit(repo_id=options.repo_id, repo_type=REPO_TYPE,
+                              operations=operations, revision=options.revision, token=token,
+                              commit_message=(options.commit_message
+                                              or "Upload corpus with parla")
+                              + (f" ({number}/{len(batches)})" if len(batches) > 1 else ""))
 
 
 @contextlib.contextmanager
@@ -297,7 +330,8 @@ def upload_folder(options: PublishOptions, token: str | None = None) -> str:
     what failed and how to finish; the local folder is not changed (the regenerated card is
     written into it only once the upload succeeded), and publishing it again finishes the upload.
     """
-    folder = Path(options.folder).expanduser()
+    folder = as_path(options.folder)
+    check_reachable(folder, "publish")
     if not folder.is_dir():
         raise UsageError(f"{folder} is not a folder")
     if not find_shards(folder):
@@ -314,9 +348,11 @@ def upload_folder(options: PublishOptions, token: str | None = None) -> str:
     log.info("uploading %s (%d files, %.1f MB; files already on the Hub are skipped) to %s as %s",
              folder, files, size / 1e6, url, user)
     with contextlib.ExitStack() as stack:
-        upload_from = stack.enter_context(_staged(folder, card))  # a local failure: not the Hub's
+        # a bucket's files are streamed from it; a local folder's are staged beside the card
+        upload_from = (folder if is_remote(folder)  # a local failure: not the Hub's
+                       else stack.enter_context(_staged(folder, card)))
         stack.enter_context(_quiet_hub_library())
-        _upload_steps(api, options, upload_from, token, folder)
+        _upload_steps(api, options, upload_from, token, folder, card)
     if card is not None:
         refresh_dataset_card(folder, options.repo_id)  # the local card now matches the Hub's
     log.info("published %s", url)
@@ -324,7 +360,7 @@ def upload_folder(options: PublishOptions, token: str | None = None) -> str:
 
 
 def _upload_steps(api: Any, options: PublishOptions, upload_from: Path, token: str,
-                  folder: Path) -> None:
+                  folder: Path, card: str | None) -> None:
     """Create the repo (and branch), then upload; a failure is one HubError naming the step."""
     doing = f"creating the repo {options.repo_id}"
     try:
@@ -335,7 +371,10 @@ def _upload_steps(api: Any, options: PublishOptions, upload_from: Path, token: s
             api.create_branch(options.repo_id, branch=options.revision, repo_type=REPO_TYPE,
                               exist_ok=True, token=token)
         doing = f"uploading {folder} to {options.repo_id}"
-        _upload(api, options, upload_from, token)
+        if is_remote(upload_from):
+            _upload_from_store(api, options, upload_from, token, card)
+        else:
+            _upload(api, options, upload_from, token)
     except _network_errors() as error:
         failure = _failure(error, doing, options.repo_id, token)
         revision = f" --revision {options.revision}" if options.revision else ""

@@ -8,16 +8,27 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from parla.dialects import ALL_CONFIG
+from parla.errors import UsageError
 from parla.report.page import render_report
-from parla.store.files import write_bytes_atomic
-from parla.store.layout import PREPARE_STAGE, REPORT_DIR, REPORT_FILE
+from parla.report.statistics import clips_table
+from parla.store.files import remove_tree, write_bytes_atomic
+from parla.store.layout import (
+    PACKED_CONFIG,
+    PREPARE_STAGE,
+    REJECTS_FILE,
+    REPORT_DIR,
+    REPORT_FILE,
+    STATISTICS_FILE,
+)
+from parla.store.shards import find_shards, parquet_file, read_shard_record
+from parla.store.urls import as_path
 
 SAMPLES_PER_DIALECT = 3
 
@@ -32,7 +43,6 @@ def _write_samples(out: Path, samples: Mapping[str, Sequence[Mapping[str, Any]]]
     for dialect, items in samples.items():
         folder = out / REPORT_DIR / "audio" / _safe_name(dialect)
         for index, item in enumerate(items):
-            folder.mkdir(parents=True, exist_ok=True)
             entry = {"text": item.get("text", ""), "speaker_id": item.get("speaker_id", "")}
             conditioned = folder / f"{index}-conditioned.flac"
             write_bytes_atomic(conditioned, item["audio"])
@@ -70,8 +80,8 @@ def write_report(out_dir: str | os.PathLike, statistics: Mapping[str, Any],
 
     The ``report/`` folder is parla's: it is replaced on every call. Returns the page's path.
     """
-    out = Path(out_dir)
-    shutil.rmtree(out / REPORT_DIR, ignore_errors=True)
+    out = as_path(out_dir)
+    remove_tree(out / REPORT_DIR)
     sample_files = _write_samples(out, samples)
     page = render_report(statistics, clips, rejects, sample_files)
     write_bytes_atomic(out / REPORT_FILE, page.encode("utf-8"))
@@ -83,9 +93,7 @@ def read_prepared_folder(folder: str | os.PathLike, source_dirs: Sequence[str | 
     """`write_report`'s inputs from a prepared folder: its statistics and rejects, and the
     per-clip measurements from its shards' footer records. Source clips are looked up as
     ``clips/<source_path>`` or ``<source_path>`` under each of ``source_dirs``."""
-    from parla.errors import UsageError
-    from parla.store.layout import REJECTS_FILE, STATISTICS_FILE
-    from parla.store.shards import find_shards, read_shard_record
+    from parla.store.shards import find_shards
 
     out = Path(folder)
     if not (out / STATISTICS_FILE).is_file():
@@ -103,8 +111,6 @@ def read_prepared_folder(folder: str | os.PathLike, source_dirs: Sequence[str | 
 
 def report_clips(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """One dict per kept clip from the shards' records, missing measurements left out."""
-    from parla.report.statistics import clips_table
-
     return [{key: value for key, value in clip.items()
              if value is not None and not (isinstance(value, float) and np.isnan(value))}
             for clip in clips_table(records).to_dict("records")]
@@ -116,19 +122,13 @@ def collect_samples(folder: Path, samples_per_dialect: int, read_source: Any,
     """The first rows of each dialect's first train shard (or validation), as report samples;
     ``read_source(row)`` gives the row's original clip bytes, or None. ``shards`` is the
     folder's `find_shards` when the caller has it."""
-    import pyarrow.parquet as pq
-
-    from parla.dialects import ALL_CONFIG
-    from parla.store.layout import PACKED_CONFIG
-    from parla.store.shards import find_shards
-
     samples: dict[str, list[dict[str, Any]]] = {}
     for config, splits in sorted((find_shards(folder) if shards is None else shards).items()):
         if config in (ALL_CONFIG, PACKED_CONFIG):
             continue
         for path in [p for split in ("train", "validation") for p in splits.get(split, [])]:
             wanted = samples_per_dialect - len(samples.get(config, []))
-            parquet = pq.ParquetFile(path)
+            parquet = parquet_file(path)
             if wanted <= 0:
                 break
             if parquet.metadata.num_row_groups:
@@ -143,7 +143,7 @@ def _source_from_dirs(row: Mapping[str, Any], source_dirs: Sequence[str | os.Pat
     source_path = str(row.get("source_path") or "")
     if source_path and not Path(source_path).is_absolute() and ".." not in Path(source_path).parts:
         for base in source_dirs:
-            for candidate in (Path(base) / "clips" / source_path, Path(base) / source_path):
+            for candidate in (as_path(base) / "clips" / source_path, as_path(base) / source_path):
                 if candidate.is_file():
                     return candidate.read_bytes()
     return None

@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,21 +33,24 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from parla.dialects import ALL_CONFIG
 from parla.progress import get_logger
 from parla.stages.runner import ShardStage, run_shards
+from parla.store.files import remove_tree
 from parla.store.layout import PACK_STAGE, PACKED_CONFIG
 from parla.store.shards import (
     DATA_DIR,
     find_shards,
+    parquet_file,
     parse_shard_name,
+    read_shard,
     read_shard_record,
     shard_path,
     shard_paths,
     write_table_atomic,
 )
+from parla.store.urls import as_path
 from parla.tokens.packing import combine_summaries, pack_rows, plan_rows, summarize
 
 log = get_logger("packing")
@@ -83,7 +85,7 @@ def packing_sources(found: Mapping[str, Mapping[str, Sequence[Path]]]
     by_split: dict[str, list[Path]] = {}
     for config in sorted(chosen):
         for split, paths in chosen[config].items():
-            by_split.setdefault(split, []).extend(Path(p) for p in paths)
+            by_split.setdefault(split, []).extend(as_path(p) for p in paths)
     return {split: by_split[split] for split in sorted(by_split)}
 
 
@@ -92,7 +94,7 @@ def packing_sources(found: Mapping[str, Mapping[str, Sequence[Path]]]
 def _sources_digest(folder: Path, sources: Mapping[str, Sequence[Path]]) -> str:
     """Names, rows and sizes of the source shards: tokenized shards are byte-deterministic, so
     equal digests mean the same examples."""
-    entries = [(split, str(path.relative_to(folder)), pq.ParquetFile(path).metadata.num_rows,
+    entries = [(split, str(path.relative_to(folder)), parquet_file(path).metadata.num_rows,
                 path.stat().st_size) for split in sorted(sources) for path in sources[split]]
     return hashlib.sha256(json.dumps(entries).encode()).hexdigest()
 
@@ -104,7 +106,7 @@ def _settings(pack_length: int, seed: int, digest: str) -> dict[str, Any]:
 
 def _read_examples(paths: Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:
     """Every example's input_ids of these shards: (flat tokens, offsets), 4 bytes a token."""
-    arrays = [pq.read_table(path, columns=["input_ids"]).column("input_ids") for path in paths]
+    arrays = [read_shard(path, columns=["input_ids"]).column("input_ids") for path in paths]
     chunks = [chunk for array in arrays for chunk in array.chunks]
     if not chunks:
         return np.zeros(0, np.int32), np.zeros(1, np.int64)
@@ -228,7 +230,7 @@ def _remove_foreign(packed_dir: Path) -> None:
         return
     for entry in packed_dir.iterdir():
         if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
+            remove_tree(entry)
         elif parse_shard_name(entry.name) is None:
             entry.unlink()
 
@@ -241,13 +243,13 @@ def update_packed(out: str | os.PathLike, pack_length: int | None, seed: int
     shard made with the same settings from the same shards is trusted; any other there is
     removed and rewritten (packing is deterministic: the same bytes come back).
     """
-    out = Path(out)
+    out = as_path(out)
     packed_dir = out / DATA_DIR / PACKED_CONFIG
     if pack_length is None:
         if packed_dir.exists():
             log.warning("removing %s, packed by an earlier run: pass --pack_length to keep a "
                         "packed config", packed_dir)
-            shutil.rmtree(packed_dir)
+            remove_tree(packed_dir)
         return None
     _remove_foreign(packed_dir)
     found = find_shards(out)

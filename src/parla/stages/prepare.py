@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import shutil
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -35,7 +34,7 @@ from parla.stages.result import StageResult
 from parla.stages.runner import ShardStage, run_shards
 from parla.stages.selection import StepCount, select_candidates
 from parla.store.clips import ClipReader
-from parla.store.files import lock_folder, remove_stale_tmp, write_json
+from parla.store.files import remove_stale_tmp, remove_tree, write_json
 from parla.store.grouping import Grouping, grouping_for
 from parla.store.hub_download import HubDownloads
 from parla.store.layout import (
@@ -46,6 +45,7 @@ from parla.store.layout import (
     SPEAKERS_FILE,
     STATISTICS_FILE,
 )
+from parla.store.lock import lock_folder
 from parla.store.shards import (
     DATA_DIR,
     find_shards,
@@ -59,21 +59,25 @@ from parla.store.sources import (
     parse_source_spec,
     place_sources,
 )
+from parla.store.urls import AnyPath, as_path, check_reachable, is_remote, use_storage_options
 
 log = get_logger("prepare")
 
 # options that say how and where a run goes, not what it writes: not in the card or fingerprint
 _RUN_SETTINGS = ("output_dir", "overwrite", "dry_run", "cache_dir", "num_workers", "engine",
-                 "allow_stale_cache")
+                 "allow_stale_cache", "storage_options", "break_lock")
 
 
 def _check_output_dir(options: PrepareOptions) -> Path:
     """Refuse an output folder that cannot or must not be written, creating nothing yet: a bad
     source found after this check must leave no trace. A folder holding only what parla writes
     may be resumed; its shards' records then decide."""
-    out = Path(options.output_dir).expanduser()
+    out = as_path(options.output_dir)
     if options.dry_run:
         return out
+    if is_remote(out):
+        check_reachable(out, "--output_dir")
+        return _check_contents(out, options) if out.is_dir() else out
     if out.exists() and not out.is_dir():
         raise UsageError(f"--output_dir {out} exists and is not a folder")
     if not out.exists():
@@ -85,28 +89,29 @@ def _check_output_dir(options: PrepareOptions) -> Path:
         if not os.access(parent, os.W_OK | os.X_OK):
             raise UsageError(f"--output_dir {out} cannot be created: {parent} is not writable")
         return out
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise UsageError(f"--output_dir {out} is not writable")
+    return _check_contents(out, options)
+
+
+def _check_contents(out: AnyPath, options: PrepareOptions) -> AnyPath:
+    """An existing output folder may hold only what parla writes; reports without shards are
+    no run to continue (a run killed before its first shard leaves nothing visible but the
+    data folder)."""
     unknown = [p.name for p in out.iterdir()
                if p.name not in (DATA_DIR, *REPORT_FILES) and not p.name.startswith(".")]
     if unknown:
         raise UsageError(f"--output_dir {out} holds files parla did not write "
                          f"({', '.join(sorted(unknown)[:5])}); refusing to write there")
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise UsageError(f"--output_dir {out} is not writable")
-    # reports without shards are no run to continue (a run killed before its first shard
-    # leaves nothing visible but the data folder)
     if not options.overwrite and not find_shards(out) and any(
             not p.name.startswith(".") and p.name != DATA_DIR for p in out.iterdir()):
         raise UsageError(f"--output_dir {out} is not empty; pass --overwrite to replace it")
     return out
 
 
-def _clear_output(out: Path) -> None:
+def _clear_output(out: AnyPath) -> None:
     for name in (DATA_DIR, *REPORT_FILES):
-        path = out / name
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
+        remove_tree(out / name)
 
 
 def recorded_options(options: PrepareOptions) -> dict[str, Any]:
@@ -197,6 +202,7 @@ def prepare(options: PrepareOptions) -> StageResult:
     as that of an uninterrupted run.
     """
     started = time.monotonic()
+    use_storage_options(options.storage_options)
     # what "auto" means on this machine is part of the settings: the card, the statistics and
     # the shard records say which resampler and detector made the audio, and a resume must use
     # the same
@@ -219,7 +225,7 @@ def prepare(options: PrepareOptions) -> StageResult:
     voices = _voices(registry, candidates)
     settings = shard_settings(options, None if _is_catalan_preset(options) else voices)
     readers = {name: clip_reader(source) for name, source in sources.items()}
-    with lock_folder(out):
+    with lock_folder(out, break_lock=options.break_lock):
         if options.overwrite:
             _clear_output(out)
         remove_stale_tmp(out)
@@ -250,7 +256,7 @@ def _write_reports(out: Path, options: PrepareOptions, counts: dict[str, list[St
                    sources: dict[str, LoadedSource], readers: dict[str, ClipReader],
                    registry: Registry) -> dict[str, Any]:
     """Every report, rebuilt from the shards' records and the sources' early rejects."""
-    shards = group_shards(Path(task.path) for task in tasks)  # the folder now: the plan's
+    shards = group_shards(as_path(task.path) for task in tasks)  # the folder now: the plan's
     rejects = [reject.to_dict() for source in sources.values() for reject in source.rejects]
     rejects += [reject for record in records for reject in record["rejects"]]
     write_rejects(out / REJECTS_FILE, rejects)

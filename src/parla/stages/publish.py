@@ -7,6 +7,7 @@ import time
 from parla.hub.client import upload_folder
 from parla.options import PublishOptions
 from parla.stages.result import StageResult
+from parla.store.urls import use_storage_options
 
 
 def publish(options: PublishOptions, token: str | None = None) -> StageResult:
@@ -16,5 +17,6 @@ def publish(options: PublishOptions, token: str | None = None) -> StageResult:
     as it was, and publishing it again finishes the upload.
     """
     started = time.monotonic()
+    use_storage_options(options.storage_options)  # a folder given as a bucket URL
     url = upload_folder(options, token)
     return StageResult("publish", url, seconds=time.monotonic() - started)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 
@@ -27,9 +26,11 @@ class StageResult:
     steps: tuple[StageResult, ...] = ()
 
     @property
-    def output_dir(self) -> Path:
-        """``output`` as a local folder (prepare and tokenize)."""
-        return Path(self.output)
+    def output_dir(self) -> Any:
+        """``output`` as a folder (prepare and tokenize): a Path, or a UPath for a URL."""
+        from parla.store.urls import as_path
+
+        return as_path(self.output)
 
     def step(self, stage: str) -> StageResult | None:
         """The result of one stage of a run (``"prepare"``, ``"tokenize"``, ``"publish"``)."""

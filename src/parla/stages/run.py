@@ -25,6 +25,7 @@ from parla.extras import require_tokenize_extra
 from parla.options import ConditioningOptions, PrepareOptions, PublishOptions, TokenizeOptions
 from parla.progress import get_logger
 from parla.stages.result import StageResult
+from parla.store.urls import as_path, is_remote
 
 log = get_logger("pipeline")
 
@@ -42,7 +43,8 @@ RUN_KEYS: dict[str, str] = {
     "hf_commit_message": "str | None",
 }
 # tokenize options a run derives from the prepare ones instead of taking them separately
-_TOKENIZE_DERIVED = ("input_dir", "output_dir", "overwrite", "engine")
+_TOKENIZE_DERIVED = ("input_dir", "output_dir", "overwrite", "engine", "storage_options",
+                     "break_lock")
 
 
 def _field_types(cls: type, skip: tuple[str, ...] = ()) -> dict[str, str]:
@@ -176,6 +178,8 @@ def build_run_options(values: Mapping[str, Any]
         tokenize_options = TokenizeOptions(
             input_dir=prepare_options.output_dir, output_dir=tokenized_dir,
             overwrite=prepare_options.overwrite, engine=prepare_options.engine,
+            storage_options=prepare_options.storage_options,
+            break_lock=prepare_options.break_lock,
             **_pick(values, TokenizeOptions, _TOKENIZE_DERIVED))
         final_dir = tokenized_dir
     elif values.get("tokenized_dir"):
@@ -186,7 +190,8 @@ def build_run_options(values: Mapping[str, Any]
         publish_options = PublishOptions(folder=final_dir, repo_id=values["hf_repo"],
                                          private=bool(values.get("hf_private")),
                                          revision=values.get("hf_revision"),
-                                         commit_message=values.get("hf_commit_message"))
+                                         commit_message=values.get("hf_commit_message"),
+                                         storage_options=prepare_options.storage_options)
     elif any(values.get(key) for key in ("hf_private", "hf_revision", "hf_commit_message")):
         raise UsageError("--hf_private/--hf_revision/--hf_commit_message need --hf_repo")
     return prepare_options, tokenize_options, publish_options
@@ -195,6 +200,8 @@ def build_run_options(values: Mapping[str, Any]
 # --- the run ---------------------------------------------------------------------------------
 
 def _same_path(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    if is_remote(a) or is_remote(b):
+        return str(as_path(a)) == str(as_path(b))
     return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
 
 

@@ -15,6 +15,7 @@ derives its shards from others in the same folder (packing).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,12 @@ from parla.engines import get_engine
 from parla.errors import UsageError, WorkerDied
 from parla.progress import get_logger, progress
 from parla.store.shards import read_shard_record, settings_difference
+from parla.store.urls import (
+    as_path,
+    current_storage_options,
+    forget_listings,
+    use_storage_options,
+)
 
 log = get_logger("runner")
 
@@ -164,6 +171,7 @@ def run_todo(stage: ShardStage, tasks: Sequence[ShardTask], done: dict[str, dict
         done = done | _map(todo, worker_factory, engine, num_workers, num_gpus_per_worker, bar)
     finally:
         bar.close()
+        forget_listings(stage.out)  # the workers wrote there: the reports must see it
     return [done[task.output] for task in tasks]
 
 
@@ -171,6 +179,8 @@ def _map(todo: list[ShardTask], worker_factory: Callable[[int], Callable[[Any], 
          engine: str, num_workers: int, num_gpus_per_worker: float, bar: Any) -> dict[str, dict]:
     done: dict[str, dict] = {}
     map_tasks = get_engine(engine)
+    # the workers reach the store as the driver does (they run in other processes or nodes)
+    worker_factory = functools.partial(_with_storage, worker_factory, current_storage_options())
     try:
         for task, record in map_tasks(todo, worker_factory,
                                       num_workers=max(1, min(num_workers, len(todo))),
@@ -184,7 +194,13 @@ def _map(todo: list[ShardTask], worker_factory: Callable[[int], Callable[[Any], 
         # the engine names the task it lost; the shards still missing are the sure list
         tasks = [one for task in todo
                  for one in (task.tasks if isinstance(task, ShardGroup) else [task])]
-        unfinished = [task.describe() for task in tasks if not Path(task.output).is_file()]
+        unfinished = [task.describe() for task in tasks if not as_path(task.output).is_file()]
         more = f" and {len(unfinished) - 3} more" if len(unfinished) > 3 else ""
         raise WorkerDied(f"{error}. Unfinished: {'; '.join(unfinished[:3])}{more}") from error
     return done
+
+
+def _with_storage(worker_factory: Callable[[int], Callable[[Any], dict]],
+                  storage_options: dict[str, Any], rank: int) -> Callable[[Any], dict]:
+    use_storage_options(storage_options)
+    return worker_factory(rank)

@@ -17,13 +17,10 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
-
-import pyarrow.parquet as pq
 
 from parla.card.names import public_location
 from parla.dialects import ALL_CONFIG
@@ -44,7 +41,7 @@ from parla.stages.tokenize_worker import (
     TokenizeTask,
     WorkerSettings,
 )
-from parla.store.files import lock_folder, remove_stale_tmp, write_json
+from parla.store.files import remove_stale_tmp, remove_tree, write_json
 from parla.store.layout import (
     CARD_FILE,
     PACKED_CONFIG,
@@ -52,11 +49,14 @@ from parla.store.layout import (
     TOKENIZATION_STATS_FILE,
     TOKENIZE_STAGE,
 )
+from parla.store.lock import lock_folder
 from parla.store.shards import (
     DATA_DIR,
     find_shards,
+    parquet_file,
     shard_paths,
 )
+from parla.store.urls import as_path, check_reachable, is_remote, use_storage_options
 from parla.tokens import orpheus
 from parla.tokens.codec import (
     SnacFiles,
@@ -151,16 +151,15 @@ def resolve_models(options: TokenizeOptions) -> tuple[SnacFiles, dict[str, Any],
 def _plan(found: Mapping[str, Mapping[str, list[Path]]], input_dir: Path,
           out: Path) -> list[TokenizeTask]:
     """Every input shard as a task, its output at the same place under ``out``."""
-    return [TokenizeTask(config, split, str(path), str(out / path.relative_to(input_dir)),
-                         pq.ParquetFile(path).metadata.num_rows, path.stat().st_size)
+    return [TokenizeTask(config, split, str(path), str(out / DATA_DIR / config / path.name),
+                         parquet_file(path).metadata.num_rows, path.stat().st_size)
             for config in sorted(found) for split in sorted(found[config])
             for path in found[config][split]]
 
 
 def _clear_output(out: Path) -> None:
-    shutil.rmtree(out / DATA_DIR, ignore_errors=True)
-    for name in (TOKENIZATION_STATS_FILE, REJECTS_FILE):
-        (out / name).unlink(missing_ok=True)
+    for name in (DATA_DIR, TOKENIZATION_STATS_FILE, REJECTS_FILE):
+        remove_tree(out / name)
 
 
 # --- reports -----------------------------------------------------------------------------------
@@ -287,6 +286,7 @@ def tokenize(options: TokenizeOptions) -> StageResult:
     """Run the tokenize stage; its statistics are those written to tokenization_stats.json."""
     started = time.perf_counter()
     require_tokenize_extra()
+    use_storage_options(options.storage_options)
     input_dir, out, found = _folders(options)
 
     # the model and tokenizer are found before any data is read: a missing one fails in seconds
@@ -294,11 +294,12 @@ def tokenize(options: TokenizeOptions) -> StageResult:
     devices, num_workers = pick_devices(options)
     parameters, fingerprint = _fingerprint(options, snac_files, snac_config, tokenizer_path)
     parameters |= input_groups(input_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UsageError(f"--output_dir {out} cannot be created ({error.strerror})") from None
-    with lock_folder(out):
+    if not is_remote(out):  # a store has no folders to make
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise UsageError(f"--output_dir {out} cannot be created ({error.strerror})") from None
+    with lock_folder(out, break_lock=options.break_lock):
         if options.overwrite:
             _clear_output(out)
         if remove_stale_tmp(out):
@@ -330,8 +331,9 @@ def tokenize(options: TokenizeOptions) -> StageResult:
 
 def _folders(options: TokenizeOptions) -> tuple[Path, Path, dict[str, dict[str, list[Path]]]]:
     """The input folder, the output folder and the input's shards to tokenize, checked."""
-    input_dir = Path(options.input_dir).expanduser()
-    out = Path(options.output_dir).expanduser()
+    input_dir, out = as_path(options.input_dir), as_path(options.output_dir)
+    check_reachable(input_dir, "--input_dir")
+    check_reachable(out, "--output_dir")
     if not input_dir.is_dir():
         raise UsageError(f"--input_dir {input_dir} is not a folder")
     found = find_shards(input_dir)
@@ -339,7 +341,7 @@ def _folders(options: TokenizeOptions) -> tuple[Path, Path, dict[str, dict[str, 
         raise UsageError(f"--input_dir {input_dir} holds no prepared shards "
                          f"({DATA_DIR}/<config>/<split>-*.parquet); run `parla prepare` first")
     found = _select_configs(found, options, input_dir)
-    if out.exists() and not out.is_dir():
+    if out.is_file():
         raise UsageError(f"--output_dir {out} exists and is not a folder")
     return input_dir, out, found
 

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import soundfile as sf
 
 from parla.audio.decode import libsndfile_message
@@ -24,6 +23,7 @@ from parla.errors import Reject, RowRejected
 from parla.stages.runner import ShardGroup
 from parla.store.layout import TOKENIZE_STAGE
 from parla.store.shards import (
+    read_schema,
     read_shard,
     write_table_atomic,
 )
@@ -367,7 +367,7 @@ class ShardTokenizer:
         return records
 
     def _read(self, task: TokenizeTask) -> _ReadShard:
-        available = set(pq.read_schema(task.input_path).names)
+        available = set(read_schema(task.input_path).names)
         table = read_shard(task.input_path, columns=[c for c in INPUT_COLUMNS if c in available])
         size = table.num_rows
         audio = (table.column("audio").combine_chunks().field("bytes").to_pylist()

@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from parla.errors import RowRejected
+from parla.store.urls import as_path
 
 
 def read_clip(file: str | os.PathLike) -> bytes:
     """A clip file's bytes; a missing or unreadable file is a bad row (RowRejected), not a
     failed run."""
     try:
-        return Path(file).read_bytes()
+        return as_path(file).read_bytes()
     except FileNotFoundError:
         raise RowRejected("missing_file") from None
     except OSError as error:  # a folder, or no permission

@@ -1,26 +1,26 @@
-"""The one place that writes files atomically, cleans up after killed runs, and locks a folder.
+"""The one place that writes files atomically, removes folders, and cleans up after killed runs.
 
-Every output (shards, reports, the card) is written to a temporary name beside its final one
-and renamed into place, so a file that exists is complete; a killed run leaves only temporary
-files, which `remove_stale_tmp` deletes. A stage holds `lock_folder` on its output folder for
-the whole run, so two runs can never interleave their writes.
+On a disk every output (shards, reports, the card) is written to a temporary name beside its
+final one and renamed into place, so a file that exists is complete; a killed run leaves only
+temporary files, which `remove_stale_tmp` deletes. On an object store there is no rename, and
+none is needed: the file is written locally and sent with one PUT (or a multipart upload that
+is completed only when whole, and aborted on failure), so an object is either absent or whole.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from parla.errors import UsageError
+from parla.store.urls import AnyPath, as_path, filesystem, is_remote
 
 TMP_SUFFIX = ".tmp"
-LOCK_FILE = ".parla.lock"
 
 
 def tmp_path_for(path: Path) -> Path:
@@ -30,12 +30,16 @@ def tmp_path_for(path: Path) -> Path:
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path to write; on success it is synced and renamed to ``path``.
+    """Yield a local temporary path to write; on success it becomes ``path`` whole.
 
-    On any error (a full disk, a signal) the temporary file is removed and ``path`` is left as
-    it was.
+    On any error (a full disk, a signal, a store that stops answering) the temporary file is
+    removed and ``path`` is left as it was.
     """
-    path = Path(path)
+    path = as_path(path)
+    if is_remote(path):
+        with _uploaded(path) as tmp:
+            yield tmp
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_path_for(path)
     try:
@@ -48,63 +52,62 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+@contextlib.contextmanager
+def _uploaded(path: AnyPath) -> Iterator[Path]:
+    """A local scratch file that is uploaded to ``path`` once written (fsspec's put_file: one
+    PUT, or a multipart upload completed last and aborted on error)."""
+    handle, name = tempfile.mkstemp(prefix=".parla-", suffix=TMP_SUFFIX)
+    os.close(handle)
+    tmp = Path(name)
+    try:
+        yield tmp
+        fs, inner = filesystem(path)
+        fs.put_file(str(tmp), inner)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> AnyPath:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
-    return Path(path)
+    return as_path(path)
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+def write_text_atomic(path: str | os.PathLike, text: str) -> AnyPath:
     return write_bytes_atomic(path, text.encode("utf-8"))
 
 
-def write_json(path: str | os.PathLike, data: Any) -> Path:
+def write_json(path: str | os.PathLike, data: Any) -> AnyPath:
     return write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
-def write_jsonl(path: str | os.PathLike, records: Any) -> Path:
+def write_jsonl(path: str | os.PathLike, records: Any) -> AnyPath:
     return write_text_atomic(path, "".join(json.dumps(record, ensure_ascii=False) + "\n"
                                            for record in records))
 
 
+def remove_tree(path: str | os.PathLike) -> None:
+    """Remove a file or a folder and everything under it, on a disk or a store; absent is fine."""
+    path = as_path(path)
+    if is_remote(path):
+        fs, inner = filesystem(path)
+        if fs.exists(inner):
+            fs.rm(inner, recursive=True)
+        fs.invalidate_cache(inner)
+    elif path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def remove_stale_tmp(folder: str | os.PathLike) -> int:
-    """Delete the temporary files that killed runs left anywhere under ``folder``; how many."""
-    folder = Path(folder)
-    if not folder.is_dir():
+    """Delete the temporary files that killed runs left anywhere under ``folder``; how many.
+    (A store has none: what a killed upload leaves is never visible.)"""
+    folder = as_path(folder)
+    if is_remote(folder) or not folder.is_dir():
         return 0
     count = 0
     for tmp in folder.rglob(f".*{TMP_SUFFIX}"):
         tmp.unlink(missing_ok=True)
         count += 1
     return count
-
-
-@contextlib.contextmanager
-def lock_folder(folder: str | os.PathLike) -> Iterator[None]:
-    """Hold an exclusive lock on ``folder`` (created if missing) for the duration.
-
-    The lock is an ``flock`` on a file inside the folder, so the kernel drops it when the
-    holding process dies however it dies: a lock left by a killed run never blocks the next.
-    A second run into the same folder gets a UsageError naming the running process.
-    """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / LOCK_FILE
-    handle = open(path, "a+", encoding="utf-8")
-    try:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as error:
-            if error.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise UsageError(f"{folder} is in use by another parla run ({holder}); wait for "
-                             "it to finish or choose another output folder") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} on {os.uname().nodename}")
-        handle.flush()
-        yield
-    finally:
-        handle.close()  # closing the descriptor releases the lock

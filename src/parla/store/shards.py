@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from parla.store.files import atomic_path
+from parla.store.urls import AnyPath, as_path, filesystem, forget_listings, is_remote
 
 DATA_DIR = "data"
 _SHARD_RE = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.parquet$")
@@ -28,8 +29,9 @@ def shard_name(split: str, index: int, count: int) -> str:
     return f"{split}-{index:05d}-of-{count:05d}.parquet"
 
 
-def shard_path(out_dir: str | os.PathLike, config: str, split: str, index: int, count: int) -> Path:
-    return Path(out_dir) / DATA_DIR / config / shard_name(split, index, count)
+def shard_path(out_dir: str | os.PathLike, config: str, split: str, index: int, count: int
+               ) -> AnyPath:
+    return as_path(out_dir) / DATA_DIR / config / shard_name(split, index, count)
 
 
 def shard_glob(config: str, split: str) -> str:
@@ -47,7 +49,8 @@ def parse_shard_name(name: str) -> tuple[str, int, int] | None:
 
 def find_shards(folder: str | os.PathLike) -> dict[str, dict[str, list[Path]]]:
     """Every finished shard under ``folder/data``: ``{config: {split: [paths in order]}}``."""
-    data = Path(folder) / DATA_DIR
+    data = as_path(folder) / DATA_DIR
+    forget_listings(data)  # on a store: the workers wrote there, not this process
     if not data.is_dir():
         return {}
     return group_shards(path for config_dir in data.iterdir() if config_dir.is_dir()
@@ -73,7 +76,7 @@ def shard_paths(found: Mapping[str, Mapping[str, Iterable[Path]]],
 
 
 def write_table_atomic(path: str | os.PathLike, table: pa.Table, row_group_size: int = 64,
-                       record: Mapping[str, Any] | None = None, stage: str = "") -> Path:
+                       record: Mapping[str, Any] | None = None, stage: str = "") -> AnyPath:
     """Write a parquet shard so that it either exists whole or not at all.
 
     ``record`` (with ``stage``) is the shard's self-description, stored in the parquet footer:
@@ -90,7 +93,7 @@ def write_table_atomic(path: str | os.PathLike, table: pa.Table, row_group_size:
                            **_encodings(table.schema))
         else:  # no row group at all: `datasets` cannot read a row group of 0 rows
             pq.ParquetWriter(tmp, table.schema, compression="zstd").close()
-    return Path(path)
+    return as_path(path)
 
 
 def _encodings(schema: pa.Schema) -> dict[str, Any]:
@@ -151,10 +154,19 @@ def settings_difference(found: Any, wanted: Mapping[str, Any], shown: int = 3) -
     return ", ".join(differ[:shown]) + (", ..." if len(differ) > shown else "")
 
 
+def parquet_location(path: str | os.PathLike) -> tuple[str, Any]:
+    """(path, filesystem) for pyarrow: a local path as it is, a URL through its fsspec
+    filesystem (pyarrow then reads only the byte ranges it needs: a footer, some columns)."""
+    if is_remote(path):
+        return filesystem(path)[1], filesystem(path)[0]
+    return os.fspath(as_path(path)), None
+
+
 def read_shard_record(path: str | os.PathLike, stage: str) -> dict[str, Any] | None:
     """The record in a shard's footer; None for a file that ``stage`` did not write."""
+    where, fs = parquet_location(path)
     try:
-        metadata = pq.read_schema(path).metadata or {}
+        metadata = pq.read_schema(where, filesystem=fs).metadata or {}
     except (OSError, pa.ArrowInvalid):
         return None
     raw = metadata.get(record_key(stage))
@@ -167,8 +179,21 @@ def read_shard_record(path: str | os.PathLike, stage: str) -> dict[str, Any] | N
     return record if isinstance(record, dict) else None
 
 
+def read_schema(path: str | os.PathLike) -> pa.Schema:
+    where, fs = parquet_location(path)
+    return pq.read_schema(where, filesystem=fs)
+
+
+def parquet_file(path: str | os.PathLike) -> pq.ParquetFile:
+    """A shard opened for its metadata and row groups (on a store: read by ranges)."""
+    where, fs = parquet_location(path)
+    return pq.ParquetFile(where, filesystem=fs)
+
+
 def read_shard(path: str | os.PathLike, columns: Iterable[str] | None = None) -> pa.Table:
-    return pq.read_table(path, columns=list(columns) if columns is not None else None)
+    where, fs = parquet_location(path)
+    return pq.read_table(where, columns=list(columns) if columns is not None else None,
+                         filesystem=fs)
 
 
 # --- schemas ---------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from parla.store.clips import ClipReader, read_clip
 from parla.store.grouping import Grouping, place_sources
 from parla.store.hub_download import HubDownloads, HubUnreachableError
 from parla.store.tsv import BadLine, read_cv_tsv, read_tsv_lines
+from parla.store.urls import as_path, check_reachable, is_remote
 
 __all__ = ["BadLine", "HubUnreachableError", "LoadedSource", "SourceSpec", "clip_reader",
            "clips_outside", "detect_kind", "load_source", "parse_source_spec", "place_sources",
@@ -96,7 +97,10 @@ class LoadedSource:
 
 
 def detect_kind(location: str) -> str:
-    path = Path(location).expanduser()
+    path = as_path(location)
+    check_reachable(path, "--datasets")
+    if is_remote(path) and not path.is_dir():
+        raise SourceError(f"{location}: no such folder on the store")
     if path.is_dir():
         if (path / "validated.tsv").is_file():
             return "cv_release"
@@ -213,7 +217,7 @@ def _why_outside(path: str) -> str:
 
 
 def _load_cv_release(spec: SourceSpec) -> LoadedSource:
-    folder = Path(spec.location).expanduser()
+    folder = as_path(spec.location)
     tsv = folder / "validated.tsv"
     table, bad_lines = read_tsv_lines(tsv)
     missing = [c for c in ("client_id", "path", "sentence") if c not in table.columns]

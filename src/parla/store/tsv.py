@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pandas as pd
 
 from parla.errors import SourceError
 from parla.progress import get_logger
+from parla.store.urls import as_path, is_remote
 
 log = get_logger("sources")
 
@@ -22,6 +24,13 @@ class BadLine:
     detail: str
 
 
+def _open_lines(path: Path) -> io.BufferedReader:
+    """The file, buffered, read line by line (an object store's file objects lack
+    ``readlines(hint)``)."""
+    path = as_path(path)
+    return io.BufferedReader(path.open("rb"), 1 << 20) if is_remote(path) else open(path, "rb")
+
+
 def read_tsv_lines(path: Path) -> tuple[pd.DataFrame, list[BadLine]]:
     """A Common Voice TSV as strings, and the lines that are not rows.
 
@@ -30,7 +39,7 @@ def read_tsv_lines(path: Path) -> tuple[pd.DataFrame, list[BadLine]]:
     stray tabs or bytes that are not UTF-8, and those are bad rows, not a bad file.
     """
     bad: list[BadLine] = []
-    with open(path, "rb") as handle:
+    with _open_lines(path) as handle:
         try:
             header = handle.readline().decode("utf-8").lstrip("\ufeff").rstrip("\r\n")
         except UnicodeDecodeError:

@@ -1,0 +1,177 @@
+"""One run per output: the lock a stage holds on its output folder or URL for the whole run.
+
+On a disk it is an ``flock`` on a file inside the folder, so the kernel drops it when the
+holding process dies however it dies. An object store has no flock: the lock is an object made
+with a conditional create (S3 ``If-None-Match: *``, a GCS generation precondition, Azure's
+no-overwrite upload), holding its owner and an expiry that the running driver renews. A crashed
+run's lock is taken over once it has expired, or at once with ``break_lock``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from parla.errors import EnvironmentFailure, UsageError
+from parla.progress import get_logger
+from parla.store.urls import AnyPath, as_path, filesystem, is_remote, scheme
+
+log = get_logger("lock")
+
+LOCK_FILE = ".parla.lock"
+LEASE_SECONDS = 120.0  # a remote lock not renewed for this long belongs to a dead run
+# the filesystems whose pipe_file(mode="create") is a create-if-absent on the store itself
+CONDITIONAL_CREATE = ("S3FileSystem", "GCSFileSystem", "AzureBlobFileSystem", "MemoryFileSystem")
+
+
+@contextlib.contextmanager
+def lock_folder(folder: str | os.PathLike, *, break_lock: bool = False,
+                lease_seconds: float = LEASE_SECONDS) -> Iterator[None]:
+    """Hold the one lock on ``folder`` (a local folder, created if missing, or a URL) for the
+    duration; a second run gets a UsageError naming the holder."""
+    folder = as_path(folder)
+    if is_remote(folder):
+        with _remote_lock(folder, break_lock, lease_seconds):
+            yield
+    else:
+        with _local_lock(folder):
+            yield
+
+
+def _in_use(folder: Any, holder: str, how: str = "") -> UsageError:
+    return UsageError(f"{folder} is in use by another parla run ({holder}); wait for it to "
+                      f"finish{how} or choose another output folder")
+
+
+def _owner() -> str:
+    return f"pid {os.getpid()} on {os.uname().nodename}"
+
+
+@contextlib.contextmanager
+def _local_lock(folder: Path) -> Iterator[None]:
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = open(folder / LOCK_FILE, "a+", encoding="utf-8")
+    try:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            if error.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            handle.seek(0)
+            raise _in_use(folder, handle.read().strip() or "another process") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(_owner())
+        handle.flush()
+        yield
+    finally:
+        handle.close()  # closing the descriptor releases the lock
+
+
+class RemoteLock:
+    """The lock object of one run on a store: created if absent, renewed, deleted at the end."""
+
+    def __init__(self, folder: AnyPath, lease_seconds: float) -> None:
+        self.fs, inner = filesystem(folder)
+        self.folder, self.key, self.lease = folder, f"{inner}/{LOCK_FILE}", lease_seconds
+        self.token = uuid.uuid4().hex
+
+    def body(self) -> bytes:
+        return json.dumps({"owner": _owner(), "token": self.token,
+                           "expires": time.time() + self.lease}).encode()
+
+    def create(self) -> bool:
+        """Make the lock object if there is none; False when another run's is there."""
+        try:
+            self.fs.pipe_file(self.key, self.body(), mode="create")
+        except FileExistsError:
+            return False
+        except OSError as error:
+            if "precondition" in str(error).lower() or "exists" in str(error).lower():
+                return False
+            raise
+        return True
+
+    def holder(self) -> dict[str, Any] | None:
+        """The lock object's contents (None when it is gone, {} when unreadable)."""
+        self.fs.invalidate_cache(self.key)
+        try:
+            value = json.loads(self.fs.cat_file(self.key))
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            return {}
+        return value if isinstance(value, dict) else {}
+
+    def renew(self) -> bool:
+        """Push the expiry on; False when the lock is no longer this run's (broken by another)."""
+        if (self.holder() or {}).get("token") != self.token:
+            return False
+        self.fs.pipe_file(self.key, self.body())
+        return True
+
+    def release(self) -> None:
+        with contextlib.suppress(OSError):
+            if (self.holder() or {}).get("token") == self.token:
+                self.fs.rm_file(self.key)
+
+
+@contextlib.contextmanager
+def _remote_lock(folder: AnyPath, break_lock: bool, lease_seconds: float) -> Iterator[None]:
+    lock = RemoteLock(folder, lease_seconds)
+    if type(lock.fs).__name__ not in CONDITIONAL_CREATE:
+        log.warning("%s:// has no create-if-absent write that parla knows of: a second run "
+                    "into %s at the same time would not be stopped", scheme(folder), folder)
+    _acquire(lock, break_lock)
+    stop = threading.Event()
+    renewer = threading.Thread(target=_keep_renewed, args=(lock, stop), daemon=True,
+                               name="parla-lock")
+    renewer.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        renewer.join(timeout=5)
+        lock.release()
+
+
+def _acquire(lock: RemoteLock, break_lock: bool) -> None:
+    try:
+        if lock.create():
+            return
+        held = lock.holder() or {}
+        expired = float(held.get("expires", 0)) < time.time()
+        if not (break_lock or expired):
+            left = float(held.get("expires", 0)) - time.time()
+            raise _in_use(lock.folder, held.get("owner", "another run"),
+                          f" (or, if it crashed, for its lock to expire in {left:.0f} s, or "
+                          "pass --break_lock)")
+        log.warning("taking over the lock on %s from %s (%s)", lock.folder,
+                    held.get("owner", "a run"), "--break_lock" if break_lock else "expired")
+        lock.fs.rm_file(lock.key)
+        if not lock.create():  # another run took it over first
+            raise _in_use(lock.folder, (lock.holder() or {}).get("owner", "another run"))
+    except (UsageError, EnvironmentFailure):
+        raise
+    except OSError as error:
+        raise EnvironmentFailure(f"cannot lock {lock.folder}: {type(error).__name__}: "
+                                 f"{str(error)[:200]}") from None
+
+
+def _keep_renewed(lock: RemoteLock, stop: threading.Event) -> None:
+    while not stop.wait(lock.lease / 3):
+        try:
+            if not lock.renew():
+                log.warning("the lock on %s was taken over by another run", lock.folder)
+                return
+        except OSError as error:  # the next renewal may get through; the lease has slack
+            log.debug("renewing the lock on %s failed: %s", lock.folder, error)

@@ -1,0 +1,135 @@
+"""Where a path lives: this machine's disk, or an object store named by an fsspec URL.
+
+Every path a stage reads or writes goes through `as_path`: a path with no scheme (or
+``file://``) is a `pathlib.Path`, as it always was; ``s3://``, ``gs://``, ``az://``/``abfs://``
+and ``memory://`` are `upath.UPath`s over fsspec, which answer the same calls (``/``, ``name``,
+``is_file``, ``iterdir``, ``read_bytes``) against the store. What a store cannot do like a disk
+(rename, flock) is done in `files`, the one writer, and nowhere else.
+
+The filesystem options (``--storage_options``: an endpoint, a profile, anonymous access) are
+set once per process with `use_storage_options`: the driver sets them from the stage's
+options and each worker from the same options when it is built, so a task carries only
+strings. Credentials come from each filesystem's own chain (environment variables, profiles);
+parla never prints the options.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from parla.errors import UsageError
+
+# scheme -> (the package that implements it, parla's extra that installs it)
+FILESYSTEMS: dict[str, tuple[str, str]] = {
+    "s3": ("s3fs", "s3"), "s3a": ("s3fs", "s3"),
+    "gs": ("gcsfs", "gcs"), "gcs": ("gcsfs", "gcs"),
+    "az": ("adlfs", "azure"), "abfs": ("adlfs", "azure"), "abfss": ("adlfs", "azure"),
+    "memory": ("fsspec", ""),  # fsspec's own, in memory: for tests
+}
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+_storage_options: dict[str, Any] = {}
+
+AnyPath = Any  # a pathlib.Path or a upath.UPath: both answer the pathlib calls parla makes
+
+
+def scheme(path: str | os.PathLike) -> str:
+    """The URL scheme of ``path`` ("" for a local path)."""
+    match = _SCHEME.match(str(path) if _is_upath(path) else os.fspath(path))
+    return match[1].lower() if match else ""
+
+
+def is_remote(path: str | os.PathLike) -> bool:
+    """True for a path on an object store (any scheme but ``file``)."""
+    return scheme(path) not in ("", "file")
+
+
+def _is_upath(path: Any) -> bool:
+    return type(path).__module__.startswith("upath")
+
+
+def use_storage_options(options: Mapping[str, Any] | None) -> None:
+    """Set the filesystem options every later `as_path` uses in this process."""
+    _storage_options.clear()
+    _storage_options.update(options or {})
+
+
+def current_storage_options() -> dict[str, Any]:
+    """The options `use_storage_options` set (handed to the workers by the runner)."""
+    return dict(_storage_options)
+
+
+def require_filesystem(path: str | os.PathLike) -> None:
+    """UsageError (exit 2) naming the extra to install when ``path``'s filesystem is missing."""
+    name = scheme(path)
+    if name in ("", "file"):
+        return
+    if name not in FILESYSTEMS:
+        raise UsageError(f"{path}: parla reads and writes local paths and s3://, gs://, az:// "
+                         f"(abfs://) and memory:// URLs, not {name}://")
+    package, extra = FILESYSTEMS[name]
+    if importlib.util.find_spec(package) is None:
+        raise UsageError(f"{path} needs {package}: pip install 'parla[{extra}]'")
+
+
+def as_path(path: str | os.PathLike) -> AnyPath:
+    """``path`` as a Path (local, ``~`` expanded) or a UPath (an object store URL)."""
+    if _is_upath(path):
+        return path
+    if isinstance(path, Path):
+        return path.expanduser()
+    text = os.fspath(path)
+    if scheme(text) == "file":
+        return Path(text.partition("://")[2]).expanduser()
+    if not is_remote(text):
+        return Path(text).expanduser()
+    require_filesystem(text)
+    from upath import UPath
+
+    return UPath(text.rstrip("/"), **_storage_options)
+
+
+def filesystem(path: AnyPath) -> tuple[Any, str]:
+    """(fsspec filesystem, the path inside it) of a remote path, for pyarrow and bulk calls."""
+    path = as_path(path)
+    return path.fs, path.path
+
+
+def forget_listings(path: AnyPath) -> None:
+    """Drop fsspec's cached listings of ``path``'s store: workers in other processes wrote
+    there (fsspec forgets a path and its parents, not what is below it, so all of them)."""
+    if is_remote(path):
+        filesystem(path)[0].invalidate_cache()
+
+
+def display(path: AnyPath) -> str:
+    """The path as a user wrote it (a URL stays a URL)."""
+    return str(path)
+
+
+def check_reachable(path: AnyPath, what: str) -> None:
+    """One clear line for a store that cannot be used at all: a missing bucket (UsageError, exit
+    2), refused credentials (UsageError), a store that does not answer (EnvironmentFailure)."""
+    from parla.errors import EnvironmentFailure
+
+    if not is_remote(path):
+        return
+    fs, inner = filesystem(path)
+    bucket = inner.split("/", 1)[0]
+    try:
+        found = fs.exists(bucket) if bucket else True
+    except PermissionError:
+        raise UsageError(f"{what} {path}: access denied to {bucket}; check the credentials "
+                         "(environment variables, profile) and --storage_options") from None
+    except Exception as error:  # botocore, aiohttp and the like: the store is not answering
+        raise EnvironmentFailure(f"{what} {path}: the store did not answer "
+                                 f"({type(error).__name__}: {str(error)[:160]}); check the "
+                                 "endpoint and the network, then run again") from None
+    if not found:
+        raise UsageError(f"{what} {path}: the bucket {bucket} does not exist (or these "
+                         "credentials cannot see it)")
