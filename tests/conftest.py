@@ -144,6 +144,53 @@ def store_files(s3: S3Server, prefix: str) -> dict[str, bytes]:
             if not key.rsplit("/", 1)[-1].startswith(".")}
 
 
+class StallingProxy:
+    """A TCP forwarder to ``port`` on 127.0.0.1 that stops forwarding, both ways, once
+    ``stall()`` is called: a store that stops answering mid-upload, connections left open."""
+
+    def __init__(self, port: int) -> None:
+        import threading
+
+        self.target, self.stalled = port, threading.Event()
+        self.connections: list[socket.socket] = []  # held open while stalled
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stall(self) -> None:
+        self.stalled.set()
+
+    def _accept(self) -> None:
+        import threading
+
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            self.connections += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                if self.stalled.is_set():
+                    self.stalled.wait()
+                    return  # hold the connection open, forward nothing more
+                sink.sendall(data)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.server.close()
+
+
 # --- system tools ----------------------------------------------------------------------------
 # espeak-ng (real speech), libFLAC and libmpg123 (prepare's ctypes fast paths) and Chromium
 # (rendering report.html) come from the system, not from pip. Their tests skip without them,

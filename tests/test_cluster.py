@@ -69,6 +69,9 @@ class RayCluster:
     hidden: list[str]  # the folders each worker node sees as an empty tmpfs
     port: int = field(default_factory=_free_port)
     nodes: list[subprocess.Popen] = field(default_factory=list)
+    # Ray's own folder, of this cluster only: the machine's /tmp/ray/ray_current_cluster must
+    # not name it, or every later ray.init() of the session would try to join it
+    temp_dir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="pr-", dir="/tmp"))
 
     @property
     def address(self) -> str:
@@ -77,13 +80,13 @@ class RayCluster:
     def start_head(self) -> None:
         self.head = self._start(f"exec ray start --head --num-cpus=0 --port={self.port} "
                                 "--node-ip-address=127.0.0.1 --include-dashboard=false "
-                                "--disable-usage-stats --block")
+                                f"--disable-usage-stats --temp-dir={self.temp_dir} --block")
         self.wait_for_cpus(0)
 
     def add_node(self) -> subprocess.Popen:
         masks = " && ".join(f"mount -t tmpfs tmpfs {folder}" for folder in self.hidden)
         node = self._start(f"{masks} && exec ray start --address={self.address} --num-cpus=1 "
-                           "--node-ip-address=127.0.0.1 --block")
+                           f"--node-ip-address=127.0.0.1 --temp-dir={self.temp_dir} --block")
         self.nodes.append(node)
         self.wait_for_cpus(len(self.nodes))
         return node
@@ -141,6 +144,7 @@ class RayCluster:
                 except ProcessLookupError:
                     pass
             node.wait()
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

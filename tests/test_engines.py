@@ -241,3 +241,39 @@ def test_a_signal_while_the_workers_stop_still_stops_every_one(monkeypatch, capf
     processes = set(seen)
     assert len(processes) == 2 and not any(p.is_alive() for p in processes)
     assert "Traceback" not in capfd.readouterr().err
+
+
+class RaisesOn:
+    """Raises on one task, every time it is given it (a bad input, not a dead process); counts
+    its calls of that task in a file, so a retry would show."""
+
+    def __init__(self, bad_task: int, counter: str, rank: int) -> None:
+        self.bad_task, self.counter = bad_task, counter
+
+    def __call__(self, task: int) -> int:
+        if task == self.bad_task:
+            with open(self.counter, "a") as handle:
+                handle.write("x")
+            raise ValueError("cannot take this input")
+        return task
+
+
+@pytest.mark.parametrize("engine", ["local", pytest.param("ray", marks=pytest.mark.ray)])
+def test_a_task_that_raises_is_reported_once_with_its_task_not_retried(engine, tmp_path):
+    counter = tmp_path / "calls"
+    factory = functools.partial(RaisesOn, 5, str(counter))
+    if engine == "ray":
+        pytest.importorskip("ray")
+        import ray
+
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": os.path.dirname(__file__)}})
+    try:
+        with pytest.raises(ValueError, match="cannot take this input") as error:
+            list(get_engine(engine)(range(8), factory, num_workers=2,
+                                    describe_task=lambda task: f"shard {task}"))
+    finally:
+        if engine == "ray":
+            ray.shutdown()
+    assert error.value.__notes__ == ["while processing shard 5"]
+    assert counter.read_text() == "x"  # once: an exception is not retried

@@ -27,9 +27,12 @@ from conftest import (
     CV_HEADER,
     FAKE_TOKEN,
     encode,
+    local_files,
     log_records,
     speaker_id,
+    store_files,
     tone,
+    upload_folder,
     write_cv_release,
 )
 from parla import cli
@@ -673,3 +676,112 @@ def test_a_script_without_the_main_guard_is_told_why_its_workers_died(tmp_path):
                            "while starting")
     assert 'make_corpus.py calls parla at its top level, put the call under `if __name__ == ' \
            '"__main__":`' in last
+
+
+# --- object stores (moto's S3 server) ----------------------------------------------------------
+
+STORE_SELECTION = ["--samples_per_dialect", "4", "--max_samples_per_speaker", "2",
+                   "--rows_per_shard", "2", "--num_workers", "2"]
+
+
+@pytest.fixture
+def store_source(s3, demo_corpus) -> str:
+    return upload_folder(s3, demo_corpus, "cv/cv_ca_demo")
+
+
+@pytest.fixture
+def store_reference(s3, store_source, tmp_path) -> dict[str, bytes]:
+    """What an uninterrupted run of the same source writes (to this disk)."""
+    assert cli.main(["prepare", "--datasets", store_source, "--output_dir",
+                     str(tmp_path / "reference"), *STORE_SELECTION,
+                     "--storage_options", json.dumps(s3.storage_options)]) == 0
+    return local_files(tmp_path / "reference")
+
+
+def _store_command(s3, source: str, endpoint: str | None = None, **options) -> list[str]:
+    storage = s3.storage_options | ({"endpoint_url": endpoint} if endpoint else {}) | options
+    return [sys.executable, "-m", "parla", "prepare", "--datasets", source, "--output_dir",
+            f"{s3.url}/out", *STORE_SELECTION, "--storage_options", json.dumps(storage)]
+
+
+def _wait_for_a_shard(s3, run: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 120
+    while not [k for k in s3.keys("out/data/") if k.endswith(".parquet")]:
+        assert run.poll() is None and time.monotonic() < deadline, run.stderr.read()
+        time.sleep(0.05)
+
+
+def _every_shard_is_whole(s3) -> None:
+    import io
+
+    for key in s3.keys("out/"):
+        if key.endswith(".parquet"):
+            pq.read_metadata(io.BytesIO(s3.read(key)))  # raises on a partial object
+
+
+@pytest.mark.slow
+def test_kill_9_mid_run_on_s3_then_a_rerun_writes_the_same_bytes(s3, store_source,
+                                                                 store_reference):
+    run = subprocess.Popen(_store_command(s3, store_source), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True, start_new_session=True)
+    _wait_for_a_shard(s3, run)
+    os.killpg(run.pid, signal.SIGKILL)  # the driver and its workers, mid-run
+    run.wait()
+    written = [k for k in s3.keys("out/data/") if k.endswith(".parquet")]
+    assert 0 < len(written) < sum(name.endswith(".parquet") for name in store_reference)
+    _every_shard_is_whole(s3)
+    # the killed run's lock is still there: --break_lock takes it over at once
+    rerun = subprocess.run([*_store_command(s3, store_source), "--break_lock"],
+                           capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    assert store_files(s3, "out") == store_reference
+
+
+@pytest.mark.slow
+def test_a_store_that_stops_answering_mid_upload_is_one_line_and_a_rerun_finishes(
+        s3, store_source, store_reference):
+    from conftest import StallingProxy
+
+    proxy = StallingProxy(int(s3.endpoint.rsplit(":", 1)[1]))
+    quick = {"config_kwargs": {"connect_timeout": 2, "read_timeout": 2,
+                               "retries": {"max_attempts": 1}}}
+    try:
+        run = subprocess.Popen(_store_command(s3, store_source, proxy.endpoint, **quick),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True,
+                               env=dict(os.environ, PARLA_STORE_TIMEOUT_S="3"))
+        _wait_for_a_shard(s3, run)
+        proxy.stall()
+        _, error = run.communicate(timeout=120)
+    finally:
+        proxy.close()
+    lines = error.strip().splitlines()
+    assert run.returncode == 1 and len(lines) == 1, error
+    assert "store" in lines[0], lines[0]
+    _every_shard_is_whole(s3)
+    assert no_process_left(run.pid), session_processes(run.pid)
+    rerun = subprocess.run([*_store_command(s3, store_source), "--break_lock"],
+                           capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    assert store_files(s3, "out") == store_reference
+
+
+@pytest.mark.parametrize("case", ["missing bucket", "missing folder", "not a folder"])
+def test_an_unusable_store_url_is_one_line_before_any_work(s3, demo_corpus, case, capsys):
+    storage = ["--storage_options", json.dumps(s3.storage_options)]
+    if case == "missing bucket":
+        command = ["--datasets", str(demo_corpus), "--output_dir", "s3://no-such-bucket-x/out"]
+        says = "the bucket no-such-bucket-x does not exist"
+    elif case == "missing folder":
+        command = ["--datasets", f"{s3.url}/nothing-here", "--output_dir", f"{s3.url}/out"]
+        says = "no such folder on the store"
+    else:
+        upload_folder(s3, demo_corpus, "cv/cv_ca_demo")
+        s3.client().put_object(Bucket=s3.bucket, Key="out", Body=b"x")
+        command = ["--datasets", f"{s3.url}/cv/cv_ca_demo", "--output_dir", f"{s3.url}/out"]
+        says = "not a folder"
+    code = cli.main(["prepare", *command, *STORE_SELECTION, *storage])
+    error = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(error) == 1, error
+    assert says in error[0]
+    assert not [key for key in s3.keys() if key.startswith("out/")]

@@ -9,10 +9,6 @@ half-written, and a rerun that finishes.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -42,7 +38,8 @@ def test_prepare_and_tokenize_on_s3_write_the_bytes_of_a_local_run(
     """The same source (a shard's record names its source, so both runs read the bucket's), one
     run writing to this disk and one to the bucket: the same bytes, file for file."""
     models = ["--snac_model", str(snac_dir), "--text_tokenizer", str(text_tokenizer_file),
-              "--device", "cpu", "--no_dedupe_frames", "--pack_length", "256"]
+              "--device", "cpu", "--no_dedupe_frames", "--pack_length", "256",
+              "--configs", "central", "valencia"]  # two configs: SNAC on a CPU is slow
     local = tmp_path / "local"
     assert cli.main(["prepare", "--datasets", demo_on_s3, "--output_dir",
                      str(local / "prepared"), *SELECTION, *options_flag(s3)]) == 0
@@ -73,28 +70,6 @@ def test_prepare_and_tokenize_on_s3_write_the_bytes_of_a_local_run(
         cache_dir=str(tmp_path / "cache-local"), split="train")
     assert from_s3.to_list() == from_disk.to_list()
     assert len(from_s3) > 0
-
-
-def test_a_prepare_killed_mid_run_on_s3_resumes_to_the_same_bytes(s3, demo_on_s3, tmp_path):
-    local = tmp_path / "local"
-    assert cli.main(["prepare", "--datasets", demo_on_s3, "--output_dir", str(local),
-                     *SELECTION, *options_flag(s3)]) == 0
-    command = [sys.executable, "-m", "parla", "prepare", "--datasets", demo_on_s3,
-               "--output_dir", f"{s3.url}/out", *SELECTION, *options_flag(s3)]
-    run = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                           start_new_session=True)
-    deadline = time.monotonic() + 120
-    while not [k for k in s3.keys("out/data/") if k.endswith(".parquet")]:
-        assert run.poll() is None and time.monotonic() < deadline, run.stderr.read()
-        time.sleep(0.05)
-    os.killpg(run.pid, signal.SIGKILL)  # the driver and its workers, mid-run
-    run.wait()
-    written = [k for k in s3.keys("out/data/") if k.endswith(".parquet")]
-    assert 0 < len(written) < len([p for p in local.rglob("*.parquet")])
-    # the killed run's lock is still there: a rerun with --break_lock takes it over
-    assert cli.main(["prepare", "--datasets", demo_on_s3, "--output_dir", f"{s3.url}/out",
-                     *SELECTION, *options_flag(s3), "--break_lock"]) == 0
-    assert store_files(s3, "out") == local_files(local)
 
 
 def test_a_second_run_into_the_same_url_is_refused_and_a_stale_lock_taken_over(
@@ -128,19 +103,3 @@ def test_publish_from_s3_uploads_the_folder_to_the_hub(s3, demo_on_s3, fake_hub)
     shards = [name for name in on_store if name.endswith(".parquet")]
     assert shards and all(uploaded[name] == on_store[name] for name in shards)
     assert "README.md" in uploaded and "s3://" not in uploaded["README.md"].decode()
-
-
-@pytest.mark.parametrize("case", ["missing bucket"])
-def test_an_unusable_store_is_one_line_before_any_work(s3, demo_corpus, case, monkeypatch,
-                                                       capsys):
-    if case == "missing bucket":
-        out = "s3://no-such-bucket-here/out"
-    else:
-        out = f"{s3.url}/out"
-        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "wrong")
-        monkeypatch.setenv("MOTO_S3_CUSTOM_ENDPOINTS", "")
-    code = cli.main(["prepare", "--datasets", str(demo_corpus), "--output_dir", out,
-                     *SELECTION, *options_flag(s3)])
-    error = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(error) == 1, error
-    assert ("does not exist" if case == "missing bucket" else "bucket") in error[0]

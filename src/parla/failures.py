@@ -35,8 +35,17 @@ def one_line(message: str) -> str:
     return _LINE_BREAK.sub(" ", message).strip()
 
 
+def _notes(error: BaseException) -> str:
+    """What was added to an error on its way (the engines name the task a worker failed in)."""
+    notes = getattr(error, "__notes__", None)
+    return f" ({'; '.join(notes)})" if notes else ""
+
+
 def _say(message: str) -> None:
     print(one_line(message), file=sys.stderr)
+
+
+_STORE_CLIENTS = ("botocore", "aiobotocore", "aiohttp", "urllib3", "google", "azure")
 
 
 def _environment_error(error: BaseException) -> OSError | None:
@@ -47,6 +56,12 @@ def _environment_error(error: BaseException) -> OSError | None:
     while current is not None and id(current) not in seen:
         if isinstance(current, OSError):
             return current
+        if type(current).__module__.split(".")[0] in _STORE_CLIENTS:
+            # an object store's client failing (a timeout, a refused connection, an HTTP
+            # error): the environment, like an OSError, whatever its own class
+            return OSError(f"the object store failed ({type(current).__name__}: "
+                           f"{str(current)[:200]}); check the endpoint and the network, then "
+                           "run again (finished shards are kept)")
         seen.add(id(current))
         current = current.__cause__
     return None
@@ -108,10 +123,10 @@ def run_command(prog: str, command: Callable[[], int]) -> int:
         with _TerminationSignal():
             return command()
     except UsageError as error:
-        _say(f"{prog}: error: {error}")
+        _say(f"{prog}: error: {error}{_notes(error)}")
         return EXIT_USAGE
     except ParlaError as error:
-        _say(f"{prog}: {error}")
+        _say(f"{prog}: {error}{_notes(error)}")
         return EXIT_ENVIRONMENT
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; finished shards are kept, rerun to resume", file=sys.stderr)
@@ -124,5 +139,5 @@ def run_command(prog: str, command: Callable[[], int]) -> int:
         cause = _environment_error(error)
         if cause is None:
             raise
-        _say(f"{prog}: {describe_environment_error(cause)}")
+        _say(f"{prog}: {describe_environment_error(cause)}{_notes(error)}")
         return EXIT_ENVIRONMENT

@@ -278,7 +278,9 @@ def _answers(live: list[_Worker], describe_task: Any) -> Iterator[tuple[Any, Any
         if message is None:
             raise _died(worker, describe_task)
         kind, payload = message
-        if kind == "error":
+        if kind == "error":  # raised once, with its task named: not retried
+            if worker.task is not None:
+                payload.add_note(f"while processing {describe_task(worker.task)}")
             raise payload
         if kind == "ready":
             worker.ready = True

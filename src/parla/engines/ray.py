@@ -93,36 +93,57 @@ class _TaskRunner:
 def map_tasks(tasks: Iterable[Any], worker_factory: WorkerFactory, *, num_workers: int = 1,
               num_gpus_per_worker: float = 0, max_in_flight: int | None = None,
               describe_task: Any = repr) -> Iterator[tuple[Any, Any]]:
-    """Run every task on a pool of Ray actors; yield ``(task, result)`` as they finish."""
-    ray = connect()
-    from ray.util import ActorPool
+    """Run every task on a pool of Ray actors; yield ``(task, result)`` as they finish.
 
+    Each actor has at most ``max_in_flight / actors`` tasks queued (bounded: the plan is never
+    all submitted at once). A worker that raises fails the run at once, its task named: Ray
+    retries a dead actor's task, never an exception, which would come back every time.
+    """
+    ray = connect()
     runner = ray.remote(num_cpus=1, num_gpus=num_gpus_per_worker, max_restarts=MAX_RETRIES,
                         max_task_retries=MAX_RETRIES)(_TaskRunner)
     actors = [runner.remote(worker_factory, 0 if num_gpus_per_worker else rank)
               for rank in range(max(num_workers, 1))]
-    pool = ActorPool(actors)
-    in_flight_limit = max_in_flight or 2 * len(actors)
-    submitted: dict[int, Any] = {}  # tasks not yet answered, by index
+    per_actor = max(1, (max_in_flight or 2 * len(actors)) // len(actors))
+    load = dict.fromkeys(range(len(actors)), 0)
+    pending: dict[Any, tuple[int, Any]] = {}  # future -> (actor number, task)
+    feed = iter(tasks)
     try:
-        for index, task in enumerate(tasks):  # bounded: ActorPool.map would queue every task
-            pool.submit(lambda actor, item: actor.run.remote(*item), (index, task))
-            submitted[index] = task
-            if len(submitted) >= in_flight_limit:
-                done, result = pool.get_next_unordered()
-                yield submitted.pop(done), result
-        while pool.has_next():
-            done, result = pool.get_next_unordered()
-            yield submitted.pop(done), result
-    except ray.exceptions.RayTaskError as error:  # the worker raised: the same error here
-        cause = getattr(error, "cause", None)
-        if isinstance(cause, BaseException):
-            raise cause from None
-        raise
+        while True:
+            for number in sorted(load, key=load.get):  # the least loaded actor first
+                if load[number] >= per_actor:
+                    break
+                task = next(feed, _END)
+                if task is _END:
+                    break
+                pending[actors[number].run.remote(len(pending), task)] = (number, task)
+                load[number] += 1
+            if not pending:
+                return
+            [future], _ = ray.wait(list(pending), num_returns=1)
+            number, task = pending.pop(future)
+            load[number] -= 1
+            yield task, _result(ray, future, task, describe_task)
     except ray.exceptions.RayActorError as error:
-        unfinished = ", ".join(describe_task(task) for task in list(submitted.values())[:3])
+        unfinished = ", ".join(describe_task(task) for _, task in list(pending.values())[:3])
         raise WorkerDied(f"a Ray worker died {MAX_RETRIES + 1} times; unfinished: "
-                         f"{unfinished}; finished output is kept, rerun to resume") from error
+                         f"{unfinished or 'the last tasks'}; finished output is kept, rerun "
+                         "to resume") from error
     finally:
         for actor in actors:
             ray.kill(actor, no_restart=True)
+
+
+_END = object()
+
+
+def _result(ray: Any, future: Any, task: Any, describe_task: Any) -> Any:
+    """The task's record; the worker's own error, its task named, when it raised."""
+    try:
+        return ray.get(future)[1]
+    except ray.exceptions.RayTaskError as error:
+        cause = getattr(error, "cause", None)
+        if not isinstance(cause, BaseException):
+            raise
+        cause.add_note(f"while processing {describe_task(task)}")
+        raise cause from None

@@ -47,7 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def command() -> int:
-        folder = Path(args.folder)
+        from parla.store.urls import as_path
+
+        folder = as_path(args.folder)  # a local folder, or a URL (credentials from the env)
         sources = args.sources if args.sources is not None else _local_sources(folder)
         data = read_prepared_folder(folder, sources, args.samples)
         path = write_report(folder, data["statistics"], data["clips"], data["rejects"],

@@ -77,6 +77,8 @@ def _check_output_dir(options: PrepareOptions) -> Path:
         return out
     if is_remote(out):
         check_reachable(out, "--output_dir")
+        if out.is_file():
+            raise UsageError(f"--output_dir {out} exists and is not a folder")
         return _check_contents(out, options) if out.is_dir() else out
     if out.exists() and not out.is_dir():
         raise UsageError(f"--output_dir {out} exists and is not a folder")

@@ -8,14 +8,18 @@ from pathlib import Path
 from typing import Any
 
 from parla.errors import RowRejected
-from parla.store.urls import as_path
+from parla.store.urls import as_path, bounded, filesystem, is_remote
 
 
 def read_clip(file: str | os.PathLike) -> bytes:
     """A clip file's bytes; a missing or unreadable file is a bad row (RowRejected), not a
     failed run."""
     try:
-        return as_path(file).read_bytes()
+        path = as_path(file)
+        if is_remote(path):  # a store that stops answering is a stalled run, not a bad row
+            fs, inner = filesystem(path)
+            return bounded(fs, "cat_file", inner)
+        return path.read_bytes()
     except FileNotFoundError:
         raise RowRejected("missing_file") from None
     except OSError as error:  # a folder, or no permission

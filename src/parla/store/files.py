@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from parla.store.urls import AnyPath, as_path, filesystem, is_remote
+from parla.store.urls import AnyPath, as_path, bounded, filesystem, is_remote
 
 TMP_SUFFIX = ".tmp"
 
@@ -62,7 +62,7 @@ def _uploaded(path: AnyPath) -> Iterator[Path]:
     try:
         yield tmp
         fs, inner = filesystem(path)
-        fs.put_file(str(tmp), inner)
+        bounded(fs, "put_file", str(tmp), inner, size=tmp.stat().st_size)
     finally:
         tmp.unlink(missing_ok=True)
 

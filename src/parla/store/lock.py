@@ -23,7 +23,7 @@ from typing import Any
 
 from parla.errors import EnvironmentFailure, UsageError
 from parla.progress import get_logger
-from parla.store.urls import AnyPath, as_path, filesystem, is_remote, scheme
+from parla.store.urls import AnyPath, as_path, bounded, filesystem, is_remote, scheme
 
 log = get_logger("lock")
 
@@ -92,7 +92,7 @@ class RemoteLock:
     def create(self) -> bool:
         """Make the lock object if there is none; False when another run's is there."""
         try:
-            self.fs.pipe_file(self.key, self.body(), mode="create")
+            bounded(self.fs, "pipe_file", self.key, self.body(), mode="create")
         except FileExistsError:
             return False
         except OSError as error:
@@ -105,7 +105,7 @@ class RemoteLock:
         """The lock object's contents (None when it is gone, {} when unreadable)."""
         self.fs.invalidate_cache(self.key)
         try:
-            value = json.loads(self.fs.cat_file(self.key))
+            value = json.loads(bounded(self.fs, "cat_file", self.key))
         except FileNotFoundError:
             return None
         except ValueError:
@@ -116,13 +116,17 @@ class RemoteLock:
         """Push the expiry on; False when the lock is no longer this run's (broken by another)."""
         if (self.holder() or {}).get("token") != self.token:
             return False
-        self.fs.pipe_file(self.key, self.body())
+        bounded(self.fs, "pipe_file", self.key, self.body())
         return True
 
     def release(self) -> None:
-        with contextlib.suppress(OSError):
+        """Delete the lock if it is still this run's; a store that does not answer now leaves
+        it to expire (the run is ending anyway, perhaps because of that store)."""
+        try:
             if (self.holder() or {}).get("token") == self.token:
-                self.fs.rm_file(self.key)
+                bounded(self.fs, "rm_file", self.key)
+        except Exception as error:  # botocore's errors are not all OSErrors
+            log.debug("could not remove the lock on %s: %s", self.folder, error)
 
 
 @contextlib.contextmanager
@@ -157,7 +161,7 @@ def _acquire(lock: RemoteLock, break_lock: bool) -> None:
                           "pass --break_lock)")
         log.warning("taking over the lock on %s from %s (%s)", lock.folder,
                     held.get("owner", "a run"), "--break_lock" if break_lock else "expired")
-        lock.fs.rm_file(lock.key)
+        bounded(lock.fs, "rm_file", lock.key)
         if not lock.create():  # another run took it over first
             raise _in_use(lock.folder, (lock.holder() or {}).get("owner", "another run"))
     except (UsageError, EnvironmentFailure):
@@ -173,5 +177,5 @@ def _keep_renewed(lock: RemoteLock, stop: threading.Event) -> None:
             if not lock.renew():
                 log.warning("the lock on %s was taken over by another run", lock.folder)
                 return
-        except OSError as error:  # the next renewal may get through; the lease has slack
+        except Exception as error:  # the next renewal may get through; the lease has slack
             log.debug("renewing the lock on %s failed: %s", lock.folder, error)

@@ -104,6 +104,10 @@ def detect_kind(location: str) -> str:
     if path.is_dir():
         if (path / "validated.tsv").is_file():
             return "cv_release"
+        if is_remote(path):
+            raise SourceError(f"{location}: from an object store parla reads Common Voice "
+                              "release folders (validated.tsv + clips/); for a Hub-layout or "
+                              "save_to_disk dataset give its Hub id or a local copy")
         if (path / "state.json").is_file() or (path / "dataset_dict.json").is_file():
             return "disk"
         return "folder"

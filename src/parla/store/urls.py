@@ -107,29 +107,62 @@ def forget_listings(path: AnyPath) -> None:
         filesystem(path)[0].invalidate_cache()
 
 
+def store_timeout(size: int = 0) -> float:
+    """Seconds a store may take to answer one call about ``size`` bytes before parla calls it
+    stalled: ``PARLA_STORE_TIMEOUT_S`` (120 by default) plus a second a megabyte."""
+    try:
+        base = float(os.environ.get("PARLA_STORE_TIMEOUT_S", "") or 120)
+    except ValueError:
+        base = 120.0
+    return base + size / 1e6
+
+
+def bounded(fs: Any, method: str, *args: Any, size: int = 0, **kwargs: Any) -> Any:
+    """``fs.<method>(*args)`` with a deadline: a store that stops answering mid-call (a write
+    whose reply never comes has no timeout in aiohttp) is a TimeoutError, not a hang. The
+    object-store filesystems are async; their coroutine runs on fsspec's loop under the
+    deadline."""
+    timeout = store_timeout(size)
+    if not getattr(fs, "async_impl", False):
+        return getattr(fs, method)(*args, **kwargs)
+    from fsspec.asyn import FSTimeoutError, sync
+
+    try:
+        return sync(fs.loop, getattr(fs, f"_{method}"), *args, timeout=timeout, **kwargs)
+    except FSTimeoutError:
+        raise TimeoutError(f"the store stopped answering ({method} {args[-1] if args else ''}"
+                           f" had no reply in {timeout:.0f} s); check the endpoint and the "
+                           "network, then run again (finished shards are kept)") from None
+
+
 def display(path: AnyPath) -> str:
     """The path as a user wrote it (a URL stays a URL)."""
     return str(path)
 
 
 def check_reachable(path: AnyPath, what: str) -> None:
-    """One clear line for a store that cannot be used at all: a missing bucket (UsageError, exit
-    2), refused credentials (UsageError), a store that does not answer (EnvironmentFailure)."""
+    """One clear line for a store that cannot be used at all: options its filesystem does not
+    take or a missing bucket (UsageError, exit 2), refused credentials (UsageError), a store
+    that does not answer (EnvironmentFailure, exit 1)."""
     from parla.errors import EnvironmentFailure
 
     if not is_remote(path):
         return
-    fs, inner = filesystem(path)
-    bucket = inner.split("/", 1)[0]
     try:
-        found = fs.exists(bucket) if bucket else True
+        fs, inner = filesystem(path)
+        bucket = inner.split("/", 1)[0]
+        fs.info(bucket) if bucket else None
+    except FileNotFoundError:
+        raise UsageError(f"{what} {path}: the bucket {bucket} does not exist (or these "
+                         "credentials cannot see it)") from None
     except PermissionError:
         raise UsageError(f"{what} {path}: access denied to {bucket}; check the credentials "
                          "(environment variables, profile) and --storage_options") from None
+    except (TypeError, ValueError) as error:  # an option the filesystem does not take
+        raise UsageError(f"{what} {path}: --storage_options does not suit "
+                         f"{scheme(path)}:// ({type(error).__name__}: "
+                         f"{str(error)[:160]})") from None
     except Exception as error:  # botocore, aiohttp and the like: the store is not answering
         raise EnvironmentFailure(f"{what} {path}: the store did not answer "
                                  f"({type(error).__name__}: {str(error)[:160]}); check the "
                                  "endpoint and the network, then run again") from None
-    if not found:
-        raise UsageError(f"{what} {path}: the bucket {bucket} does not exist (or these "
-                         "credentials cannot see it)")
