@@ -13,7 +13,9 @@ subprocess, interleaved over ``--repeats`` rounds so drift on the machine hits b
 
 Reported per variant: rows/s (median of the rounds; input rows over the stage's wall seconds),
 the driver's peak RSS (ru_maxrss of the process that runs the stage: the workers are separate
-processes), the peak RSS of the whole tree, and each figure against local. The targets (issue
+processes), the peak RSS of the whole tree, each figure against local, and the CPU seconds the
+S3 server itself spent (on a machine of few cores moto competes with the workers: a real
+store's work is done elsewhere). The targets (issue
 #19): s3 at least 0.8x local's rows/s, and a driver peak no higher than local's (5% slack).
 
 Usage:
@@ -110,8 +112,15 @@ def child_main(source: str, output: str, workers: int, endpoint: str, result: Pa
         "driver_maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used (from /proc)."""
+    with open(f"/proc/{pid}/stat", "rb") as handle:
+        fields = handle.read().rsplit(b")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_variant(name: str, corpus: Path, work: Path, workers: int, endpoint: str,
-                client: Any) -> dict[str, Any]:
+                client: Any, server_pid: int) -> dict[str, Any]:
     source = f"s3://{BUCKET}/cv/{corpus.name}" if name == "s3-both" else str(corpus)
     output = str(work / "local-out") if name == "local" else f"s3://{BUCKET}/out-{name}"
     if name == "local":
@@ -122,6 +131,7 @@ def run_variant(name: str, corpus: Path, work: Path, workers: int, endpoint: str
     result.unlink(missing_ok=True)
     command = [sys.executable, str(Path(__file__).resolve()), "--child", source, output,
                str(workers), endpoint, str(result)]
+    server_before = cpu_seconds(server_pid)
     with open(work / f"{name}.log", "w") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                    env=dict(os.environ, **ENV))
@@ -129,19 +139,21 @@ def run_variant(name: str, corpus: Path, work: Path, workers: int, endpoint: str
         sampler.start()
         code = process.wait()
         tree_peak = sampler.stop()
+    server_cpu = cpu_seconds(server_pid) - server_before
     if code != 0 or not result.is_file():
         tail = (work / f"{name}.log").read_text(errors="replace").splitlines()[-12:]
         raise SystemExit(f"{name} failed (exit {code}):\n  " + "\n  ".join(tail))
     figures = json.loads(result.read_text())
     rows_in = sum(1 for _ in open(corpus / "validated.tsv", encoding="utf-8")) - 1
     return figures | {"rows_in": rows_in, "rows_per_s": rows_in / figures["seconds"],
-                      "tree_peak_mib": tree_peak / 2**20,
+                      "tree_peak_mib": tree_peak / 2**20, "server_cpu_s": server_cpu,
                       "driver_peak_mib": figures["driver_maxrss_kib"] / 1024}
 
 
 def summarise(rounds: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, float]]:
     return {name: {key: statistics.median(r[key] for r in runs)
-                   for key in ("rows_per_s", "seconds", "driver_peak_mib", "tree_peak_mib")}
+                   for key in ("rows_per_s", "seconds", "driver_peak_mib", "tree_peak_mib",
+                               "server_cpu_s")}
             | {"rows": runs[0]["rows"], "rows_in": runs[0]["rows_in"]}
             for name, runs in rounds.items()}
 
@@ -151,12 +163,13 @@ def report(summary: dict[str, dict[str, float]], n: int, workers: int, repeats: 
     lines = [f"machine: {machine_description()}",
              f"corpus: {n} clips (bench_prepare.py's), {workers} workers, median of {repeats} "
              "interleaved rounds, moto S3 on 127.0.0.1", "",
-             "| variant | rows/s | vs local | driver peak RSS (MiB) | vs local | tree peak RSS "
-             "(MiB) | rows written |",
-             "|---|---|---|---|---|---|---|"]
+             "| variant | rows/s | vs local | seconds | S3 server CPU s | driver peak RSS (MiB) "
+             "| vs local | tree peak RSS (MiB) | rows written |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, figures in summary.items():
         lines.append(f"| {name} | {figures['rows_per_s']:.1f} | "
                      f"{figures['rows_per_s'] / local['rows_per_s']:.2f}x | "
+                     f"{figures['seconds']:.1f} | {figures['server_cpu_s']:.1f} | "
                      f"{figures['driver_peak_mib']:.0f} | "
                      f"{figures['driver_peak_mib'] / local['driver_peak_mib']:.2f}x | "
                      f"{figures['tree_peak_mib']:.0f} | {figures['rows']} |")
@@ -197,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
         for round_number in range(args.repeats):
             for name in variants:
-                figures = run_variant(name, corpus, work, args.workers, endpoint, client)
+                figures = run_variant(name, corpus, work, args.workers, endpoint, client,
+                                      server.pid)
                 rounds[name].append(figures)
                 print(f"round {round_number + 1} {name}: {figures['rows_per_s']:.1f} rows/s, "
                       f"driver {figures['driver_peak_mib']:.0f} MiB", file=sys.stderr)

@@ -108,6 +108,7 @@ def map_tasks(tasks: Iterable[Any], worker_factory: WorkerFactory, *, num_worker
     load = dict.fromkeys(range(len(actors)), 0)
     pending: dict[Any, tuple[int, Any]] = {}  # future -> (actor number, task)
     feed = iter(tasks)
+    task: Any = None
     try:
         while True:
             for number in sorted(load, key=load.get):  # the least loaded actor first
@@ -125,9 +126,10 @@ def map_tasks(tasks: Iterable[Any], worker_factory: WorkerFactory, *, num_worker
             load[number] -= 1
             yield task, _result(ray, future, task, describe_task)
     except ray.exceptions.RayActorError as error:
-        unfinished = ", ".join(describe_task(task) for _, task in list(pending.values())[:3])
+        lost = [task] + [other for _, other in pending.values()]  # the one it was running first
+        unfinished = ", ".join(describe_task(one) for one in lost[:3])
         raise WorkerDied(f"a Ray worker died {MAX_RETRIES + 1} times; unfinished: "
-                         f"{unfinished or 'the last tasks'}; finished output is kept, rerun "
+                         f"{unfinished}; finished output is kept, rerun "
                          "to resume") from error
     finally:
         for actor in actors:

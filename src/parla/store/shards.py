@@ -154,19 +154,20 @@ def settings_difference(found: Any, wanted: Mapping[str, Any], shown: int = 3) -
     return ", ".join(differ[:shown]) + (", ..." if len(differ) > shown else "")
 
 
-def parquet_location(path: str | os.PathLike) -> tuple[str, Any]:
-    """(path, filesystem) for pyarrow: a local path as it is, a URL through its fsspec
-    filesystem (pyarrow then reads only the byte ranges it needs: a footer, some columns)."""
+def parquet_source(path: str | os.PathLike) -> Any:
+    """What pyarrow reads a shard from: a local path as it is; on a store a file object that
+    fetches exactly the byte ranges pyarrow asks for (a footer, some column chunks). fsspec's
+    default read-ahead of 50 MB would fetch a whole shard to read its footer."""
     if is_remote(path):
-        return filesystem(path)[1], filesystem(path)[0]
-    return os.fspath(as_path(path)), None
+        fs, inner = filesystem(path)
+        return fs.open(inner, "rb", cache_type="none")
+    return os.fspath(as_path(path))
 
 
 def read_shard_record(path: str | os.PathLike, stage: str) -> dict[str, Any] | None:
     """The record in a shard's footer; None for a file that ``stage`` did not write."""
-    where, fs = parquet_location(path)
     try:
-        metadata = pq.read_schema(where, filesystem=fs).metadata or {}
+        metadata = read_schema(path).metadata or {}
     except (OSError, pa.ArrowInvalid):
         return None
     raw = metadata.get(record_key(stage))
@@ -180,20 +181,32 @@ def read_shard_record(path: str | os.PathLike, stage: str) -> dict[str, Any] | N
 
 
 def read_schema(path: str | os.PathLike) -> pa.Schema:
-    where, fs = parquet_location(path)
-    return pq.read_schema(where, filesystem=fs)
+    source = parquet_source(path)
+    try:
+        return pq.read_schema(source)
+    finally:
+        _close(source)
 
 
 def parquet_file(path: str | os.PathLike) -> pq.ParquetFile:
-    """A shard opened for its metadata and row groups (on a store: read by ranges)."""
-    where, fs = parquet_location(path)
-    return pq.ParquetFile(where, filesystem=fs)
+    """A shard opened for its metadata and row groups (on a store: read by ranges; the file
+    closes with the ParquetFile)."""
+    # on a store, pre_buffer coalesces the column chunks a read needs into few requests
+    return pq.ParquetFile(parquet_source(path), pre_buffer=is_remote(path))
 
 
 def read_shard(path: str | os.PathLike, columns: Iterable[str] | None = None) -> pa.Table:
-    where, fs = parquet_location(path)
-    return pq.read_table(where, columns=list(columns) if columns is not None else None,
-                         filesystem=fs)
+    source = parquet_source(path)
+    try:
+        return pq.read_table(source, columns=list(columns) if columns is not None else None,
+                             pre_buffer=True)
+    finally:
+        _close(source)
+
+
+def _close(source: Any) -> None:
+    if hasattr(source, "close"):
+        source.close()
 
 
 # --- schemas ---------------------------------------------------------------------------------
