@@ -785,3 +785,39 @@ def test_an_unusable_store_url_is_one_line_before_any_work(s3, demo_corpus, case
     assert code == 2 and len(error) == 1, error
     assert says in error[0]
     assert not [key for key in s3.keys() if key.startswith("out/")]
+
+
+def test_credentials_the_store_refuses_are_one_line_before_any_work(demo_corpus, tmp_path,
+                                                                     capsys, monkeypatch):
+    """moto's server with its IAM checks on (a fresh process: the switch is read at import)."""
+    import socket as sockets
+
+    with sockets.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from moto.server import ThreadedMotoServer; "
+         "ThreadedMotoServer(ip_address='127.0.0.1', port=int(sys.argv[1]), verbose=False)"
+         ".start(); time.sleep(600)", str(port)],
+        env=dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="0"), stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                sockets.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "moto did not start"
+                time.sleep(0.1)
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIANOTAREALKEY00000")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-a-real-secret")
+        code = cli.main(["prepare", "--datasets", str(demo_corpus), "--output_dir",
+                         "s3://any-bucket/out", *STORE_SELECTION, "--storage_options",
+                         json.dumps({"endpoint_url": f"http://127.0.0.1:{port}"})])
+    finally:
+        server.kill()
+        server.wait()
+    error = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(error) == 1, error
+    assert "access denied" in error[0] and "not-a-real-secret" not in error[0]
