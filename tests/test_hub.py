@@ -483,3 +483,18 @@ def test_a_bad_timeout_setting_is_a_usage_error(monkeypatch):
     monkeypatch.setenv("PARLA_HUB_RETRY_S", "a while")
     with pytest.raises(hub.UsageError, match="PARLA_HUB_RETRY_S='a while' is not a number"):
         transport.reset_retries()
+
+
+def test_the_card_reads_each_shard_once_and_all_sums_its_groups(prepared_folder, monkeypatch):
+    folder = prepared_folder({"central": 3, "balear": 2})
+    opened = []
+    real = card_folder.parquet_file
+    monkeypatch.setattr(card_folder, "parquet_file", lambda path: opened.append(path) or real(path))
+    configs, stats = card_folder.folder_statistics(folder)
+    assert sorted(map(str, opened)) == sorted(map(str, set(opened)))  # none read twice
+    assert len(opened) == sum(1 for _ in (folder / "data").rglob("*.parquet"))
+    by_split = {(s.config, s.split): s for s in stats}
+    groups = [s for s in stats if s.config != "all" and s.split == "train"]
+    every = by_split[("all", "train")]
+    assert every.rows == sum(s.rows for s in groups) > 0
+    assert every.seconds == pytest.approx(sum(s.seconds for s in groups))

@@ -14,6 +14,7 @@ from parla.store.urls import (
     as_path,
     current_storage_options,
     is_remote,
+    map_io,
     require_filesystem,
     scheme,
     use_storage_options,
@@ -78,3 +79,24 @@ def test_a_card_names_a_bucket_url_without_its_bucket():
     assert public_location("s3://private-bucket/cv-corpus-23.0/ca") == "cv-corpus-23.0/ca"
     assert public_location("gs://private-bucket/corpus/") == "corpus"
     assert public_location("xaviviro/cv_23_ca_central") == "xaviviro/cv_23_ca_central"
+
+
+def test_map_io_keeps_the_order_and_runs_calls_at_once_only_on_a_store():
+    import threading
+
+    meeting = threading.Barrier(2, timeout=5)  # passes only when two calls are in flight at once
+    assert map_io(lambda n: (meeting.wait(), n * 10)[1], [1, 2], concurrent=True) == [10, 20]
+    threads = set()
+    assert map_io(lambda n: threads.add(threading.get_ident()) or n, range(5),
+                  concurrent=False) == list(range(5))
+    assert threads == {threading.get_ident()}
+
+
+def test_map_io_raises_the_first_error_as_the_loop_would():
+    def fails_on_two(n: int) -> int:
+        if n == 2:
+            raise OSError("the store said no")
+        return n
+
+    with pytest.raises(OSError, match="said no"):
+        map_io(fails_on_two, [1, 2, 3], concurrent=True)

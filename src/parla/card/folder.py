@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from parla.progress import get_logger
 from parla.store.files import write_text_atomic
 from parla.store.layout import CARD_FILE, PACK_STAGE, PACKED_CONFIG
 from parla.store.shards import find_shards, parquet_file, read_schema, read_shard_record, shard_glob
-from parla.store.urls import as_path
+from parla.store.urls import as_path, is_remote, map_io
 from parla.tokens.packing import combine_summaries
 
 log = get_logger("card")
@@ -34,27 +35,42 @@ Shards = Mapping[str, Mapping[str, Sequence[Path]]]  # a `find_shards` result
 _STAT_COLUMNS = ("speaker_id", "duration")
 
 
-def split_stats(config: str, split: str, paths: Sequence[Path]) -> SplitStats:
-    """Rows, speakers and seconds of one split, reading only its small columns."""
-    rows, speakers, seconds = 0, set(), 0.0
-    has_speakers = has_duration = True
-    for path in paths:
-        parquet = parquet_file(path)
-        rows += parquet.metadata.num_rows
+@dataclass(frozen=True)
+class _ShardNumbers:
+    rows: int
+    speakers: frozenset | None  # None: no speaker_id column
+    seconds: float | None  # None: no duration column
+
+
+def _shard_numbers(path: Path) -> _ShardNumbers:
+    """Rows, speakers and seconds of one shard, reading only its small columns."""
+    parquet = parquet_file(path)
+    try:
         names = set(parquet.schema_arrow.names)
-        has_speakers &= "speaker_id" in names
-        has_duration &= "duration" in names
         columns = [name for name in _STAT_COLUMNS if name in names]
-        if not columns:
-            continue
-        table = parquet.read(columns=columns)
-        if "speaker_id" in names:
-            speakers.update(pc.unique(table.column("speaker_id")).to_pylist())
-        if "duration" in names:
-            # summed in float64: float32 sums drift over hundreds of thousands of clips
-            total = pc.sum(table.column("duration").cast(pa.float64())).as_py()
-            seconds += total or 0.0
-    return SplitStats(config, split, rows, len(speakers) if has_speakers else None,
+        table = parquet.read(columns=columns) if columns else None
+        rows = parquet.metadata.num_rows
+    finally:
+        parquet.close()
+    speakers = seconds = None
+    if "speaker_id" in names:
+        speakers = frozenset(pc.unique(table.column("speaker_id")).to_pylist())
+    if "duration" in names:
+        # summed in float64: float32 sums drift over hundreds of thousands of clips
+        seconds = pc.sum(table.column("duration").cast(pa.float64())).as_py() or 0.0
+    return _ShardNumbers(rows, speakers, seconds)
+
+
+def split_stats(config: str, split: str, shards: Sequence[_ShardNumbers]) -> SplitStats:
+    """One split's numbers from its shards' (in the order of its files)."""
+    has_speakers = all(shard.speakers is not None for shard in shards)
+    has_duration = all(shard.seconds is not None for shard in shards)
+    speakers = set().union(*(shard.speakers or () for shard in shards))
+    seconds = 0.0
+    for shard in shards:
+        seconds += shard.seconds or 0.0
+    return SplitStats(config, split, sum(shard.rows for shard in shards),
+                      len(speakers) if has_speakers else None,
                       seconds if has_duration else None)
 
 
@@ -73,6 +89,11 @@ def folder_statistics(folder: str | os.PathLike, shards: Shards | None = None
     group configs' files, defined only in the card, so it costs no storage and no second encode.
     """
     shards = find_shards(folder) if shards is None else shards
+    files = sorted({path for splits in shards.values() for paths in splits.values()
+                    for path in paths}, key=str)
+    # each shard read once (the `all` config reuses its groups'), several at once on a store
+    numbers = dict(zip(files, map_io(_shard_numbers, files, concurrent=is_remote(folder)),
+                       strict=True))
     configs: dict[str, dict[str, Any]] = {}
     stats: list[SplitStats] = []
     dialects = [config for config in sorted(shards, key=_config_order)
@@ -81,12 +102,12 @@ def folder_statistics(folder: str | os.PathLike, shards: Shards | None = None
         for split in _ordered_splits({s for d in dialects for s in shards[d]}):
             members = [d for d in dialects if split in shards[d]]
             configs.setdefault(ALL_CONFIG, {})[split] = [shard_glob(d, split) for d in members]
-            stats.append(split_stats(ALL_CONFIG, split,
-                                     [p for d in members for p in shards[d][split]]))
+            stats.append(split_stats(ALL_CONFIG, split, [numbers[p] for d in members
+                                                         for p in shards[d][split]]))
     for config in sorted(shards, key=_config_order):
         for split in _ordered_splits(shards[config]):
             configs.setdefault(config, {})[split] = shard_glob(config, split)
-            stats.append(split_stats(config, split, shards[config][split]))
+            stats.append(split_stats(config, split, [numbers[p] for p in shards[config][split]]))
     return configs, stats
 
 

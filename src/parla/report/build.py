@@ -28,7 +28,7 @@ from parla.store.layout import (
     STATISTICS_FILE,
 )
 from parla.store.shards import find_shards, parquet_file, read_shard_record
-from parla.store.urls import as_path
+from parla.store.urls import as_path, is_remote, map_io
 
 SAMPLES_PER_DIALECT = 3
 
@@ -40,20 +40,22 @@ def _safe_name(text: str) -> str:
 def _write_samples(out: Path, samples: Mapping[str, Sequence[Mapping[str, Any]]]
                    ) -> dict[str, list[dict[str, Any]]]:
     written: dict[str, list[dict[str, Any]]] = {}
+    files: list[tuple[Path, bytes]] = []
     for dialect, items in samples.items():
         folder = out / REPORT_DIR / "audio" / _safe_name(dialect)
         for index, item in enumerate(items):
             entry = {"text": item.get("text", ""), "speaker_id": item.get("speaker_id", "")}
             conditioned = folder / f"{index}-conditioned.flac"
-            write_bytes_atomic(conditioned, item["audio"])
+            files.append((conditioned, item["audio"]))
             entry["audio"] = conditioned.relative_to(out).as_posix()
             entry["source"] = None
             if item.get("source"):
                 suffix = "." + _safe_name(str(item.get("source_suffix") or ".mp3").lstrip("."))
                 source = folder / f"{index}-source{suffix}"
-                write_bytes_atomic(source, item["source"])
+                files.append((source, item["source"]))
                 entry["source"] = source.relative_to(out).as_posix()
             written.setdefault(dialect, []).append(entry)
+    map_io(lambda file: write_bytes_atomic(*file), files, concurrent=is_remote(out))
     return written
 
 
@@ -128,11 +130,15 @@ def collect_samples(folder: Path, samples_per_dialect: int, read_source: Any,
             continue
         for path in [p for split in ("train", "validation") for p in splits.get(split, [])]:
             wanted = samples_per_dialect - len(samples.get(config, []))
-            parquet = parquet_file(path)
             if wanted <= 0:
                 break
-            if parquet.metadata.num_row_groups:
-                first = parquet.read_row_group(0).slice(0, wanted).to_pylist()
+            parquet = parquet_file(path)
+            try:
+                first = (parquet.read_row_group(0).slice(0, wanted).to_pylist()
+                         if parquet.metadata.num_row_groups else [])
+            finally:
+                parquet.close()
+            if first:
                 samples.setdefault(config, []).extend(_sample(row, read_source(row))
                                                       for row in first)
     return samples

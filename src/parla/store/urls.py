@@ -18,9 +18,10 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from parla.errors import UsageError
 
@@ -34,6 +35,9 @@ FILESYSTEMS: dict[str, tuple[str, str]] = {
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 _storage_options: dict[str, Any] = {}
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 AnyPath = Any  # a pathlib.Path or a upath.UPath: both answer the pathlib calls parla makes
 
@@ -133,6 +137,20 @@ def bounded(fs: Any, method: str, *args: Any, size: int = 0, **kwargs: Any) -> A
         raise TimeoutError(f"the store stopped answering ({method} {args[-1] if args else ''}"
                            f" had no reply in {timeout:.0f} s); check the endpoint and the "
                            "network, then run again (finished shards are kept)") from None
+
+
+IO_THREADS = 8  # calls in flight to a store at once: each waits on the network, not the CPU
+
+
+def map_io(function: Callable[[T], R], items: Iterable[T], *, concurrent: bool) -> list[R]:
+    """``[function(item) for item in items]``, in order; with ``concurrent`` (the items are on a
+    store) up to IO_THREADS calls at once, so a folder of small reads or writes costs a few
+    round trips instead of one each. The first error is raised, as the loop would."""
+    items = list(items)
+    if not concurrent or len(items) < 2:
+        return [function(item) for item in items]
+    with ThreadPoolExecutor(min(IO_THREADS, len(items)), thread_name_prefix="parla-io") as pool:
+        return list(pool.map(function, items))
 
 
 def display(path: AnyPath) -> str:
