@@ -21,6 +21,7 @@ from snac import SNAC  # noqa: E402
 from conftest import write_text_tokenizer  # noqa: E402
 from parla.errors import RowRejected, UsageError  # noqa: E402
 from parla.testing import SNAC_24KHZ_CONFIG  # noqa: E402
+from parla.tokens import precision  # noqa: E402
 from parla.tokens.codec import (  # noqa: E402
     SnacEncoder,
     TextTokenizer,
@@ -217,8 +218,6 @@ def test_an_out_of_memory_batch_is_split_and_the_batch_size_halved(snac_dir, ref
 
 
 def test_exact_precision_turns_tf32_off_for_matmul_and_cudnn(snac_dir):
-    from parla.tokens import precision
-
     # what a GPU run starts from: cuDNN allows TF32 by default, and code may have allowed more
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
@@ -251,6 +250,36 @@ def test_bf16_precision_runs_the_encoder_under_autocast(snac_dir):
     assert seen == [True]
     assert [[len(level) for level in codes] for codes in got] == [
         [len(level) for level in codes] for codes in exact]
+
+
+def test_code_agreement_counts_equal_codes_per_level_and_runs_add_up():
+    reference = [(np.array([1, 2]), np.array([1, 2, 3, 4]), np.arange(8)),
+                 (np.array([5]), np.array([6, 7]), np.array([0, 0, 0, 0]))]
+    flipped = [(np.array([1, 9]), np.array([1, 2, 3, 4]), np.arange(8)),
+               (np.array([5]), np.array([6, 0]), np.array([1, 1, 0, 0]))]
+    shard = precision.code_agreement(flipped, reference)
+    assert shard == {"clips": 2, "codes": [3, 6, 12], "equal": [2, 5, 10]}
+    assert precision.code_agreement(reference, reference)["equal"] == [3, 6, 12]
+    run = precision.combined_agreement([shard, None, shard])
+    assert run["clips"] == 4 and run["codes"] == [6, 12, 24] and run["equal"] == [4, 10, 20]
+    assert run["share_equal"] == {"level_0": round(2 / 3, 6), "level_1": round(5 / 6, 6),
+                                  "level_2": round(10 / 12, 6)}
+    assert precision.combined_agreement([None, {}]) is None
+    with pytest.raises(ValueError, match="level 1"):
+        precision.code_agreement([(np.array([1]), np.array([1]))],
+                                 [(np.array([1]), np.array([1, 2]))])
+
+
+def test_float32_codes_of_a_bf16_encoder_are_the_exact_codes(snac_dir):
+    audio = clips([3000, 5000])
+    exact = SnacEncoder(snac_dir, "cpu", batch_seconds=1.0).encode_batch(audio)
+    bf16 = SnacEncoder(snac_dir, "cpu", batch_seconds=1.0, precision="bf16")
+    seen = []
+    encode = bf16.model.encode
+    bf16.model.encode = lambda x: seen.append(torch.is_autocast_enabled("cpu")) or encode(x)
+    for got, want in zip(bf16.float32_codes(audio), exact, strict=True):
+        assert all(np.array_equal(a, b) for a, b in zip(got, want, strict=True))
+    assert seen == [False, False]
 
 
 def test_the_cpu_batch_is_sized_from_the_machine_memory():

@@ -251,6 +251,32 @@ def test_statistics(reference):
     assert stats["parameters"]["format"] == "orpheus"
 
 
+def test_a_bf16_run_records_its_agreement_with_float32_and_exact_runs_do_not(
+        corpus, reference, snac_dir, text_tokenizer_file, tmp_path):
+    from parla.card.render import read_card_state
+    from parla.store.shards import read_shard_record
+
+    out = tmp_path / "bf16"
+    stage.tokenize(options(corpus, out, snac_dir, text_tokenizer_file, precision="bf16"))
+    records = [read_shard_record(path, "tokenize") for path in sorted(out.rglob("*.parquet"))]
+    measured = [r["precision_agreement"] for r in records if r["precision_agreement"]["clips"]]
+    # every shard with clips measured up to 4 of them; counts are per level, level 2 the finest
+    assert measured and all(0 < a["clips"] <= 4 for a in measured)
+    assert all(a["codes"][1] == 2 * a["codes"][0] and a["codes"][2] == 4 * a["codes"][0]
+               and all(0 <= e <= c for e, c in zip(a["equal"], a["codes"], strict=True))
+               for a in measured)
+    stats = json.loads((out / TOKENIZATION_STATS_FILE).read_text())
+    run = stats["precision_agreement"]
+    assert run["clips"] == sum(a["clips"] for a in measured)
+    assert run["equal"] == [sum(a["equal"][level] for a in measured) for level in range(3)]
+    card = read_card_state((out / "README.md").read_text(encoding="utf-8"))[1]
+    assert card["precision_agreement"] == run["share_equal"] and card["precision"] == "bf16"
+    exact = json.loads((reference / TOKENIZATION_STATS_FILE).read_text())
+    assert "precision_agreement" not in exact
+    assert all("precision_agreement" not in read_shard_record(path, "tokenize")
+               for path in reference.rglob("*.parquet"))
+
+
 def test_load_dataset_round_trip(reference, tmp_path):
     from datasets import load_dataset
 

@@ -264,7 +264,9 @@ def add_tokenize_settings(parser: argparse.ArgumentParser, group: Any) -> None:
                "the RAM on CPU; at most 600)")
     _flag(dev, "precision", default=defaults.precision, choices=("exact", "bf16"),
           help="exact: float32 with TF32 off, codes as one clip alone gives them (default); "
-               "bf16: bfloat16 autocast, faster on a GPU, some codes differ")
+               "bf16: bfloat16 autocast, faster on a GPU, some codes differ (the first 4 "
+               "clips of each shard are also encoded in float32, and the share of equal "
+               "codes goes into the footers, tokenization_stats.json and the card)")
 
 
 _TOKENIZE_FIELDS = _fields(TokenizeOptions)

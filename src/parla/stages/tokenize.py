@@ -64,6 +64,7 @@ from parla.tokens.codec import (
     resolve_snac,
     resolve_text_tokenizer,
 )
+from parla.tokens.precision import combined_agreement
 
 log = get_logger("tokenize")
 
@@ -352,7 +353,12 @@ def _write_reports(out: Path, records: list[dict], settings: WorkerSettings,
     from parla.card.folder import write_dataset_card
 
     sample_rate = int(parameters["target_sample_rate"])
+    agreement = combined_agreement([record.get("precision_agreement") for record in records])
+    if agreement is not None:  # a bf16 run: how far its codes agree with float32's
+        parameters = {**parameters, "precision_agreement": agreement["share_equal"]}
     statistics = aggregate(records, sample_rate, settings.fmt == "orpheus", parameters)
+    if agreement is not None:
+        statistics["precision_agreement"] = agreement
     warn_long_rows(statistics, settings.max_length)
     # packing reads the finished tokenized shards; the card below then describes `packed` too
     packed = update_packed(out, pack_length, seed)

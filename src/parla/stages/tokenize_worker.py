@@ -33,6 +33,7 @@ from parla.tokens.codec import (
     SnacFiles,
     TextTokenizer,
 )
+from parla.tokens.precision import AGREEMENT_CLIPS, code_agreement
 from parla.tokens.profile import append_profile
 
 INPUT_COLUMNS = ("audio", "text", "dialect", "speaker_id", "duration", "source_path")
@@ -355,6 +356,8 @@ class ShardTokenizer:
                 part, results = results[:len(shard.audio)], results[len(shard.audio):]
                 with phases.timed("build"):
                     out, record = self._build(task, shard, part)
+                if self.settings.precision != "exact":  # exact records stay as they always were
+                    record["precision_agreement"] = self._agreement(shard, part)
                 writes.append(writer.submit(self._write, task.output_path, out, record))
                 records.append(record)
             for write in writes:
@@ -388,6 +391,14 @@ class ShardTokenizer:
                                           fmt=settings.fmt, dedupe=settings.dedupe,
                                           max_length=settings.max_length)
         return out, shard_record(task, settings.fingerprint, stats, rejects)
+
+    def _agreement(self, shard: _ReadShard, results: Sequence[Any]) -> dict[str, Any]:
+        """This run's codes of the shard's first clips against float32's, clip by clip."""
+        picked = [index for index, result in enumerate(results)
+                  if not isinstance(result, RowRejected)][:AGREEMENT_CLIPS]
+        audio = [decode_clip(shard.audio[index], self.encoder.sample_rate) for index in picked]
+        return code_agreement([results[index] for index in picked],
+                              self.encoder.float32_codes(audio))
 
     def _write(self, path: str, table: pa.Table, record: dict[str, Any]) -> None:
         with self.encoder.phases.timed("write"):

@@ -289,6 +289,22 @@ class SnacEncoder:
             in_flight.collect(self, results)
         return results  # type: ignore[return-value]
 
+    def float32_codes(self, audios: Sequence[np.ndarray]) -> list[Codes]:
+        """Each clip encoded alone in float32, autocast off: exact mode's codes, which a bf16
+        run measures its own against."""
+        import torch
+
+        codes = []
+        with self.phases.timed("agreement"):
+            for audio in audios:
+                audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+                tensor = self._padded_tensor([audio], self.padded_length(len(audio)))
+                with torch.inference_mode():
+                    levels = self.model.encode(tensor.to(self.device))
+                codes += self._per_clip([level.to(torch.int16).cpu().numpy()
+                                         for level in levels], [len(audio)])
+        return codes
+
     def _prepared(self, batches: list[list[int]], planned: list[int],
                   load: Callable[[int], np.ndarray], threads: int | None) -> Iterator[_Prepared]:
         """Batches decoded ahead on a thread pool, yielded in plan order."""
