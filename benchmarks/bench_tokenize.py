@@ -7,7 +7,9 @@ Writes a prepared corpus (speech-like FLAC clips in shards of ``--rows_per_shard
 
 * parla: this checkout;
 * today (with ``--baseline_src DIR``): the same stage from another checkout's ``src`` (e.g.
-  ``git archive BASE src | tar -x -C DIR``), run side by side on the same shards.
+  ``git archive BASE src | tar -x -C DIR``), run side by side on the same shards;
+* compiled (with ``--torch_compile``): this checkout with ``--torch_compile``, its compile time
+  included (inductor's cache is cleared first, so it is a first run's).
 
 It reports audio-s/s and clips/s, the batches each variant formed (clips and audio seconds per
 batch, padding), parla's time per phase (read, decode, H2D, encode, D2H, build, write, from
@@ -84,6 +86,8 @@ def run_variant(src: Path, options: dict, threads: int | None, profile: Path) ->
     """The stage in a fresh process importing parla from ``src``; its wall time and NVML use."""
     env = {**os.environ, "PYTHONPATH": str(src), "PARLA_DISABLE_PROGRESS": "1",
            "PARLA_TOKENIZE_PROFILE": str(profile)}
+    if options.get("torch_compile"):  # a first run's compile time, not a cached one
+        env["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="parla-inductor-")
     sampler = NvmlSampler(options["device"])
     command = [sys.executable, "-c", RUN_STAGE, json.dumps({**options, "threads": bool(threads)}),
                str(threads or 0)]
@@ -186,6 +190,7 @@ def read_profile(path: Path) -> dict:
             seconds[phase] = seconds.get(phase, 0.0) + value
     return {"seconds": seconds, "batches": [b for line in lines for b in line["batches"]],
             "precision": lines[0]["precision"], "batch_seconds": lines[0]["batch_seconds"],
+            "torch_compile": lines[0].get("torch_compile"),
             "calls": len(lines)}
 
 
@@ -207,6 +212,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--no_dedupe_frames", action="store_true")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--baseline_src", help="another checkout's src/ to run as 'today'")
+    parser.add_argument("--torch_compile", action="store_true",
+                        help="also run this checkout with --torch_compile ('compiled')")
     parser.add_argument("--work_dir", help="keep the corpus and outputs here (default: temp)")
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--seed", type=int, default=0)
@@ -229,6 +236,8 @@ def main() -> None:
         variants = {"parla": here}
         if args.baseline_src:
             variants = {"today": Path(args.baseline_src).resolve(), **variants}
+        if args.torch_compile:
+            variants["compiled"] = here
         for name, src in variants.items():
             options = {"input_dir": str(work / "prepared"), "output_dir": str(work / name),
                        "snac_model": args.snac_model or str(snac),
@@ -238,6 +247,8 @@ def main() -> None:
                 options["batch_seconds"] = args.batch_seconds
             if args.precision != "exact":
                 options["precision"] = args.precision
+            if name == "compiled":
+                options["torch_compile"] = True
             profile = work / f"{name}.profile.jsonl"
             profile.unlink(missing_ok=True)
             result = run_variant(src, options, args.threads, profile)
@@ -257,10 +268,10 @@ def report(figures: dict, lengths: list[int], args: argparse.Namespace) -> None:
     print(f"{figures['clips']} clips, {figures['audio_s']:.1f} s of audio "
           f"({args.min_seconds}-{args.max_seconds} s each), {figures['rows_per_shard']} rows "
           f"per shard, dedupe {'off' if args.no_dedupe_frames else 'on'}")
-    print(f"{'variant':<8}{'wall s':>9}{'clips/s':>9}{'audio s/s':>11}{'CPU s':>9}  GPU")
+    print(f"{'variant':<10}{'wall s':>9}{'clips/s':>9}{'audio s/s':>11}{'CPU s':>9}  GPU")
     for name, result in figures["variants"].items():
         wall = result["wall_s"]
-        print(f"{name:<8}{wall:>9.1f}{figures['clips'] / wall:>9.2f}"
+        print(f"{name:<10}{wall:>9.1f}{figures['clips'] / wall:>9.2f}"
               f"{figures['audio_s'] / wall:>11.2f}{result['cpu_s']:>9.1f}  {result['gpu']}")
     for budget in (4.0, 600.0):
         print(f"per-shard plan (today), {budget:g} s budget: "
@@ -277,6 +288,16 @@ def report(figures: dict, lengths: list[int], args: argparse.Namespace) -> None:
         same = figures["variants"]["today"]["digests"] == figures["variants"]["parla"]["digests"]
         print(f"output shards byte-identical to today's: {same} "
               f"({len(figures['variants']['parla']['digests'])} shards)")
+    if "compiled" in figures["variants"]:
+        compiled = figures["variants"]["compiled"]
+        same = compiled["digests"] == figures["variants"]["parla"]["digests"]
+        phases = compiled["profile"].get("seconds", {})
+        compile_s = phases.get("compile", 0.0)
+        print(f"compiled: torch.compile {compiled['profile'].get('torch_compile')}, first batch "
+              f"compiled in {compile_s:.1f} s, encode less that "
+              f"{phases.get('encode', 0) - compile_s:.1f} s against eager's "
+              f"{parla.get('seconds', {}).get('encode', 0):.1f} s; output shards byte-identical "
+              f"to eager's: {same}")
 
 
 if __name__ == "__main__":

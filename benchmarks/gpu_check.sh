@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One short check for a lent GPU (under 8 minutes on one H100 with the defaults): exact-mode
-# throughput of the real tokenize stage, bf16 throughput, codes batched vs one clip at a time on
-# the device, bf16 agreement with fp32, GPU busy % and memory (NVML, when pynvml is installed).
+# throughput of the real tokenize stage, eager and through torch.compile (its codes compared with
+# eager's), bf16 throughput, codes batched vs one clip at a time on the device, bf16 agreement
+# with fp32, GPU busy % and memory (NVML, when pynvml is installed).
 #
 #   bash benchmarks/gpu_check.sh                       # CUDA, random SNAC, 2000 clips
 #   bash benchmarks/gpu_check.sh --device cpu          # the same steps on a tiny corpus
@@ -24,9 +25,9 @@ import platform, torch
 print("python", platform.python_version(), "torch", torch.__version__,
       "cuda", torch.cuda.is_available() and torch.cuda.get_device_name(0))
 PY
-echo "== exact mode: the real stage"
+echo "== exact mode: the real stage, eager and compiled"
 python benchmarks/bench_tokenize.py --device "$DEVICE" --clips "$CLIPS" --rows_per_shard 256 \
-  "${MODEL[@]}" "${THREADS[@]}" --json "$OUT/exact.json"
+  --torch_compile "${MODEL[@]}" "${THREADS[@]}" --json "$OUT/exact.json"
 echo "== bf16: the real stage"
 python benchmarks/bench_tokenize.py --device "$DEVICE" --clips "$CLIPS" --rows_per_shard 256 \
   --precision bf16 "${MODEL[@]}" "${THREADS[@]}" --json "$OUT/bf16.json"

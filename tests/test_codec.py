@@ -321,3 +321,53 @@ def test_text_tokenizer_from_file_folder_or_missing(tmp_path):
     broken.write_text("{}")
     with pytest.raises(UsageError, match="cannot be read"):
         TextTokenizer(broken)
+
+
+class _Perturbed(torch.nn.Module):
+    """What a compiler that reorders arithmetic badly would give: the encoder, a bit off."""
+
+    def __init__(self, encoder: torch.nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        return self.encoder(audio) + 0.5
+
+
+def test_a_compiled_encoder_that_changes_codes_is_not_trusted(snac_dir, monkeypatch, caplog):
+    audio = clips([3000, 3000])
+    exact = SnacEncoder(snac_dir, "cpu", batch_seconds=1.0).encode_batch(audio)
+    monkeypatch.setattr(torch, "compile", lambda module, **_: _Perturbed(module))
+    encoder = SnacEncoder(snac_dir, "cpu", batch_seconds=1.0, torch_compile=True)
+    assert encoder.compiled == "unchecked"
+    with caplog.at_level("WARNING"):
+        got = encoder.encode_batch(audio) + encoder.encode_batch(audio)
+    assert encoder.compiled == "differs"
+    assert "torch.compile changed" in caplog.text and "encoding eagerly" in caplog.text
+    assert not isinstance(encoder.model.encoder, _Perturbed)
+    for codes, want in zip(got, exact + exact, strict=True):
+        assert all(np.array_equal(a, b) for a, b in zip(codes, want, strict=True))
+
+
+def test_a_compiler_that_fails_leaves_the_eager_encoder(snac_dir, monkeypatch, caplog):
+    class Broken(torch.nn.Module):
+        def forward(self, audio: torch.Tensor) -> torch.Tensor:
+            raise RuntimeError("no C compiler found\nmore detail")
+
+    monkeypatch.setattr(torch, "compile", lambda module, **_: Broken())
+    encoder = SnacEncoder(snac_dir, "cpu", batch_seconds=1.0, torch_compile=True)
+    with caplog.at_level("WARNING"):
+        encoder.encode_batch(clips([3000]))
+    assert encoder.compiled == "failed"
+    assert "torch.compile failed (RuntimeError: no C compiler found)" in caplog.text
+
+
+def test_torch_compile_gives_eager_codes_and_is_trusted(snac_dir):
+    """The real compiler (inductor, CPU): slow to compile once, so one small batch."""
+    audio = clips([3000, 3000])
+    exact = SnacEncoder(snac_dir, "cpu", batch_seconds=1.0).encode_batch(audio)
+    encoder = SnacEncoder(snac_dir, "cpu", batch_seconds=1.0, torch_compile=True)
+    got = encoder.encode_batch(audio)
+    assert encoder.compiled == "trusted"
+    for codes, want in zip(got, exact, strict=True):
+        assert all(np.array_equal(a, b) for a, b in zip(codes, want, strict=True))

@@ -277,6 +277,17 @@ def test_a_bf16_run_records_its_agreement_with_float32_and_exact_runs_do_not(
                for path in reference.rglob("*.parquet"))
 
 
+def test_torch_compile_writes_the_bytes_of_an_eager_run(corpus, reference, snac_dir,
+                                                        text_tokenizer_file, tmp_path,
+                                                        monkeypatch):
+    out, profile = tmp_path / "compiled", tmp_path / "profile.jsonl"
+    monkeypatch.setenv("PARLA_TOKENIZE_PROFILE", str(profile))
+    stage.tokenize(options(corpus, out, snac_dir, text_tokenizer_file, torch_compile=True))
+    assert output_files(out) == output_files(reference)
+    calls = [json.loads(line) for line in profile.read_text().splitlines()]
+    assert calls and {call["torch_compile"] for call in calls} == {"trusted"}
+
+
 def test_load_dataset_round_trip(reference, tmp_path):
     from datasets import load_dataset
 

@@ -208,6 +208,8 @@ class TokenizeOptions:
     num_cpu_workers: int = 1
     batch_seconds: float | None = None  # None: from free GPU memory (CPU: a quarter of RAM)
     precision: str = "exact"  # exact (float32, TF32 off) | bf16
+    # SNAC's encoder through torch.compile, once it gives eager's codes on the first batch
+    torch_compile: bool = False
     format: str = "orpheus"  # orpheus | codes
     dedupe_frames: bool = True
     max_length: int = 8192

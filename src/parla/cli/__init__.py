@@ -267,6 +267,11 @@ def add_tokenize_settings(parser: argparse.ArgumentParser, group: Any) -> None:
                "bf16: bfloat16 autocast, faster on a GPU, some codes differ (the first 4 "
                "clips of each shard are also encoded in float32, and the share of equal "
                "codes goes into the footers, tokenization_stats.json and the card)")
+    _flag(dev, "torch_compile", action="store_true",
+          help="run SNAC's encoder through torch.compile (a C compiler is needed; the first "
+               "batch takes a while longer). Each worker encodes its first batch both ways and "
+               "keeps the compiled encoder only when every code is the same; otherwise it "
+               "warns and encodes eagerly")
 
 
 _TOKENIZE_FIELDS = _fields(TokenizeOptions)

@@ -280,7 +280,8 @@ def _worker_settings(options: TokenizeOptions, snac_files: SnacFiles,
         # a GPU worker's CPU time goes to decoding; a CPU worker's to the model itself
         decode_threads=max(2, min(8, cpu_count // max(1, num_workers) - 1)) if on_gpu else 1,
         torch_threads=None if (on_gpu or num_workers == 1) else max(1, cpu_count // num_workers),
-        fingerprint=fingerprint, precision=options.precision)
+        fingerprint=fingerprint, precision=options.precision,
+        torch_compile=options.torch_compile)
 
 
 def tokenize(options: TokenizeOptions) -> StageResult:

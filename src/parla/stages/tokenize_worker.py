@@ -287,6 +287,7 @@ class WorkerSettings:
     torch_threads: int | None
     fingerprint: Mapping[str, Any]
     precision: str = "exact"
+    torch_compile: bool = False
 
 
 # rows one worker call batches across (a shard alone has too few clips of one padded length to
@@ -324,7 +325,8 @@ class ShardTokenizer:
         self.encoder = SnacEncoder(settings.snac, self.device, settings.batch_seconds,
                                    decode_threads=settings.decode_threads,
                                    share=settings.workers_per_device,
-                                   precision=settings.precision)
+                                   precision=settings.precision,
+                                   torch_compile=settings.torch_compile)
         self.tokenizer = (TextTokenizer(settings.tokenizer_path)
                           if settings.tokenizer_path is not None else None)
         self.last_profile: dict[str, Any] = {}  # the phases and batches of the last call
@@ -365,6 +367,7 @@ class ShardTokenizer:
         self.last_profile = {"device": self.device, "shards": len(tasks),
                              "rows": sum(len(s.audio) for s in shards), **phases.drain(),
                              "precision": self.encoder.precision_state,
+                             "torch_compile": self.encoder.compiled,
                              "batch_seconds": self.encoder.batch_seconds}
         append_profile(self.last_profile)
         return records

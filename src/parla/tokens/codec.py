@@ -12,6 +12,7 @@ padding), and each clip's codes equal those of encoding it alone.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -218,12 +219,15 @@ class SnacEncoder:
     decodes the next batches on background threads (into pinned memory, copied without blocking)
     while the device encodes the current one, so the device does not wait on decoding. On CUDA
     one batch stays in flight: its codes come back to pinned memory while the next is launched.
-    ``precision`` is `precision.set_precision`'s (exact: float32, TF32 off).
+    ``precision`` is `precision.set_precision`'s (exact: float32, TF32 off). With
+    ``torch_compile`` the encoder goes through torch.compile once its codes for the first batch
+    equal eager's, every one (`compiled` says how that went).
     """
 
     def __init__(self, model: str | os.PathLike | SnacFiles | torch.nn.Module, device: str = "cpu",
                  batch_seconds: float | None = None, decode_threads: int = 2,
-                 prefetch_batches: int = 2, share: int = 1, precision: str = "exact") -> None:
+                 prefetch_batches: int = 2, share: int = 1, precision: str = "exact",
+                 torch_compile: bool = False) -> None:
         import torch
 
         self.precision_state = set_precision(precision)
@@ -244,6 +248,11 @@ class SnacEncoder:
         self.prefetch_batches = max(1, prefetch_batches)
         self._pin = self.device.type == "cuda"
         self.phases = PhaseStats()
+        # off | unchecked | trusted (it gave eager's codes) | differs | failed
+        self.compiled = "unchecked" if torch_compile else "off"
+        self._eager_encoder = self.model.encoder
+        self._compiled_encoder = (torch.compile(self.model.encoder, dynamic=True)
+                                  if torch_compile else None)
 
     @property
     def max_batch_samples(self) -> int:
@@ -299,7 +308,7 @@ class SnacEncoder:
             for audio in audios:
                 audio = np.asarray(audio, dtype=np.float32).reshape(-1)
                 tensor = self._padded_tensor([audio], self.padded_length(len(audio)))
-                with torch.inference_mode():
+                with torch.inference_mode(), self._eager():
                     levels = self.model.encode(tensor.to(self.device))
                 codes += self._per_clip([level.to(torch.int16).cpu().numpy()
                                          for level in levels], [len(audio)])
@@ -376,7 +385,7 @@ class SnacEncoder:
                 with self.phases.timed("h2d"):
                     on_device = audio.to(self.device, non_blocking=True)
                 with self.phases.timed("encode"), autocast(self.precision, "cuda"):
-                    codes = self.model.encode(on_device)
+                    codes = self._encode(on_device)
                 with self.phases.timed("d2h"):
                     host = [torch.empty(level.shape, dtype=torch.int16, pin_memory=True)
                             for level in codes]
@@ -397,7 +406,7 @@ class SnacEncoder:
                 with self.phases.timed("h2d"):
                     on_device = audio.to(self.device, non_blocking=True)
                 with self.phases.timed("encode"), autocast(self.precision, self.device.type):
-                    codes = self.model.encode(on_device)
+                    codes = self._encode(on_device)
                 with self.phases.timed("d2h"):
                     codes = [level.to(torch.int16).cpu().numpy() for level in codes]
         except torch.cuda.OutOfMemoryError:
@@ -411,6 +420,59 @@ class SnacEncoder:
             return (self._encode_padded(audio[:half], lengths[:half])
                     + self._encode_padded(audio[half:], lengths[half:]))
         return self._per_clip(codes, lengths)
+
+    def _encode(self, audio: torch.Tensor) -> list[torch.Tensor]:
+        """SNAC's codes of a batch already on the device (under the caller's autocast)."""
+        import torch
+
+        if self.compiled == "unchecked":
+            self._check_compiled(audio)
+        if self.compiled == "trusted":
+            try:
+                return self.model.encode(audio)
+            except torch.cuda.OutOfMemoryError:
+                raise
+            except Exception as error:  # a later shape that inductor fails to compile
+                self._give_up_compiling("failed", f"torch.compile failed on a later batch "
+                                        f"({type(error).__name__})")
+        return self.model.encode(audio)
+
+    def _check_compiled(self, audio: torch.Tensor) -> None:
+        """Encode the first batch eagerly and compiled; keep the compiled encoder only if every
+        code is the same (torch.compile fuses and reorders arithmetic)."""
+        eager = self.model.encode(audio)
+        self.model.encoder = self._compiled_encoder
+        try:
+            with self.phases.timed("compile"):
+                compiled = self.model.encode(audio)
+        except Exception as error:  # no C compiler, an operation inductor cannot take
+            first = (str(error).strip().splitlines() or [""])[0][:160]
+            self._give_up_compiling("failed", f"torch.compile failed ({type(error).__name__}: "
+                                    f"{first})")
+            return
+        differ = sum(int((a != b).sum()) for a, b in zip(eager, compiled, strict=True))
+        if differ:
+            total = sum(level.numel() for level in eager)
+            self._give_up_compiling("differs", f"torch.compile changed {differ} of {total} "
+                                    "codes of the first batch")
+            return
+        self.compiled = "trusted"
+        log.info("torch.compile gave eager's codes for the first batch (%d clips): using it",
+                 audio.shape[0])
+
+    def _give_up_compiling(self, state: str, why: str) -> None:
+        self.model.encoder = self._eager_encoder
+        self.compiled = state
+        log.warning("%s; encoding eagerly (codes stay exact)", why)
+
+    @contextlib.contextmanager
+    def _eager(self) -> Iterator[None]:
+        """The eager encoder for a while (float32 reference codes are eager's)."""
+        current, self.model.encoder = self.model.encoder, self._eager_encoder
+        try:
+            yield
+        finally:
+            self.model.encoder = current
 
     def _per_clip(self, codes: list[np.ndarray], lengths: list[int]) -> list[Codes]:
         keep = code_lengths(self.padded_length(max(lengths)), self.model)

@@ -17,13 +17,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 PROFILE_ENV = "PARLA_TOKENIZE_PROFILE"
-PHASES = ("read", "decode", "decode_wait", "h2d", "encode", "d2h", "build", "write")
+PHASES = ("read", "decode", "decode_wait", "h2d", "encode", "d2h", "build", "write", "compile",
+          "agreement")
 
 
 @dataclass
 class PhaseStats:
     """Seconds per phase (``decode`` is summed over the decode threads; ``decode_wait`` is the
-    time the encoder waited on them) and one (clips, audio samples, padded samples) per batch."""
+    time the encoder waited on them; ``compile``, torch.compile's first batch, is part of
+    ``encode``; ``agreement`` is bf16's float32 reference) and one (clips, audio samples, padded
+    samples) per batch."""
 
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
     batches: list[tuple[int, int, int]] = field(default_factory=list)
