@@ -294,7 +294,7 @@ def report(figures: dict, lengths: list[int], args: argparse.Namespace) -> None:
         phases = compiled["profile"].get("seconds", {})
         compile_s = phases.get("compile", 0.0)
         print(f"compiled: torch.compile {compiled['profile'].get('torch_compile')}, first batch "
-              f"compiled in {compile_s:.1f} s, encode less that "
+              f"compiled in {compile_s:.1f} s, encode without that "
               f"{phases.get('encode', 0) - compile_s:.1f} s against eager's "
               f"{parla.get('seconds', {}).get('encode', 0):.1f} s; output shards byte-identical "
               f"to eager's: {same}")
