@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import shutil
 from pathlib import Path
@@ -18,7 +19,7 @@ pytest.importorskip("tokenizers")
 import torch  # noqa: E402
 from snac import SNAC  # noqa: E402
 
-from conftest import write_text_tokenizer  # noqa: E402
+from conftest import log_records, write_text_tokenizer  # noqa: E402
 from parla.errors import RowRejected, UsageError  # noqa: E402
 from parla.testing import SNAC_24KHZ_CONFIG  # noqa: E402
 from parla.tokens import precision  # noqa: E402
@@ -334,32 +335,33 @@ class _Perturbed(torch.nn.Module):
         return self.encoder(audio) + 0.5
 
 
-def test_a_compiled_encoder_that_changes_codes_is_not_trusted(snac_dir, monkeypatch, caplog):
+def test_a_compiled_encoder_that_changes_codes_is_not_trusted(snac_dir, monkeypatch):
     audio = clips([3000, 3000])
     exact = SnacEncoder(snac_dir, "cpu", batch_seconds=1.0).encode_batch(audio)
     monkeypatch.setattr(torch, "compile", lambda module, **_: _Perturbed(module))
     encoder = SnacEncoder(snac_dir, "cpu", batch_seconds=1.0, torch_compile=True)
     assert encoder.compiled == "unchecked"
-    with caplog.at_level("WARNING"):
+    with log_records("parla.codec", logging.WARNING) as records:
         got = encoder.encode_batch(audio) + encoder.encode_batch(audio)
     assert encoder.compiled == "differs"
-    assert "torch.compile changed" in caplog.text and "encoding eagerly" in caplog.text
+    [warning] = [record.getMessage() for record in records]  # once, on the first batch
+    assert "torch.compile changed" in warning and "encoding eagerly" in warning
     assert not isinstance(encoder.model.encoder, _Perturbed)
     for codes, want in zip(got, exact + exact, strict=True):
         assert all(np.array_equal(a, b) for a, b in zip(codes, want, strict=True))
 
 
-def test_a_compiler_that_fails_leaves_the_eager_encoder(snac_dir, monkeypatch, caplog):
+def test_a_compiler_that_fails_leaves_the_eager_encoder(snac_dir, monkeypatch):
     class Broken(torch.nn.Module):
         def forward(self, audio: torch.Tensor) -> torch.Tensor:
             raise RuntimeError("no C compiler found\nmore detail")
 
     monkeypatch.setattr(torch, "compile", lambda module, **_: Broken())
     encoder = SnacEncoder(snac_dir, "cpu", batch_seconds=1.0, torch_compile=True)
-    with caplog.at_level("WARNING"):
+    with log_records("parla.codec", logging.WARNING) as records:
         encoder.encode_batch(clips([3000]))
     assert encoder.compiled == "failed"
-    assert "torch.compile failed (RuntimeError: no C compiler found)" in caplog.text
+    assert "torch.compile failed (RuntimeError: no C compiler found)" in records[0].getMessage()
 
 
 def test_torch_compile_gives_eager_codes_and_is_trusted(snac_dir):
