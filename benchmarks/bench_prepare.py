@@ -460,6 +460,21 @@ def run_variant(variant: Variant, corpus: Path, work: Path, cpus: list[int]) -> 
 
 # --- report ----------------------------------------------------------------------------------
 
+def child_figures(name: str, code: int, result: Path, log: Path) -> dict:
+    """A measured child's JSON figures; a failed child ends the benchmark with its last lines."""
+    if code != 0 or not result.is_file():
+        tail = log.read_text(errors="replace").splitlines()[-12:]
+        raise SystemExit(f"{name} failed (exit {code}):\n  " + "\n  ".join(tail))
+    return json.loads(result.read_text())
+
+
+def emit(text: str, out: Path | None) -> None:
+    """Print the report, and write it to ``out`` (markdown) when given."""
+    print(text)
+    if out:
+        out.write_text(text + "\n", encoding="utf-8")
+
+
 def machine_description() -> str:
     cpu = platform.processor() or platform.machine()
     try:

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_prepare import ensure_corpus, machine_description  # noqa: E402
+from bench_prepare import child_figures, emit, ensure_corpus, machine_description  # noqa: E402
 
 from parla.store.lock import LOCK_FILE  # noqa: E402
 
@@ -122,10 +122,7 @@ def run_variant(variant: str, corpus: Path, work: Path, workers: int) -> dict[st
     with open(work / f"{variant}.log", "w") as log:
         code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT,
                               env=dict(os.environ, **ENV)).returncode
-    if code != 0 or not result.is_file():
-        tail = (work / f"{variant}.log").read_text(errors="replace").splitlines()[-12:]
-        raise SystemExit(f"{variant} failed (exit {code}):\n  " + "\n  ".join(tail))
-    figures = json.loads(result.read_text())
+    figures = child_figures(variant, code, result, work / f"{variant}.log")
     rows_in = sum(1 for _ in open(corpus / "validated.tsv", encoding="utf-8")) - 1
     return figures | {"rows_per_s": rows_in / figures["seconds"], "digest": digest(output)}
 
@@ -180,9 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         text = report(rounds, args.n, args.workers, args.repeats, differ)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(text, args.out)
     return 0
 
 

@@ -50,7 +50,13 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_prepare import TreeRssSampler, ensure_corpus, machine_description  # noqa: E402
+from bench_prepare import (  # noqa: E402
+    TreeRssSampler,
+    child_figures,
+    emit,
+    ensure_corpus,
+    machine_description,
+)
 
 VARIANTS = ("local", "s3", "s3-both")
 LAYOUTS = ("shared", "own-core")
@@ -168,10 +174,7 @@ def run_variant(name: str, corpus: Path, work: Path, workers: int, endpoint: str
         code = process.wait()
         tree_peak = sampler.stop()
     server_cpu = cpu_seconds(server_pid) - server_before
-    if code != 0 or not result.is_file():
-        tail = (work / f"{name}.log").read_text(errors="replace").splitlines()[-12:]
-        raise SystemExit(f"{name} failed (exit {code}):\n  " + "\n  ".join(tail))
-    figures = json.loads(result.read_text())
+    figures = child_figures(name, code, result, work / f"{name}.log")
     rows_in = sum(1 for _ in open(corpus / "validated.tsv", encoding="utf-8")) - 1
     return figures | {"rows_in": rows_in, "rows_per_s": rows_in / figures["seconds"],
                       "workers": workers,
@@ -277,9 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.kill()
         shutil.rmtree(work, ignore_errors=True)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(text, args.out)
     return 0
 
 

@@ -111,13 +111,7 @@ class RayCluster:
 
     def kill_node(self, node: subprocess.Popen) -> None:
         """Every process of the node at once (raylet, object store, workers): a lost machine."""
-        namespace = _namespace(node.pid)
-        for pid in _pids_in(namespace) if namespace else []:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        node.wait()
+        _kill_namespace_of(node)
         self.nodes.remove(node)
 
     def worker_pids(self, title: str) -> list[int]:
@@ -137,14 +131,19 @@ class RayCluster:
 
     def stop(self) -> None:
         for node in [*self.nodes, self.head]:
-            namespace = _namespace(node.pid)
-            for pid in _pids_in(namespace) if namespace else []:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            node.wait()
+            _kill_namespace_of(node)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def _kill_namespace_of(node: subprocess.Popen) -> None:
+    """SIGKILL every process in ``node``'s mount namespace, then reap the node."""
+    namespace = _namespace(node.pid)
+    for pid in _pids_in(namespace) if namespace else []:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    node.wait()
 
 
 @pytest.fixture(scope="module")

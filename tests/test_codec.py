@@ -240,13 +240,19 @@ def test_exact_precision_turns_tf32_off_for_matmul_and_cudnn(snac_dir):
         precision.set_precision("exact")
 
 
+def autocast_seen(encoder: SnacEncoder) -> list[bool]:
+    """Whether autocast was on at each of the encoder's model calls, from now on."""
+    seen: list[bool] = []
+    encode = encoder.model.encode
+    encoder.model.encode = lambda x: seen.append(torch.is_autocast_enabled("cpu")) or encode(x)
+    return seen
+
+
 def test_bf16_precision_runs_the_encoder_under_autocast(snac_dir):
     audio = clips([3000, 3000])
     exact = SnacEncoder(snac_dir, "cpu", batch_seconds=1.0).encode_batch(audio)
     bf16 = SnacEncoder(snac_dir, "cpu", batch_seconds=1.0, precision="bf16")
-    seen = []
-    encode = bf16.model.encode
-    bf16.model.encode = lambda x: seen.append(torch.is_autocast_enabled("cpu")) or encode(x)
+    seen = autocast_seen(bf16)
     got = bf16.encode_batch(audio)
     assert seen == [True]
     assert [[len(level) for level in codes] for codes in got] == [
@@ -275,9 +281,7 @@ def test_float32_codes_of_a_bf16_encoder_are_the_exact_codes(snac_dir):
     audio = clips([3000, 5000])
     exact = SnacEncoder(snac_dir, "cpu", batch_seconds=1.0).encode_batch(audio)
     bf16 = SnacEncoder(snac_dir, "cpu", batch_seconds=1.0, precision="bf16")
-    seen = []
-    encode = bf16.model.encode
-    bf16.model.encode = lambda x: seen.append(torch.is_autocast_enabled("cpu")) or encode(x)
+    seen = autocast_seen(bf16)
     for got, want in zip(bf16.float32_codes(audio), exact, strict=True):
         assert all(np.array_equal(a, b) for a, b in zip(got, want, strict=True))
     assert seen == [False, False]
