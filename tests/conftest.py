@@ -192,12 +192,19 @@ class StallingProxy:
 
 
 # --- system tools ----------------------------------------------------------------------------
-# espeak-ng (real speech), libFLAC and libmpg123 (prepare's ctypes fast paths) and Chromium
-# (rendering report.html) come from the system, not from pip. Their tests skip without them,
-# except where PARLA_REQUIRE_SYSTEM_TOOLS=1 (set by .ci/run, which installs them): there a
-# missing tool fails the test instead, so CI cannot pass by silently skipping.
+# espeak-ng (real speech), libFLAC and libmpg123 (prepare's ctypes fast paths), Chromium
+# (rendering report.html) and a C++ compiler (torch.compile on CPU) come from the system, not
+# from pip. Their tests skip without them, except where PARLA_REQUIRE_SYSTEM_TOOLS=1 (set by
+# .ci/run, which installs them): there a missing tool fails the test instead, so CI cannot
+# pass by silently skipping.
 
 REQUIRE_SYSTEM_TOOLS = os.environ.get("PARLA_REQUIRE_SYSTEM_TOOLS", "") not in ("", "0")
+
+
+# torch.compile's CPU backend (inductor) builds its kernels with the system's C++ compiler
+HAVE_CXX = any(shutil.which(name) for name in ("g++", "c++"))
+NEEDS_CXX = pytest.mark.needs_system_tool(HAVE_CXX, reason="no C++ compiler (g++) for "
+                                          "torch.compile")
 
 
 def missing_system_tool(reason: str) -> None:

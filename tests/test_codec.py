@@ -19,7 +19,7 @@ pytest.importorskip("tokenizers")
 import torch  # noqa: E402
 from snac import SNAC  # noqa: E402
 
-from conftest import log_records, write_text_tokenizer  # noqa: E402
+from conftest import NEEDS_CXX, log_records, write_text_tokenizer  # noqa: E402
 from parla.errors import RowRejected, UsageError  # noqa: E402
 from parla.testing import SNAC_24KHZ_CONFIG  # noqa: E402
 from parla.tokens import precision  # noqa: E402
@@ -368,6 +368,7 @@ def test_a_compiler_that_fails_leaves_the_eager_encoder(snac_dir, monkeypatch):
     assert "torch.compile failed (RuntimeError: no C compiler found)" in records[0].getMessage()
 
 
+@NEEDS_CXX
 def test_torch_compile_gives_eager_codes_and_is_trusted(snac_dir):
     """The real compiler (inductor, CPU): slow to compile once, so one small batch."""
     audio = clips([3000, 3000])

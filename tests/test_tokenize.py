@@ -21,7 +21,7 @@ pytest.importorskip("tokenizers")
 
 import torch  # noqa: E402
 
-from conftest import encode, speaker_id, tone, write_prepared_folder  # noqa: E402
+from conftest import NEEDS_CXX, encode, speaker_id, tone, write_prepared_folder  # noqa: E402
 from parla import cli  # noqa: E402
 from parla.errors import RowRejected, UsageError  # noqa: E402
 from parla.options import TokenizeOptions  # noqa: E402
@@ -277,6 +277,7 @@ def test_a_bf16_run_records_its_agreement_with_float32_and_exact_runs_do_not(
                for path in reference.rglob("*.parquet"))
 
 
+@NEEDS_CXX
 def test_torch_compile_writes_the_bytes_of_an_eager_run(corpus, reference, snac_dir,
                                                         text_tokenizer_file, tmp_path,
                                                         monkeypatch):
