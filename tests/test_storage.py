@@ -103,3 +103,36 @@ def test_publish_from_s3_uploads_the_folder_to_the_hub(s3, demo_on_s3, fake_hub)
     shards = [name for name in on_store if name.endswith(".parquet")]
     assert shards and all(uploaded[name] == on_store[name] for name in shards)
     assert "README.md" in uploaded and "s3://" not in uploaded["README.md"].decode()
+
+
+def _expired_lock(s3, key: str) -> None:
+    s3.client().put_object(Bucket=s3.bucket, Key=key, Body=json.dumps(
+        {"owner": "pid 1 on gone", "token": "dead", "expires": time.time() - 1}).encode())
+
+
+def test_of_two_runs_taking_over_one_expired_lock_on_s3_only_one_wins(s3):
+    """Both read the crashed run's lock, then both replace it: If-Match on the version read
+    lets the first through and refuses the second (a delete-then-create let both win)."""
+    folder = as_path(f"{s3.url}/out")
+    _expired_lock(s3, f"out/{LOCK_FILE}")
+    first, second = RemoteLock(folder, 120), RemoteLock(folder, 120)
+    (_, seen_by_first), (_, seen_by_second) = first.read(), second.read()
+    assert seen_by_first == seen_by_second is not None
+    assert first.replace(seen_by_first) is True
+    assert second.replace(seen_by_second) is False
+    assert json.loads(s3.read(f"out/{LOCK_FILE}"))["token"] == first.token
+    assert first.honours_create()  # moto keeps If-None-Match: a second create is refused
+
+
+def test_a_renewal_after_a_takeover_does_not_overwrite_the_new_holder(s3):
+    folder = as_path(f"{s3.url}/out")
+    old, new = RemoteLock(folder, 120), RemoteLock(folder, 120)
+    assert old.create()
+    assert new.replace(new.read()[1])  # --break_lock
+    assert old.renew() is False
+    assert json.loads(s3.read(f"out/{LOCK_FILE}"))["token"] == new.token
+    old.release()  # not its lock any more: left alone
+    assert json.loads(s3.read(f"out/{LOCK_FILE}"))["token"] == new.token
+    assert new.renew() is True
+    new.release()
+    assert f"out/{LOCK_FILE}" not in s3.keys("out/")

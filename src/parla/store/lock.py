@@ -4,7 +4,8 @@ On a disk it is an ``flock`` on a file inside the folder, so the kernel drops it
 holding process dies however it dies. An object store has no flock: the lock is an object made
 with a conditional create (S3 ``If-None-Match: *``, a GCS generation precondition, Azure's
 no-overwrite upload), holding its owner and an expiry that the running driver renews. A crashed
-run's lock is taken over once it has expired, or at once with ``break_lock``.
+run's lock is taken over once it has expired, or at once with ``break_lock``; on S3 the
+takeover and each renewal replace only the version read (``If-Match``).
 """
 
 from __future__ import annotations
@@ -78,16 +79,28 @@ def _local_lock(folder: Path) -> Iterator[None]:
 
 
 class RemoteLock:
-    """The lock object of one run on a store: created if absent, renewed, deleted at the end."""
+    """The lock object of one run on a store: created if absent, renewed, deleted at the end.
+
+    Where the store can replace an object only if it is still the version read (S3's
+    ``If-Match``), a takeover and a renewal are such replacements, so of two runs taking over
+    one expired lock only one wins, and a renewal never overwrites another run's lock. Other
+    stores replace it by delete-then-create, which two takers can both win (the docs say so).
+    """
 
     def __init__(self, folder: AnyPath, lease_seconds: float) -> None:
         self.fs, inner = filesystem(folder)
         self.folder, self.key, self.lease = folder, f"{inner}/{LOCK_FILE}", lease_seconds
         self.token = uuid.uuid4().hex
+        self.guard = threading.Lock()  # a renewal and the release never overlap
+        self.released = False
 
     def body(self) -> bytes:
         return json.dumps({"owner": _owner(), "token": self.token,
                            "expires": time.time() + self.lease}).encode()
+
+    @property
+    def replaces_by_version(self) -> bool:
+        return type(self.fs).__name__ == "S3FileSystem"
 
     def create(self) -> bool:
         """Make the lock object if there is none; False when another run's is there."""
@@ -96,46 +109,99 @@ class RemoteLock:
         except FileExistsError:
             return False
         except OSError as error:
-            if "precondition" in str(error).lower() or "exists" in str(error).lower():
+            if _refused(error):
                 return False
             raise
         return True
 
-    def holder(self) -> dict[str, Any] | None:
-        """The lock object's contents (None when it is gone, {} when unreadable)."""
+    def honours_create(self) -> bool:
+        """Whether a second create of the lock just made is refused: an old s3fs or botocore
+        drops the condition, and some S3-compatible stores ignore it (the write then only
+        rewrites this run's own lock)."""
+        return not self.create()
+
+    def read(self) -> tuple[dict[str, Any] | None, str | None]:
+        """(the lock object's contents, its version), or (None, None) when it is gone; the
+        contents are {} when unreadable. The version is read first: contents newer than it
+        make a replacement conditioned on it fail, which is the safe way round."""
         self.fs.invalidate_cache(self.key)
         try:
+            version = (bounded(self.fs, "info", self.key).get("ETag")
+                       if self.replaces_by_version else None)
             value = json.loads(bounded(self.fs, "cat_file", self.key))
         except FileNotFoundError:
-            return None
+            return None, None
         except ValueError:
-            return {}
-        return value if isinstance(value, dict) else {}
+            return {}, None
+        return (value if isinstance(value, dict) else {}), version
+
+    def holder(self) -> dict[str, Any] | None:
+        return self.read()[0]
+
+    def replace(self, version: str | None) -> bool:
+        """Write this run's lock over the version read; False when another run changed it
+        first. Without a version (a store that cannot condition on one), delete and create."""
+        if version is None:
+            bounded(self.fs, "rm_file", self.key)
+            return self.create()
+        try:
+            bounded(self.fs, "pipe_file", self.key, self.body(), IfMatch=version)
+        except FileNotFoundError:
+            return False
+        except OSError as error:
+            if _refused(error):
+                return False
+            raise
+        return True
 
     def renew(self) -> bool:
-        """Push the expiry on; False when the lock is no longer this run's (broken by another)."""
-        if (self.holder() or {}).get("token") != self.token:
-            return False
-        bounded(self.fs, "pipe_file", self.key, self.body())
-        return True
+        """Push the expiry on; False when the lock is no longer this run's (taken over)."""
+        with self.guard:
+            if self.released:
+                return True
+            held, version = self.read()
+            if (held or {}).get("token") != self.token:
+                return False
+            if version is not None:
+                return self.replace(version)
+            bounded(self.fs, "pipe_file", self.key, self.body())  # no version to condition on
+            return True
 
     def release(self) -> None:
         """Delete the lock if it is still this run's; a store that does not answer now leaves
         it to expire (the run is ending anyway, perhaps because of that store)."""
+        if not self.guard.acquire(timeout=self.lease / 3):  # a renewal stuck on the store
+            log.debug("could not remove the lock on %s (a renewal is still waiting on the "
+                      "store); it expires in at most %.0f s", self.folder, self.lease)
+            return
         try:
+            self.released = True
             if (self.holder() or {}).get("token") == self.token:
                 bounded(self.fs, "rm_file", self.key)
         except Exception as error:  # botocore's errors are not all OSErrors
-            log.debug("could not remove the lock on %s: %s", self.folder, error)
+            # debug: the run's own error line already names the store that failed it
+            log.debug("could not remove the lock on %s (%s); it expires in at most %.0f s",
+                      self.folder, type(error).__name__, self.lease)
+        finally:
+            self.guard.release()
+
+
+def _refused(error: OSError) -> bool:
+    """A store's "the condition did not hold" (s3fs raises it as a plain OSError)."""
+    text = str(error).lower()
+    return "precondition" in text or "pre-condition" in text or "exists" in text
 
 
 @contextlib.contextmanager
 def _remote_lock(folder: AnyPath, break_lock: bool, lease_seconds: float) -> Iterator[None]:
     lock = RemoteLock(folder, lease_seconds)
-    if type(lock.fs).__name__ not in CONDITIONAL_CREATE:
-        log.warning("%s:// has no create-if-absent write that parla knows of: a second run "
-                    "into %s at the same time would not be stopped", scheme(folder), folder)
+    known = type(lock.fs).__name__ in CONDITIONAL_CREATE
     _acquire(lock, break_lock)
+    if not known or not lock.honours_create():
+        log.warning("%s does not refuse a second create of the same object (%s): a second "
+                    "run into %s at the same time would not be stopped",
+                    scheme(folder) + "://", "an unknown filesystem" if not known
+                    else "the condition was dropped: s3fs >= 2024.12 is needed", folder)
     stop = threading.Event()
     renewer = threading.Thread(target=_keep_renewed, args=(lock, stop), daemon=True,
                                name="parla-lock")
@@ -144,7 +210,6 @@ def _remote_lock(folder: AnyPath, break_lock: bool, lease_seconds: float) -> Ite
         yield
     finally:
         stop.set()
-        renewer.join(timeout=5)
         lock.release()
 
 
@@ -152,7 +217,8 @@ def _acquire(lock: RemoteLock, break_lock: bool) -> None:
     try:
         if lock.create():
             return
-        held = lock.holder() or {}
+        held, version = lock.read()
+        held = held or {}
         expired = float(held.get("expires", 0)) < time.time()
         if not (break_lock or expired):
             left = float(held.get("expires", 0)) - time.time()
@@ -161,8 +227,7 @@ def _acquire(lock: RemoteLock, break_lock: bool) -> None:
                           "pass --break_lock)")
         log.warning("taking over the lock on %s from %s (%s)", lock.folder,
                     held.get("owner", "a run"), "--break_lock" if break_lock else "expired")
-        bounded(lock.fs, "rm_file", lock.key)
-        if not lock.create():  # another run took it over first
+        if not lock.replace(version):  # another run took it over first
             raise _in_use(lock.folder, (lock.holder() or {}).get("owner", "another run"))
     except (UsageError, EnvironmentFailure):
         raise
@@ -178,4 +243,5 @@ def _keep_renewed(lock: RemoteLock, stop: threading.Event) -> None:
                 log.warning("the lock on %s was taken over by another run", lock.folder)
                 return
         except Exception as error:  # the next renewal may get through; the lease has slack
-            log.debug("renewing the lock on %s failed: %s", lock.folder, error)
+            log.warning("renewing the lock on %s failed (%s); trying again in %.0f s",
+                        lock.folder, type(error).__name__, lock.lease / 3)
