@@ -274,3 +274,17 @@ def test_rebuilding_from_a_folder_that_is_not_prepared_is_one_line(tmp_path, cap
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no dialect_statistics.json" in err
     assert not (tmp_path / "report.html").exists()
+
+
+def test_the_report_of_a_prepared_folder_on_a_store_is_rebuilt_there(demo_report: Path,
+                                                                     memory_store: str) -> None:
+    """`python -m parla.report <URL>`: the folder is read and the page written on the store."""
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    root = memory_store.removeprefix("memory://")
+    fs.put(str(demo_report), root, recursive=True)
+    fs.rm(f"{root}/report.html")
+    assert report_main.main([memory_store, "--sources", str(demo_corpus_path())]) == 0
+    page = fs.cat_file(f"{root}/report.html").decode("utf-8")
+    assert page == (demo_report / "report.html").read_text(encoding="utf-8")

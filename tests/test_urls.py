@@ -79,6 +79,8 @@ def test_a_card_names_a_bucket_url_without_its_bucket():
     assert public_location("s3://private-bucket/cv-corpus-23.0/ca") == "cv-corpus-23.0/ca"
     assert public_location("gs://private-bucket/corpus/") == "corpus"
     assert public_location("xaviviro/cv_23_ca_central") == "xaviviro/cv_23_ca_central"
+    assert public_location("s3://private-bucket") == "dataset"  # the root names only the bucket
+    assert public_location("s3://private-bucket/") == "dataset"
 
 
 def test_map_io_keeps_the_order_and_runs_calls_at_once_only_on_a_store():
@@ -100,3 +102,10 @@ def test_map_io_raises_the_first_error_as_the_loop_would():
 
     with pytest.raises(OSError, match="said no"):
         map_io(fails_on_two, [1, 2, 3], concurrent=True)
+
+
+def test_an_error_about_an_endpoint_does_not_echo_its_credentials():
+    from parla.store.urls import _without_userinfo
+
+    text = "Invalid endpoint: http://me:s3cret@minio.local:9000/x and https://k@h"
+    assert _without_userinfo(text) == "Invalid endpoint: http://***@minio.local:9000/x and https://***@h"

@@ -51,7 +51,7 @@ def _shard_numbers(path: Path) -> _ShardNumbers:
         table = parquet.read(columns=columns) if columns else None
         rows = parquet.metadata.num_rows
     finally:
-        parquet.close()
+        parquet.close(force=True)  # force: pyarrow leaves a file object it was given open
     speakers = seconds = None
     if "speaker_id" in names:
         speakers = frozenset(pc.unique(table.column("speaker_id")).to_pylist())

@@ -44,7 +44,10 @@ def _hub_id_of(path: Path) -> str | None:
 def public_location(text: str) -> str:
     """``text`` as a published file may show it (see the module docstring)."""
     if isinstance(text, str) and _STORE_URL_RE.match(text):  # a bucket is as private as a disk
-        return f"{_parent_name(text)}{text.rstrip('/').rsplit('/', 1)[-1]}"
+        parts = text.split("://", 1)[1].rstrip("/").split("/")
+        if len(parts) < 2:  # a bucket's root: nothing in it to name
+            return "dataset"
+        return f"{_parent_name(text)}{parts[-1]}"
     if not isinstance(text, str) or not text or not _looks_local(text):
         return text
     path = Path(text).expanduser()

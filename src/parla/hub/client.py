@@ -31,7 +31,7 @@ from parla.options import PublishOptions
 from parla.progress import bars_disabled, get_logger
 from parla.store.layout import CARD_FILE
 from parla.store.shards import find_shards
-from parla.store.urls import as_path, check_reachable, is_remote
+from parla.store.urls import as_path, check_reachable, is_remote, open_ranges
 
 log = get_logger("hub")
 
@@ -292,8 +292,9 @@ def _upload_from_store(api: Any, options: PublishOptions, folder: Any, token: st
     for number, batch in enumerate(batches, start=1):
         with contextlib.ExitStack() as opened:
             # buffered: huggingface_hub takes io.BufferedIOBase objects, not fsspec's files
+            # by exact ranges: fsspec's read-ahead would hold up to 50 MB per open file
             operations = [CommitOperationAdd(str(p.relative_to(folder)), opened.enter_context(
-                io.BufferedReader(p.open("rb"), 1 << 20))) for p in batch]
+                io.BufferedReader(open_ranges(p), 1 << 20))) for p in batch]
             if card is not None and number == len(batches):
                 operations.append(CommitOperationAdd(CARD_FILE, card.encode("utf-8")))
             api.create_commit(repo_id=options.repo_id, repo_type=REPO_TYPE,

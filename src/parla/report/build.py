@@ -97,7 +97,7 @@ def read_prepared_folder(folder: str | os.PathLike, source_dirs: Sequence[str | 
     ``clips/<source_path>`` or ``<source_path>`` under each of ``source_dirs``."""
     from parla.store.shards import find_shards
 
-    out = Path(folder)
+    out = as_path(folder)
     if not (out / STATISTICS_FILE).is_file():
         raise UsageError(f"{out} has no {STATISTICS_FILE}: not a prepared folder")
     statistics = json.loads((out / STATISTICS_FILE).read_text(encoding="utf-8"))
@@ -137,7 +137,7 @@ def collect_samples(folder: Path, samples_per_dialect: int, read_source: Any,
                 first = (parquet.read_row_group(0).slice(0, wanted).to_pylist()
                          if parquet.metadata.num_row_groups else [])
             finally:
-                parquet.close()
+                parquet.close(force=True)  # force: pyarrow leaves a file object it was given open
             if first:
                 samples.setdefault(config, []).extend(_sample(row, read_source(row))
                                                       for row in first)

@@ -42,12 +42,12 @@ from parla.store.layout import PACK_STAGE, PACKED_CONFIG
 from parla.store.shards import (
     DATA_DIR,
     find_shards,
-    parquet_file,
     parse_shard_name,
     read_shard,
     read_shard_record,
     shard_path,
     shard_paths,
+    shard_rows,
     write_table_atomic,
 )
 from parla.store.urls import as_path
@@ -94,7 +94,7 @@ def packing_sources(found: Mapping[str, Mapping[str, Sequence[Path]]]
 def _sources_digest(folder: Path, sources: Mapping[str, Sequence[Path]]) -> str:
     """Names, rows and sizes of the source shards: tokenized shards are byte-deterministic, so
     equal digests mean the same examples."""
-    entries = [(split, str(path.relative_to(folder)), parquet_file(path).metadata.num_rows,
+    entries = [(split, str(path.relative_to(folder)), shard_rows(path),
                 path.stat().st_size) for split in sorted(sources) for path in sources[split]]
     return hashlib.sha256(json.dumps(entries).encode()).hexdigest()
 

@@ -53,8 +53,8 @@ from parla.store.lock import lock_folder
 from parla.store.shards import (
     DATA_DIR,
     find_shards,
-    parquet_file,
     shard_paths,
+    shard_rows,
 )
 from parla.store.urls import as_path, check_reachable, is_remote, use_storage_options
 from parla.tokens import orpheus
@@ -153,7 +153,7 @@ def _plan(found: Mapping[str, Mapping[str, list[Path]]], input_dir: Path,
           out: Path) -> list[TokenizeTask]:
     """Every input shard as a task, its output at the same place under ``out``."""
     return [TokenizeTask(config, split, str(path), str(out / DATA_DIR / config / path.name),
-                         parquet_file(path).metadata.num_rows, path.stat().st_size)
+                         shard_rows(path), path.stat().st_size)
             for config in sorted(found) for split in sorted(found[config])
             for path in found[config][split]]
 

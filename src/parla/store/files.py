@@ -5,6 +5,9 @@ final one and renamed into place, so a file that exists is complete; a killed ru
 temporary files, which `remove_stale_tmp` deletes. On an object store there is no rename, and
 none is needed: the file is written locally and sent with one PUT (or a multipart upload that
 is completed only when whole, and aborted on failure), so an object is either absent or whole.
+A multipart upload cut off by parla's deadline (`urls.bounded` cancels it) is not aborted: its
+parts stay invisible, but S3 keeps them until a lifecycle rule (AbortIncompleteMultipartUpload)
+removes them; docs/SCALING.md says to set one.
 """
 
 from __future__ import annotations

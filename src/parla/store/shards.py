@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from parla.store.files import atomic_path
-from parla.store.urls import AnyPath, as_path, filesystem, forget_listings, is_remote
+from parla.store.urls import AnyPath, as_path, forget_listings, is_remote, open_ranges
 
 DATA_DIR = "data"
 _SHARD_RE = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.parquet$")
@@ -156,11 +156,9 @@ def settings_difference(found: Any, wanted: Mapping[str, Any], shown: int = 3) -
 
 def parquet_source(path: str | os.PathLike) -> Any:
     """What pyarrow reads a shard from: a local path as it is; on a store a file object that
-    fetches exactly the byte ranges pyarrow asks for (a footer, some column chunks). fsspec's
-    default read-ahead of 50 MB would fetch a whole shard to read its footer."""
+    fetches exactly the byte ranges pyarrow asks for (a footer, some column chunks)."""
     if is_remote(path):
-        fs, inner = filesystem(path)
-        return fs.open(inner, "rb", cache_type="none")
+        return open_ranges(path)
     return os.fspath(as_path(path))
 
 
@@ -189,10 +187,24 @@ def read_schema(path: str | os.PathLike) -> pa.Schema:
 
 
 def parquet_file(path: str | os.PathLike) -> pq.ParquetFile:
-    """A shard opened for its metadata and row groups (on a store: read by ranges; the file
-    closes with the ParquetFile)."""
-    # on a store, pre_buffer coalesces the column chunks a read needs into few requests
-    return pq.ParquetFile(parquet_source(path), pre_buffer=is_remote(path))
+    """A shard opened for its metadata and row groups (on a store: read by ranges). Close it
+    with ``close(force=True)``: pyarrow leaves a file object it was given open."""
+    source = parquet_source(path)
+    try:
+        # on a store, pre_buffer coalesces the column chunks a read needs into few requests
+        return pq.ParquetFile(source, pre_buffer=is_remote(path))
+    except BaseException:
+        _close(source)
+        raise
+
+
+def shard_rows(path: str | os.PathLike) -> int:
+    """A shard's row count, from its footer (the file is closed again)."""
+    parquet = parquet_file(path)
+    try:
+        return parquet.metadata.num_rows
+    finally:
+        parquet.close(force=True)  # force: pyarrow leaves a file object it was given open
 
 
 def read_shard(path: str | os.PathLike, columns: Iterable[str] | None = None) -> pa.Table:

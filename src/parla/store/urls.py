@@ -153,9 +153,21 @@ def map_io(function: Callable[[T], R], items: Iterable[T], *, concurrent: bool) 
         return list(pool.map(function, items))
 
 
-def display(path: AnyPath) -> str:
-    """The path as a user wrote it (a URL stays a URL)."""
-    return str(path)
+def open_ranges(path: str | os.PathLike) -> Any:
+    """A binary file for reading: a local one as it is; on a store, one that fetches exactly
+    the ranges read (fsspec's default read-ahead of 50 MB would fetch, and hold, up to that
+    much for every open file: a whole shard to read its footer)."""
+    path = as_path(path)
+    if is_remote(path):
+        fs, inner = filesystem(path)
+        return fs.open(inner, "rb", cache_type="none")
+    return open(path, "rb")
+
+
+def _without_userinfo(text: str) -> str:
+    """An error's text with any ``user:password@`` of a URL in it masked (an endpoint_url may
+    carry credentials, and botocore echoes the endpoint)."""
+    return re.sub(r"(://)[^/@\s]+@", r"\1***@", text)
 
 
 def check_reachable(path: AnyPath, what: str) -> None:
@@ -179,8 +191,9 @@ def check_reachable(path: AnyPath, what: str) -> None:
     except (TypeError, ValueError) as error:  # an option the filesystem does not take
         raise UsageError(f"{what} {path}: --storage_options does not suit "
                          f"{scheme(path)}:// ({type(error).__name__}: "
-                         f"{str(error)[:160]})") from None
+                         f"{_without_userinfo(str(error))[:160]})") from None
     except Exception as error:  # botocore, aiohttp and the like: the store is not answering
         raise EnvironmentFailure(f"{what} {path}: the store did not answer "
-                                 f"({type(error).__name__}: {str(error)[:160]}); check the "
+                                 f"({type(error).__name__}: "
+                                 f"{_without_userinfo(str(error))[:160]}); check the "
                                  "endpoint and the network, then run again") from None

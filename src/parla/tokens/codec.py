@@ -426,7 +426,7 @@ class SnacEncoder:
         import torch
 
         if self.compiled == "unchecked":
-            self._check_compiled(audio)
+            return self._check_compiled(audio)
         if self.compiled == "trusted":
             try:
                 return self.model.encode(audio)
@@ -437,28 +437,34 @@ class SnacEncoder:
                                         f"({type(error).__name__})")
         return self.model.encode(audio)
 
-    def _check_compiled(self, audio: torch.Tensor) -> None:
+    def _check_compiled(self, audio: torch.Tensor) -> list[torch.Tensor]:
         """Encode the first batch eagerly and compiled; keep the compiled encoder only if every
-        code is the same (torch.compile fuses and reorders arithmetic)."""
+        code is the same (torch.compile fuses and reorders arithmetic). Returns eager's codes."""
+        import torch
+
         eager = self.model.encode(audio)
         self.model.encoder = self._compiled_encoder
         try:
             with self.phases.timed("compile"):
                 compiled = self.model.encode(audio)
+        except torch.cuda.OutOfMemoryError:  # the batch is split, not the compiler dropped
+            self.model.encoder = self._eager_encoder
+            raise
         except Exception as error:  # no C compiler, an operation inductor cannot take
             first = (str(error).strip().splitlines() or [""])[0][:160]
             self._give_up_compiling("failed", f"torch.compile failed ({type(error).__name__}: "
                                     f"{first})")
-            return
+            return eager
         differ = sum(int((a != b).sum()) for a, b in zip(eager, compiled, strict=True))
         if differ:
             total = sum(level.numel() for level in eager)
             self._give_up_compiling("differs", f"torch.compile changed {differ} of {total} "
                                     "codes of the first batch")
-            return
+            return eager
         self.compiled = "trusted"
         log.info("torch.compile gave eager's codes for the first batch (%d clips): using it",
                  audio.shape[0])
+        return eager
 
     def _give_up_compiling(self, state: str, why: str) -> None:
         self.model.encoder = self._eager_encoder
