@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from parla.errors import UsageError
+from parla.errors import EnvironmentFailure, UsageError
 from parla.store.lock import LOCK_FILE, RemoteLock, lock_folder
 from parla.store.urls import as_path
 
@@ -87,3 +87,13 @@ def test_the_running_driver_renews_its_store_lock(memory_store) -> None:
         first = RemoteLock(folder, 1).holder()["expires"]
         time.sleep(0.5)
         assert RemoteLock(folder, 1).holder()["expires"] > first
+
+
+def test_a_run_whose_store_lock_was_taken_over_ends_with_one_error(memory_store) -> None:
+    folder = as_path(f"{memory_store}/out")
+    with pytest.raises(EnvironmentFailure, match="taken over by another run"):
+        with lock_folder(folder, lease_seconds=0.3):
+            other = RemoteLock(folder, 60)
+            assert other.replace(other.read()[1])  # another run's --break_lock
+            time.sleep(0.5)  # the next renewal finds the other run's token
+    assert RemoteLock(folder, 1).holder()["token"] == other.token  # its lock is left alone

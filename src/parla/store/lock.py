@@ -93,6 +93,7 @@ class RemoteLock:
         self.token = uuid.uuid4().hex
         self.guard = threading.Lock()  # a renewal and the release never overlap
         self.released = False
+        self.lost = False  # a renewal found another run's lock
 
     def body(self) -> bytes:
         return json.dumps({"owner": _owner(), "token": self.token,
@@ -211,6 +212,10 @@ def _remote_lock(folder: AnyPath, break_lock: bool, lease_seconds: float) -> Ite
     finally:
         stop.set()
         lock.release()
+    if lock.lost:  # the stage finished, but another run wrote here meanwhile
+        raise EnvironmentFailure(f"the lock on {folder} was taken over by another run while "
+                                 "this one ran (an expired lease or --break_lock); what both "
+                                 "wrote may be mixed: run again when the other run has ended")
 
 
 def _acquire(lock: RemoteLock, break_lock: bool) -> None:
@@ -240,6 +245,7 @@ def _keep_renewed(lock: RemoteLock, stop: threading.Event) -> None:
     while not stop.wait(lock.lease / 3):
         try:
             if not lock.renew():
+                lock.lost = True
                 log.warning("the lock on %s was taken over by another run", lock.folder)
                 return
         except Exception as error:  # the next renewal may get through; the lease has slack
