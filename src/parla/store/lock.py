@@ -105,15 +105,7 @@ class RemoteLock:
 
     def create(self) -> bool:
         """Make the lock object if there is none; False when another run's is there."""
-        try:
-            bounded(self.fs, "pipe_file", self.key, self.body(), mode="create")
-        except FileExistsError:
-            return False
-        except OSError as error:
-            if _refused(error):
-                return False
-            raise
-        return True
+        return self._write_if(mode="create")
 
     def honours_create(self) -> bool:
         """Whether a second create of the lock just made is refused: an old s3fs or botocore
@@ -146,8 +138,16 @@ class RemoteLock:
             bounded(self.fs, "rm_file", self.key)
             return self.create()
         try:
-            bounded(self.fs, "pipe_file", self.key, self.body(), IfMatch=version)
-        except FileNotFoundError:
+            return self._write_if(IfMatch=version)
+        except FileNotFoundError:  # deleted since it was read: another run is at it
+            return False
+
+    def _write_if(self, **condition: Any) -> bool:
+        """Write this run's lock under a store-side condition; False when the store refuses it
+        (the object exists, or has changed)."""
+        try:
+            bounded(self.fs, "pipe_file", self.key, self.body(), **condition)
+        except FileExistsError:
             return False
         except OSError as error:
             if _refused(error):
