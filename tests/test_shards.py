@@ -69,3 +69,25 @@ def test_settings_difference_names_a_nested_setting_and_cuts_long_values() -> No
     wanted = {"conditioning": {"target_lufs": -23.0, "trim_silence": True}, "code": "b" * 64}
     assert settings_difference(found, wanted) == (
         f"code ('{'a' * 36}... -> '{'b' * 36}...), conditioning.target_lufs (-20.0 -> -23.0)")
+
+
+def test_a_shard_opened_on_a_store_is_closed_with_its_block(memory_store, monkeypatch):
+    """pyarrow leaves a file object it was given open unless closed with force=True."""
+    from parla.store import shards
+
+    path = f"{memory_store}/data/central/train-00000-of-00001.parquet"
+    write_table_atomic(path, pa.table({"a": [1, 2, 3]}))
+    closes: list[object] = []
+
+    def recorded(opened_path):
+        handle = real(opened_path)
+        handle.close = lambda: closes.append(handle)  # a memory file's own close does nothing
+        return handle
+
+    real = shards.open_ranges
+    monkeypatch.setattr(shards, "open_ranges", recorded)
+    assert shards.shard_rows(path) == 3
+    assert len(closes) == 1
+    with shards.parquet_file(path) as parquet:
+        assert parquet.read().num_rows == 3 and len(closes) == 1
+    assert len(closes) == 2

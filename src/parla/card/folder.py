@@ -44,14 +44,11 @@ class _ShardNumbers:
 
 def _shard_numbers(path: Path) -> _ShardNumbers:
     """Rows, speakers and seconds of one shard, reading only its small columns."""
-    parquet = parquet_file(path)
-    try:
+    with parquet_file(path) as parquet:
         names = set(parquet.schema_arrow.names)
         columns = [name for name in _STAT_COLUMNS if name in names]
         table = parquet.read(columns=columns) if columns else None
         rows = parquet.metadata.num_rows
-    finally:
-        parquet.close(force=True)  # force: pyarrow leaves a file object it was given open
     speakers = seconds = None
     if "speaker_id" in names:
         speakers = frozenset(pc.unique(table.column("speaker_id")).to_pylist())

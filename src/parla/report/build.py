@@ -132,12 +132,9 @@ def collect_samples(folder: Path, samples_per_dialect: int, read_source: Any,
             wanted = samples_per_dialect - len(samples.get(config, []))
             if wanted <= 0:
                 break
-            parquet = parquet_file(path)
-            try:
+            with parquet_file(path) as parquet:
                 first = (parquet.read_row_group(0).slice(0, wanted).to_pylist()
                          if parquet.metadata.num_row_groups else [])
-            finally:
-                parquet.close(force=True)  # force: pyarrow leaves a file object it was given open
             if first:
                 samples.setdefault(config, []).extend(_sample(row, read_source(row))
                                                       for row in first)

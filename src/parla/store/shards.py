@@ -7,11 +7,12 @@ complete and a rerun can trust it (resume); an interrupted write leaves only a t
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -186,25 +187,27 @@ def read_schema(path: str | os.PathLike) -> pa.Schema:
         _close(source)
 
 
-def parquet_file(path: str | os.PathLike) -> pq.ParquetFile:
-    """A shard opened for its metadata and row groups (on a store: read by ranges). Close it
-    with ``close(force=True)``: pyarrow leaves a file object it was given open."""
+@contextlib.contextmanager
+def parquet_file(path: str | os.PathLike) -> Iterator[pq.ParquetFile]:
+    """A shard opened for its metadata and row groups (on a store: read by ranges), closed on
+    leaving the block, its store file included."""
     source = parquet_source(path)
     try:
         # on a store, pre_buffer coalesces the column chunks a read needs into few requests
-        return pq.ParquetFile(source, pre_buffer=is_remote(path))
+        parquet = pq.ParquetFile(source, pre_buffer=is_remote(path))
     except BaseException:
         _close(source)
         raise
+    try:
+        yield parquet
+    finally:
+        parquet.close(force=True)  # without force pyarrow leaves a file object it was given open
 
 
 def shard_rows(path: str | os.PathLike) -> int:
-    """A shard's row count, from its footer (the file is closed again)."""
-    parquet = parquet_file(path)
-    try:
+    """A shard's row count, from its footer."""
+    with parquet_file(path) as parquet:
         return parquet.metadata.num_rows
-    finally:
-        parquet.close(force=True)  # force: pyarrow leaves a file object it was given open
 
 
 def read_shard(path: str | os.PathLike, columns: Iterable[str] | None = None) -> pa.Table:
