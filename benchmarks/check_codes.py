@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Codes on a device: batched against one clip at a time (exact mode), and bf16 against fp32.
 
-Clips come in a few lengths, so that batches hold many clips each. Prints how many clips the
-batched exact path encodes identically to encoding each clip alone, and the share of codes per
-level that bf16 autocast keeps. Not a test; `benchmarks/gpu_check.sh` runs it.
+Clips come in a few lengths, which share batches (each clip's padding masked). Prints how many
+clips the batched exact path encodes identically to encoding each clip alone, and the share of
+codes per level that bf16 autocast keeps. Not a test; `benchmarks/gpu_check.sh` runs it.
 
     python benchmarks/check_codes.py --device cuda --clips 256
 """
@@ -58,7 +58,7 @@ def main() -> None:
     audio = [decode(data)[: 24000 * (2 + i // per_length)]
              for i, data in enumerate(make_clips(args.clips, 5.5, 6.0, 1))]
     reference = alone(model, audio, args.device)
-    exact = SnacEncoder(model, args.device, precision="exact")
+    exact = SnacEncoder(model, args.device, precision="exact", mixed_lengths=True)
     batched = exact.encode_batch(audio)
     sizes = [b[0] for b in exact.phases.drain()["batches"]]
     same = sum(all(np.array_equal(a, b) for a, b in zip(want, got, strict=True))

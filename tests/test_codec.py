@@ -22,7 +22,7 @@ from snac import SNAC  # noqa: E402
 from conftest import NEEDS_CXX, log_records, write_text_tokenizer  # noqa: E402
 from parla.errors import RowRejected, UsageError  # noqa: E402
 from parla.testing import SNAC_24KHZ_CONFIG  # noqa: E402
-from parla.tokens import precision  # noqa: E402
+from parla.tokens import codec, precision  # noqa: E402
 from parla.tokens.codec import (  # noqa: E402
     SnacEncoder,
     TextTokenizer,
@@ -89,16 +89,24 @@ def test_real_24khz_config_pads_to_2048_and_codes_are_n_2n_4n():
     assert code_lengths(12 * 2048, model) == (12, 24, 48)
 
 
-def test_plan_batches_groups_equal_padded_lengths_within_budget():
-    lengths = [4096, 2048, 4096, 4096, 8192, 2048, 4096]
-    batches = plan_batches(lengths, max_batch_samples=8192)
-    assert batches == [[4], [0, 2], [3, 6], [1, 5]]  # longest first, ties in input order
-    for batch in batches:
-        assert len({lengths[i] for i in batch}) == 1
-        assert len(batch) == 1 or sum(lengths[i] for i in batch) <= 8192
+def test_plan_batches_fills_the_budget_longest_first_padding_to_the_first():
+    lengths = [4096, 2048, 4096, 4096, 8192, 2048, 4096, 2048]
+    batches = plan_batches(lengths, max_batch_samples=12288)
+    assert batches == [[4], [0, 2, 3], [6, 1, 5], [7]]  # ties in input order
+    for batch in batches:  # every clip is padded to the batch's first, and longest, clip
+        assert len(batch) == 1 or len(batch) * lengths[batch[0]] <= 12288
+        assert lengths[batch[0]] == max(lengths[i] for i in batch)
     assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
     assert plan_batches([16384], 2048) == [[0]]  # too long for the budget: alone
     assert plan_batches([], 2048) == []
+
+
+def test_plan_batches_of_one_length_never_mix_padded_lengths():
+    lengths = [4096, 2048, 4096, 4096, 8192, 2048, 4096]
+    batches = plan_batches(lengths, max_batch_samples=8192, mixed_lengths=False)
+    assert batches == [[4], [0, 2], [3, 6], [1, 5]]
+    for batch in batches:
+        assert len({lengths[i] for i in batch}) == 1
 
 
 # --- loading ---------------------------------------------------------------------------------
@@ -174,6 +182,35 @@ def test_batched_codes_equal_encoding_each_clip_alone(snac_dir, reference_model)
         for level, want in zip(codes, encode_alone(reference_model, clip), strict=True):
             np.testing.assert_array_equal(level, want)
     assert len({int(c) for codes in got for c in codes[2]}) > 5  # the test is not vacuous
+
+
+def test_a_batch_of_mixed_lengths_gives_each_clip_its_codes_alone(snac_dir, reference_model,
+                                                                  monkeypatch):
+    lengths = [24000, 2000, 9000, 15000, 4096, 21000]  # six padded lengths, one batch
+    audio = clips(lengths, seed=3)
+    encoder = SnacEncoder(snac_dir, "cpu", batch_seconds=10, mixed_lengths=True)
+    assert encoder.mixed_lengths
+    got = encoder.encode_batch(audio)
+    assert [batch[0] for batch in encoder.phases.batches] == [6]
+    wants = [encode_alone(reference_model, clip) for clip in audio]
+    for codes, want in zip(got, wants, strict=True):
+        for level, want_level in zip(codes, want, strict=True):
+            np.testing.assert_array_equal(level, want_level)
+    # not vacuous: unmasked, a short clip sees its batch-mates' padding and its codes change
+    monkeypatch.setattr(codec.LengthMask, "_before_conv", lambda *args: None)
+    unmasked = SnacEncoder(snac_dir, "cpu", batch_seconds=10,
+                           mixed_lengths=True).encode_batch(audio)
+    assert any(not np.array_equal(level, want_level)
+               for codes, want in zip(unmasked, wants, strict=True)
+               for level, want_level in zip(codes, want, strict=True))
+
+
+def test_a_cpu_compiled_or_attention_model_keeps_one_padded_length_a_batch(snac_dir):
+    assert not SnacEncoder(snac_dir, "cpu").mixed_lengths  # faster on a CPU
+    assert not SnacEncoder(snac_dir, "cpu", torch_compile=True, mixed_lengths=True).mixed_lengths
+    model = load_snac(snac_dir)
+    model.attn_window_size = 32  # a 32/44 kHz SNAC's local attention would see across clips
+    assert not SnacEncoder(model, "cpu", mixed_lengths=True).mixed_lengths
 
 
 def test_encode_lazy_keeps_failures_in_place_and_survives_wrong_lengths(snac_dir,
@@ -290,7 +327,6 @@ def test_float32_codes_of_a_bf16_encoder_are_the_exact_codes(snac_dir):
 def test_the_cpu_batch_is_sized_from_the_machine_memory():
     import os
 
-    from parla.tokens import codec
 
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     want = memory * codec.CPU_MEMORY_SHARE / codec.CPU_BYTES_PER_AUDIO_SECOND
@@ -378,3 +414,4 @@ def test_torch_compile_gives_eager_codes_and_is_trusted(snac_dir):
     assert encoder.compiled == "trusted"
     for codes, want in zip(got, exact, strict=True):
         assert all(np.array_equal(a, b) for a, b in zip(codes, want, strict=True))
+

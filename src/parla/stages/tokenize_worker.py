@@ -290,8 +290,8 @@ class WorkerSettings:
     torch_compile: bool = False
 
 
-# rows one worker call batches across (a shard alone has too few clips of one padded length to
-# fill a batch); its shards' FLAC bytes are held until all are encoded
+# rows one worker call batches across (a shard alone has too few clips to fill a GPU's batch);
+# its shards' FLAC bytes are held until all are encoded
 ROWS_PER_CALL = 4096
 
 

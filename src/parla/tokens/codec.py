@@ -43,13 +43,15 @@ SNAC_WEIGHTS = "pytorch_model.bin"  # the name snac.SNAC.from_pretrained loads
 TOKENIZER_FILE = "tokenizer.json"
 Codes = tuple[np.ndarray, np.ndarray, np.ndarray]
 
-# Peak device memory per second of 24 kHz audio in one SNAC encoder batch. Measured on CPU at
-# ~20 MB/s (float32 activations of the first encoder stages); doubled for the CUDA caching
-# allocator and cuDNN workspaces. Only sizes the automatic batch; an out-of-memory batch is split.
+# Peak memory per padded second of 24 kHz audio in one SNAC encoder batch. On a CPU, with glibc
+# keeping freed memory (`keep_freed_memory`: 2-3x faster than its default there), measured at
+# 95-112 MiB/s for 32-128 s batches: freed activations are not reused as they come, so the heap
+# holds several times the ~20 MiB/s of float32 activations alive at once. On a GPU, 40 MiB/s:
+# those activations doubled for the CUDA caching allocator and cuDNN workspaces. Only sizes the
+# automatic batch; an out-of-memory batch is split.
 DEVICE_BYTES_PER_AUDIO_SECOND = 40 * 2**20
-CPU_BYTES_PER_AUDIO_SECOND = 20 * 2**20
-# On a CPU a big batch costs no speed once glibc keeps freed memory (`keep_freed_memory`); it is
-# capped at a quarter of the machine's memory, split between the workers.
+CPU_BYTES_PER_AUDIO_SECOND = 112 * 2**20
+# a CPU batch is capped at a quarter of the machine's memory, split between the workers
 CPU_MEMORY_SHARE = 0.25
 MAX_BATCH_SECONDS = 600.0  # beyond this a bigger batch no longer speeds up a GPU
 MIN_BATCH_SECONDS = 8.0
@@ -180,25 +182,86 @@ def auto_batch_seconds(device: torch.device, share: int = 1) -> float:
     return float(min(MAX_BATCH_SECONDS, max(MIN_BATCH_SECONDS, seconds)))
 
 
-def plan_batches(padded_lengths: Sequence[int], max_batch_samples: int) -> list[list[int]]:
-    """Indexes grouped into batches of one padded length, at most ``max_batch_samples`` each.
+def plan_batches(padded_lengths: Sequence[int], max_batch_samples: int,
+                 mixed_lengths: bool = True) -> list[list[int]]:
+    """Indexes grouped into batches of at most ``max_batch_samples`` padded samples each.
 
-    Longest clips first (an out-of-memory batch shows up at once); a clip longer than the budget
-    gets a batch of its own. Deterministic: ties keep input order.
+    Longest clips first, so a batch is as wide as its first clip and the clips after it are
+    padded to that (``mixed_lengths``; `LengthMask` keeps their codes those of each clip
+    alone), or only clips of one padded length together. A clip longer than the budget gets a
+    batch of its own (an out-of-memory batch shows up at once). Deterministic: ties keep input
+    order.
     """
     order = sorted(range(len(padded_lengths)), key=lambda i: (-padded_lengths[i], i))
     batches: list[list[int]] = []
     current: list[int] = []
     for index in order:
-        length = padded_lengths[index]
-        if current and (padded_lengths[current[0]] != length
-                        or (len(current) + 1) * length > max_batch_samples):
-            batches.append(current)
-            current = []
+        if current:
+            width = padded_lengths[current[0]]
+            if ((not mixed_lengths and padded_lengths[index] != width)
+                    or (len(current) + 1) * width > max_batch_samples):
+                batches.append(current)
+                current = []
         current.append(index)
     if current:
         batches.append(current)
     return batches
+
+
+class LengthMask:
+    """Zeroes each clip's padding before every convolution that looks across time.
+
+    A clip padded to a longer batch-mate's length must see what it sees alone, zeros past its
+    own padded end; SNAC's convolution biases make that padding non-zero from the first layer
+    on. Every other encoder layer works sample by sample (Snake, 1x1 convolutions, the
+    residual adds), and the quantizer pools whole frames, so masking these inputs leaves each
+    clip's codes those of the clip alone. Registered once per model, as forward pre-hooks.
+    """
+
+    def __init__(self, encoder: torch.nn.Module) -> None:
+        import torch
+
+        self._padded: list[int] | None = None
+        self._width = 0
+        self._masks: dict[int, torch.Tensor] = {}
+        for module in encoder.modules():
+            if isinstance(module, torch.nn.Conv1d) and module.kernel_size[0] > 1:
+                module.register_forward_pre_hook(self._before_conv)
+
+    @classmethod
+    def of(cls, model: torch.nn.Module) -> LengthMask:
+        mask = getattr(model, "_parla_length_mask", None)
+        if mask is None:
+            mask = cls(model.encoder)
+            model._parla_length_mask = mask
+        return mask
+
+    @contextlib.contextmanager
+    def padded_to(self, padded: Sequence[int], width: int) -> Iterator[None]:
+        """Mask a batch ``width`` samples wide whose clips are ``padded`` samples long."""
+        if all(length == width for length in padded):  # one length: nothing to mask
+            yield
+            return
+        self._padded, self._width, self._masks = list(padded), width, {}
+        try:
+            yield
+        finally:
+            self._padded, self._masks = None, {}
+
+    def _before_conv(self, _module: Any, inputs: tuple) -> tuple | None:
+        import torch
+
+        if self._padded is None:
+            return None
+        x = inputs[0]
+        width = x.shape[-1]  # every layer's width is the batch's divided by its stride so far
+        mask = self._masks.get(width)
+        if mask is None:
+            keep = torch.tensor([n * width // self._width for n in self._padded],
+                                device=x.device)
+            mask = (torch.arange(width, device=x.device) >= keep[:, None])[:, None, :]
+            self._masks[width] = mask
+        return (x.masked_fill(mask, 0), *inputs[1:])
 
 
 @dataclass
@@ -213,7 +276,7 @@ class _Prepared:
 
 
 class SnacEncoder:
-    """Loads SNAC once; encodes many clips in length-bucketed batches.
+    """Loads SNAC once; encodes many clips in length-sorted batches.
 
     ``encode_batch`` takes decoded arrays. ``encode_lazy`` takes clip lengths and a loader, and
     decodes the next batches on background threads (into pinned memory, copied without blocking)
@@ -227,7 +290,7 @@ class SnacEncoder:
     def __init__(self, model: str | os.PathLike | SnacFiles | torch.nn.Module, device: str = "cpu",
                  batch_seconds: float | None = None, decode_threads: int = 2,
                  prefetch_batches: int = 2, share: int = 1, precision: str = "exact",
-                 torch_compile: bool = False) -> None:
+                 torch_compile: bool = False, mixed_lengths: bool | None = None) -> None:
         import torch
 
         self.precision_state = set_precision(precision)
@@ -253,6 +316,15 @@ class SnacEncoder:
         self._eager_encoder = self.model.encoder
         self._compiled_encoder = (torch.compile(self.model.encoder, dynamic=True)
                                   if torch_compile else None)
+        # Clips of different lengths share a batch (masked) on a GPU, whose batches then fill
+        # up whatever the lengths. On a CPU one length a batch is faster (smaller batches stay
+        # in cache: PERFORMANCE.md). Compiled code (whose guards the masks' Python state would
+        # multiply) and attention windows (which would see across clips) keep one length.
+        if mixed_lengths is None:
+            mixed_lengths = self.device.type == "cuda"
+        self.mixed_lengths = (mixed_lengths and not torch_compile
+                              and not self.model.attn_window_size)
+        self._mask = LengthMask.of(self.model)
 
     @property
     def max_batch_samples(self) -> int:
@@ -281,7 +353,7 @@ class SnacEncoder:
         """
         results: list[Codes | RowRejected | None] = [None] * len(num_samples)
         planned = [self.padded_length(max(1, n)) for n in num_samples]
-        batches = plan_batches(planned, self.max_batch_samples)
+        batches = plan_batches(planned, self.max_batch_samples, self.mixed_lengths)
         in_flight: _InFlight | None = None
         for prepared in self._prepared(batches, planned, load, threads):
             for index, error in prepared.failed:
@@ -320,7 +392,7 @@ class SnacEncoder:
         threads = self.decode_threads if threads is None else threads
         if threads == 0:
             for batch in batches:
-                yield self._prepare(batch, planned[batch[0]], load)
+                yield self._prepare(batch, planned, load)
             return
         with ThreadPoolExecutor(threads, thread_name_prefix="parla-decode") as pool:
             upcoming = iter(batches)
@@ -329,7 +401,7 @@ class SnacEncoder:
             def submit_next() -> None:
                 batch = next(upcoming, None)
                 if batch is not None:
-                    ahead.append(pool.submit(self._prepare, batch, planned[batch[0]], load))
+                    ahead.append(pool.submit(self._prepare, batch, planned, load))
 
             for _ in range(self.prefetch_batches + threads):  # bounded: memory stays flat
                 submit_next()
@@ -340,7 +412,7 @@ class SnacEncoder:
                     prepared = future.result()
                 yield prepared
 
-    def _prepare(self, batch: list[int], padded: int, load: Callable[[int], np.ndarray]
+    def _prepare(self, batch: list[int], planned: list[int], load: Callable[[int], np.ndarray]
                  ) -> _Prepared:
         started = time.perf_counter()
         failed: list[tuple[int, RowRejected]] = []
@@ -354,11 +426,12 @@ class SnacEncoder:
                 continue
             if len(audio) == 0:
                 failed.append((index, RowRejected("empty_audio", "no samples")))
-            elif self.padded_length(len(audio)) != padded:
+            elif self.padded_length(len(audio)) != planned[index]:
                 off_plan.append((index, audio))
             else:
                 kept.append((index, audio))
-        tensor = self._padded_tensor([a for _, a in kept], padded) if kept else None
+        width = max((planned[index] for index, _ in kept), default=0)
+        tensor = self._padded_tensor([a for _, a in kept], width) if kept else None
         self.phases.add("decode", time.perf_counter() - started)
         return _Prepared([i for i, _ in kept], [len(a) for _, a in kept], tensor, failed, off_plan)
 
@@ -385,7 +458,7 @@ class SnacEncoder:
                 with self.phases.timed("h2d"):
                     on_device = audio.to(self.device, non_blocking=True)
                 with self.phases.timed("encode"), autocast(self.precision, "cuda"):
-                    codes = self._encode(on_device)
+                    codes = self._encode(on_device, lengths)
                 with self.phases.timed("d2h"):
                     host = [torch.empty(level.shape, dtype=torch.int16, pin_memory=True)
                             for level in codes]
@@ -406,7 +479,7 @@ class SnacEncoder:
                 with self.phases.timed("h2d"):
                     on_device = audio.to(self.device, non_blocking=True)
                 with self.phases.timed("encode"), autocast(self.precision, self.device.type):
-                    codes = self._encode(on_device)
+                    codes = self._encode(on_device, lengths)
                 with self.phases.timed("d2h"):
                     codes = [level.to(torch.int16).cpu().numpy() for level in codes]
         except torch.cuda.OutOfMemoryError:
@@ -421,8 +494,13 @@ class SnacEncoder:
                     + self._encode_padded(audio[half:], lengths[half:]))
         return self._per_clip(codes, lengths)
 
-    def _encode(self, audio: torch.Tensor) -> list[torch.Tensor]:
-        """SNAC's codes of a batch already on the device (under the caller's autocast)."""
+    def _encode(self, audio: torch.Tensor, lengths: list[int]) -> list[torch.Tensor]:
+        """SNAC's codes of a batch already on the device (under the caller's autocast), each
+        clip's padding masked where the batch is wider than the clip."""
+        with self._mask.padded_to([self.padded_length(n) for n in lengths], audio.shape[-1]):
+            return self._encode_masked(audio)
+
+    def _encode_masked(self, audio: torch.Tensor) -> list[torch.Tensor]:
         import torch
 
         if self.compiled == "unchecked":
@@ -481,9 +559,11 @@ class SnacEncoder:
             self.model.encoder = current
 
     def _per_clip(self, codes: list[np.ndarray], lengths: list[int]) -> list[Codes]:
-        keep = code_lengths(self.padded_length(max(lengths)), self.model)
-        return [tuple(level[row, :n].copy() for level, n in zip(codes, keep, strict=True))
-                for row in range(len(lengths))]  # type: ignore[misc]
+        """Each row's codes, cut to its own clip's padded length."""
+        return [tuple(level[row, :n].copy()
+                      for level, n in zip(codes, code_lengths(self.padded_length(length),
+                                                              self.model), strict=True))
+                for row, length in enumerate(lengths)]  # type: ignore[misc]
 
 
 @dataclass
