@@ -324,7 +324,9 @@ class SnacEncoder:
             mixed_lengths = self.device.type == "cuda"
         self.mixed_lengths = (mixed_lengths and not torch_compile
                               and not self.model.attn_window_size)
-        self._mask = LengthMask.of(self.model)
+        # hooks only where batches mix lengths: elsewhere they would be a Python call per
+        # convolution for nothing, and traced into the compiled graph
+        self._mask = LengthMask.of(self.model) if self.mixed_lengths else None
 
     @property
     def max_batch_samples(self) -> int:
@@ -497,10 +499,12 @@ class SnacEncoder:
     def _encode(self, audio: torch.Tensor, lengths: list[int]) -> list[torch.Tensor]:
         """SNAC's codes of a batch already on the device (under the caller's autocast), each
         clip's padding masked where the batch is wider than the clip."""
+        if self._mask is None:
+            return self._run_encoder(audio)
         with self._mask.padded_to([self.padded_length(n) for n in lengths], audio.shape[-1]):
-            return self._encode_masked(audio)
+            return self._run_encoder(audio)
 
-    def _encode_masked(self, audio: torch.Tensor) -> list[torch.Tensor]:
+    def _run_encoder(self, audio: torch.Tensor) -> list[torch.Tensor]:
         import torch
 
         if self.compiled == "unchecked":
